@@ -1,0 +1,41 @@
+# gradserve: `make run` serves, `make test` tests, `make bench` benchmarks.
+# Each target creates .venv and installs the project into it when needed, so a
+# fresh machine with only python3 and make gets there in one command.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint clean oracle
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/gradserve serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# The PyTorch oracle for differential tests and benchmarks (optional).
+oracle: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,oracle]'
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,395 @@
+"""Reverse mode: ``backward`` and ``grad`` over the recorded graph.
+
+The traversal is iterative (a 100 000-op chain must not hit Python's
+recursion limit): one pass counts each node's incoming edges, then nodes run
+when every gradient they will receive has arrived. A node's gradient goes
+through its op's vjp rules (picked from the table, never named here), is
+summed back to each input's shape for broadcasting ops, and is added into
+the buffer of the next node. ``AccumulateGrad`` nodes end paths at leaves.
+
+With ``create_graph=True`` the rules run on Tensors with grad mode on, so the
+backward pass is itself recorded and can be differentiated again.
+"""
+
+from __future__ import annotations
+
+import os
+
+from engine import backend, ops
+from engine.autograd import grad_mode
+from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.tensor import Tensor
+
+# Shape checks after every vjp (names the op on failure); on under pytest or GRADSERVE_DEBUG=1.
+DEBUG = bool(os.environ.get("GRADSERVE_DEBUG") or os.environ.get("PYTEST_CURRENT_TEST") is not None)
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+    "graph a second time or if you need to access saved tensors after calling backward."
+)
+
+
+def _root_node(tensor, position):
+    if tensor.grad_fn is not None:
+        return tensor.grad_fn
+    if tensor._requires_grad:
+        return accumulator(tensor)
+    raise RuntimeError(f"element {position} of tensors does not require grad and does not have a grad_fn")
+
+
+def _seed(tensor, grad, create_graph):
+    """The starting gradient of one output: ones for a scalar, else the caller's ``grad``."""
+    if isinstance(grad, _BatchedGrad):
+        grad = grad.grad
+        return grad if create_graph else grad._data.astype(tensor._data.dtype, copy=False)
+    if grad is None:
+        if tensor._data.size != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        xp = backend.namespace_of(tensor._data)
+        seed = xp.ones(tensor._data.shape, dtype=tensor._data.dtype)
+        return Tensor._make(seed) if create_graph else seed
+    if not isinstance(grad, Tensor):
+        grad = Tensor(grad, dtype=tensor.dtype)
+    if tuple(grad.shape) != tuple(tensor.shape) and grad._data.ndim <= tensor._data.ndim:
+        raise RuntimeError(
+            f"Mismatch in shape: grad_output[0] has a shape of {tuple(grad.shape)} and output[0] "
+            f"has a shape of {tuple(tensor.shape)}."
+        )
+    if create_graph:
+        return grad
+    data = grad._data
+    return data if data.dtype == tensor._data.dtype else data.astype(tensor._data.dtype)
+
+
+def _collect(roots):
+    """Count, for every node reachable from ``roots``, the edges that point at it."""
+    dependencies = {}
+    seen = set(roots)
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            dependencies[child] = dependencies.get(child, 0) + 1
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return dependencies, seen
+
+
+def _needed(roots, targets, nodes):
+    """The nodes from which some target is reachable: the only ones worth running."""
+    needed = set(targets)
+    order = []  # post-order over the graph, iteratively
+    visited = set()
+    for root in roots:
+        if root in visited:
+            continue
+        stack = [(root, iter(root.next_functions))]
+        visited.add(root)
+        while stack:
+            node, children = stack[-1]
+            advanced = False
+            for child, _ in children:
+                if child is not None and child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child.next_functions)))
+                    advanced = True
+                    break
+            if not advanced:
+                stack.pop()
+                order.append(node)
+    for node in order:  # children come before parents in post-order
+        if node not in needed and any(c in needed for c, _ in node.next_functions if c is not None):
+            needed.add(node)
+    return needed
+
+
+def _check_versions(node):
+    for counter, expected, position in node.checks:
+        if counter[0] != expected:
+            if position == -1:
+                what = f"{describe_tensor(node.out_shape, node.out_dtype)}, which is output 0 of {node.name()},"
+            else:
+                saved = node.saved[position + 1]
+                what = f"{describe_tensor(saved._data.shape, saved._data.dtype)}, an input of {node.name()},"
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: {what} is at version {counter[0]}; expected version {expected} "
+                "instead. Hint: the in-place op came after the one that saved it; use an "
+                "out-of-place version (e.g. x = x + y instead of x += y) or .clone() first."
+            )
+
+
+def _values(node, g, create_graph):
+    """The vector ``[g, out, *inputs]`` the node's vjp rules pick from."""
+    saved = node.saved
+    if create_graph:
+        out = saved[0]
+        if out is not None:
+            out = Tensor._make(out)
+            out.grad_fn = node
+            out._requires_grad = True
+        inputs = saved[1:]
+        return [g, out, *inputs]
+    values = [g, saved[0]]
+    for value in saved[1:]:
+        if isinstance(value, Tensor):
+            value = value._data
+        elif isinstance(value, tuple):  # a variadic op's list of inputs
+            value = [v._data if isinstance(v, Tensor) else v for v in value]
+        values.append(value)
+    return values
+
+
+def _fit(grad, node, index, g, create_graph):
+    """Sum a broadcast input gradient back to the input's shape and check it."""
+    op = node.op
+    shape = node.input_shapes[index]
+    batch = g.ndim - len(node.out_shape)
+    if op.broadcast and tuple(grad.shape[batch:]) != tuple(shape):
+        if create_graph:
+            grad = ops.sum_to_size(grad, shape=tuple(shape), lead=batch)
+        else:
+            if not backend.is_array(grad):
+                grad = backend.numpy.asarray(grad)
+            grad = backend.sum_to_shape(grad, tuple(shape), batch)
+    if DEBUG and tuple(grad.shape) != tuple(g.shape[:batch]) + tuple(shape):
+        raise RuntimeError(
+            f"vjp of {op.name} (input {index}) returned a gradient of shape {tuple(grad.shape)}, "
+            f"expected {tuple(g.shape[:batch]) + tuple(shape)}"
+        )
+    return grad
+
+
+def _input_grads(node, g, create_graph):
+    """Run the node's vjp rules for the inputs that lead somewhere."""
+    op = node.op
+    if op.vjp is None:
+        raise NotImplementedError(f"vjp of {op.name} not defined")
+    values = _values(node, g, create_graph)
+    params = node.params
+    if op.variadic:
+        grads = op.vjp(values, params)
+        return [None if child is None else grads[i] for i, (child, _) in enumerate(node.next_functions)]
+    grads = []
+    for i, (child, _) in enumerate(node.next_functions):
+        if child is None:
+            grads.append(None)
+            continue
+        rule = op.vjp[i]
+        if rule is None:
+            raise NotImplementedError(f"vjp of {op.name} not defined for input {op.input_names[i]}")
+        grad = rule(values, params)
+        grads.append(_fit(grad, node, i, g, create_graph))
+    return grads
+
+
+def _as_grad_tensor(g):
+    return g if isinstance(g, Tensor) else Tensor._make(g)
+
+
+def _run_hooks(hooks, g, create_graph):
+    for hook in hooks:
+        result = hook(_as_grad_tensor(g))
+        if result is not None:
+            g = result if create_graph else result._data
+    return g
+
+
+def _accumulate(node, g, create_graph, owned):
+    """AccumulateGrad: add ``g`` into the leaf's ``.grad`` (PyTorch's accumulation semantics)."""
+    variable = node.variable
+    if variable._hooks:
+        g = _run_hooks(variable._hooks, g, create_graph)
+    if create_graph:
+        grad = _as_grad_tensor(g)
+        variable._grad = grad if variable._grad is None else variable._grad + grad
+        return
+    if g.dtype != variable._data.dtype:
+        g = g.astype(variable._data.dtype)
+    if variable._grad is None:
+        # A gradient may be a view, or the very array another leaf received (add passes g
+        # through to both inputs): copy unless this pass produced it and nobody else holds it.
+        if id(g) in owned or not g.flags.owndata or not g.flags.writeable:
+            g = g.copy()
+        owned.add(id(g))
+        variable._grad = Tensor._make(g)
+    elif variable._grad.grad_fn is not None:
+        variable._grad = Tensor._make(variable._grad._data + g)
+    else:
+        variable._grad._data += g
+        variable._grad._version_counter[0] += 1
+
+
+def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None, accumulate=True,
+                 allow_unused=False):
+    """The engine behind ``Tensor.backward``, ``autograd.backward`` and ``autograd.grad``.
+
+    With ``inputs``, gradients are captured at those tensors (and, when
+    ``accumulate`` is false, returned instead of added to ``.grad``); only
+    nodes that lead to them run.
+    """
+    if retain_graph is None:
+        retain_graph = create_graph
+    roots = [_root_node(t, i) for i, t in enumerate(outputs)]
+    seeds = [_seed(t, g, create_graph) for t, g in zip(outputs, grad_outputs)]
+
+    targets = None
+    if inputs is not None:
+        targets = {}
+        for i, t in enumerate(inputs):
+            if not t._requires_grad:
+                raise RuntimeError(f"One of the differentiated Tensors (input {i}) does not require grad")
+            targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
+
+    dependencies, nodes = _collect(roots)
+    needed = _needed(roots, targets, nodes) if targets is not None else None
+
+    buffers = {}
+    owned = set()
+    for root, seed in zip(roots, seeds):
+        buffers[root] = buffers[root] + seed if root in buffers else seed
+    ready = [r for r in dict.fromkeys(roots) if dependencies.get(r, 0) == 0]
+    captured = {}
+
+    with grad_mode.set_grad_enabled(create_graph):
+        while ready:
+            node = ready.pop()
+            g = buffers.pop(node)
+            if node.pre_hooks:
+                g = _run_hooks(node.pre_hooks, g, create_graph)
+            if node.retained is not None:
+                _retain(node, g, create_graph)
+            if targets is not None and node in targets:
+                captured[node] = g
+                if type(node) is AccumulateGrad:
+                    if accumulate:
+                        _accumulate(node, g, create_graph, owned)
+                    continue
+                if not any(c in needed for c, _ in node.next_functions if c is not None):
+                    continue
+            if type(node) is AccumulateGrad:
+                if accumulate and targets is None:
+                    _accumulate(node, g, create_graph, owned)
+                continue
+            if node.freed:
+                raise RuntimeError(FREED_MESSAGE)
+            _check_versions(node)
+            grads = _input_grads(node, g, create_graph)
+            if not retain_graph and (node.op.saves_out or node.op.saved_inputs):
+                node.saved = None
+                node.freed = True
+            for (child, _), grad in zip(node.next_functions, grads):
+                if child is None or grad is None:
+                    continue
+                if needed is not None and child not in needed:
+                    continue
+                previous = buffers.get(child)
+                buffers[child] = grad if previous is None else previous + grad
+                remaining = dependencies[child] - 1
+                dependencies[child] = remaining
+                if remaining == 0:
+                    ready.append(child)
+
+    if inputs is None:
+        return None
+    results = []
+    for t in inputs:
+        node = t.grad_fn if t.grad_fn is not None else accumulator(t)
+        g = captured.get(node)
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    "One of the differentiated Tensors appears to not have been used in the graph. "
+                    "Set allow_unused=True if this is the desired behavior."
+                )
+            results.append(None)
+            continue
+        results.append(_as_grad_tensor(g))
+    return results
+
+
+def _retain(node, g, create_graph):
+    tensor = node.retained()
+    if tensor is None:
+        return
+    grad = _as_grad_tensor(g)
+    if not create_graph:
+        grad = Tensor._make(grad._data.copy())
+    tensor._grad = grad if tensor._grad is None else tensor._grad + grad
+
+
+def _tensors(value):
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        return (value,)
+    return tuple(value)
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Compute gradients of ``tensors`` and accumulate them into the leaves' ``.grad``."""
+    tensors = _tensors(tensors)
+    grads = _tensors(grad_tensors) or (None,) * len(tensors)
+    if len(grads) != len(tensors):
+        raise RuntimeError(f"got {len(grads)} gradients for {len(tensors)} tensors")
+    inputs = _tensors(inputs)
+    if inputs is not None and not inputs:
+        raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+    captured = run_backward(tensors, grads, retain_graph, create_graph, inputs=inputs, accumulate=True,
+                            allow_unused=True)
+    if inputs is not None:
+        for t, g in zip(inputs, captured):
+            if g is None or t.grad_fn is None:
+                continue  # leaves were accumulated by their AccumulateGrad
+            t._grad = g if t._grad is None else t._grad + g
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """The gradients of ``outputs`` with respect to ``inputs``, returned, not accumulated.
+
+    ``is_grads_batched``: each grad_output has a leading batch axis and the
+    result is the batch of vector-Jacobian products, computed in one pass.
+    """
+    single = isinstance(inputs, Tensor)
+    outputs = _tensors(outputs)
+    inputs = _tensors(inputs)
+    grads = _tensors(grad_outputs) or (None,) * len(outputs)
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    if is_grads_batched:
+        grads = tuple(_batched_seed(t, g) for t, g in zip(outputs, grads))
+    result = run_backward(outputs, grads, retain_graph, create_graph, inputs=inputs, accumulate=False,
+                          allow_unused=allow_unused)
+    if materialize_grads:
+        result = [r if r is not None else _zeros_like(t) for r, t in zip(result, inputs)]
+    return tuple(result) if not single else (result[0],)
+
+
+def _batched_seed(output, grad):
+    if grad is None:
+        raise RuntimeError("is_grads_batched=True needs grad_outputs")
+    grad = grad if isinstance(grad, Tensor) else Tensor(grad)
+    if tuple(grad.shape[1:]) != tuple(output.shape):
+        raise RuntimeError(
+            f"is_grads_batched: each grad_output must be a batch of the output's shape "
+            f"{tuple(output.shape)}, got {tuple(grad.shape)}"
+        )
+    return _BatchedGrad(grad)
+
+
+class _BatchedGrad:
+    """Marks a seed whose leading axis is a batch (accepted by _seed as-is)."""
+
+    def __init__(self, grad):
+        self.grad = grad
+
+
+def _zeros_like(t):
+    xp = backend.namespace_of(t._data)
+    return Tensor._make(xp.zeros_like(t._data))

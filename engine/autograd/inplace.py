@@ -1,0 +1,76 @@
+"""In-place ops (``add_``, ``sin_``, ``x[i] = v``) with PyTorch's version-counter rules.
+
+An in-place op is the table's out-of-place op whose result is written back
+into the tensor's own memory (so views and aliases see it) and whose version
+counter is bumped. Rules:
+
+- on a leaf that requires grad, with grad mode on: RuntimeError at once;
+- any backward node that saved this tensor sees the new version and raises
+  at backward time, naming itself (see ``backward._check_versions``);
+- when the op is recorded, the tensor takes the new node as its ``grad_fn``
+  and the node sees a snapshot of the old value (copied only if the op's vjp
+  needs it).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from engine.autograd import grad_mode
+from engine.autograd.function import apply
+from engine.tensor import Tensor
+
+LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
+VIEW_OF_LEAF_MESSAGE = (
+    "a view of a leaf Variable that requires grad is being used in an in-place operation."
+)
+
+
+def _write(tensor, result_array):
+    target = tensor._data
+    if result_array.shape != target.shape:
+        raise RuntimeError(
+            f"output with shape {list(target.shape)} doesn't match the broadcast shape "
+            f"{list(result_array.shape)}"
+        )
+    if not target.flags.writeable:
+        raise RuntimeError(
+            "unsupported operation: the tensor is a broadcast (expanded) view; more than one element "
+            "refers to the same memory location. Call .clone() before writing to it."
+        )
+    target[...] = result_array
+    tensor._version_counter[0] += 1
+
+
+def apply_inplace(tensor, op, args, params):
+    recording = grad_mode.is_grad_enabled()
+    if recording and tensor._requires_grad and tensor.grad_fn is None:
+        raise RuntimeError(LEAF_MESSAGE)
+    base = tensor._base
+    if recording and base is not None and base._requires_grad and base.grad_fn is None:
+        raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
+
+    others_require = any(isinstance(a, Tensor) and a._requires_grad for a in args)
+    if not recording or not (tensor._requires_grad or others_require):
+        with grad_mode.no_grad():
+            result = apply(op, (tensor, *args), params)
+        _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+        return tensor
+
+    if base is not None and base._requires_grad:
+        raise RuntimeError(
+            f"in-place {op.name} on a view of a tensor that requires grad is not supported; "
+            "write the result out of place (y = x.clone(); y[...] = ...) instead"
+        )
+    # The node must see the value before the write: give it a snapshot that takes over
+    # the tensor's place in the graph.
+    old = Tensor._make(tensor._data.copy() if 0 in op.saved_inputs else tensor._data)
+    old.grad_fn = tensor.grad_fn
+    old._requires_grad = tensor._requires_grad
+    result = apply(op, (old, *args), params)
+    _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+    tensor.grad_fn = result.grad_fn
+    tensor._requires_grad = result._requires_grad
+    if tensor.grad_fn is not None and tensor._retains_grad:
+        tensor.grad_fn.retained = weakref.ref(tensor)
+    return tensor

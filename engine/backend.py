@@ -1,0 +1,229 @@
+"""The one module that imports numpy (and cupy when present).
+
+Everything else in the engine receives an array namespace ``xp`` from here:
+which namespace a tensor uses follows from its device. This module also owns
+the engine's dtypes and devices, and ``sum_to_shape``, the single helper that
+folds a broadcast gradient back onto an input's shape.
+"""
+
+from __future__ import annotations
+
+import numpy
+import scipy.special
+
+try:  # the GPU backend is optional: cupy is only importable where CUDA is
+    import cupy
+except Exception:  # ImportError, or a CUDA runtime error on a machine with no driver
+    cupy = None
+
+np = numpy
+ndarray = numpy.ndarray
+
+
+# ---- dtypes ----------------------------------------------------------------
+
+
+class DType:
+    """A tensor element type; prints like PyTorch's (``engine.float32``)."""
+
+    __slots__ = ("is_floating_point", "itemsize", "name", "np")
+
+    def __init__(self, name: str, np_dtype):
+        self.name = name
+        self.np = numpy.dtype(np_dtype)
+        self.is_floating_point = self.np.kind == "f"
+        self.itemsize = self.np.itemsize
+
+    def __repr__(self) -> str:
+        return f"engine.{self.name}"
+
+    def __reduce__(self):
+        return (dtype, (self.name,))
+
+
+float16 = DType("float16", numpy.float16)
+float32 = DType("float32", numpy.float32)
+float64 = DType("float64", numpy.float64)
+int32 = DType("int32", numpy.int32)
+int64 = DType("int64", numpy.int64)
+bool_ = DType("bool", numpy.bool_)
+
+DTYPES = {d.name: d for d in (float16, float32, float64, int32, int64, bool_)}
+ALIASES = {"float": float32, "double": float64, "half": float16, "int": int32, "long": int64}
+_BY_NUMPY = {d.np: d for d in DTYPES.values()}
+
+default_dtype = float32
+
+
+def dtype(spec) -> DType:
+    """Resolve ``spec`` (a DType, a name such as "float32" or "double", or a numpy dtype)."""
+    if isinstance(spec, DType):
+        return spec
+    if isinstance(spec, str):
+        found = DTYPES.get(spec) or ALIASES.get(spec)
+        if found is None:
+            raise TypeError(f"unknown dtype {spec!r}; expected one of {sorted(DTYPES)}")
+        return found
+    try:
+        return _BY_NUMPY[numpy.dtype(spec)]
+    except (KeyError, TypeError):
+        raise TypeError(f"unsupported dtype {spec!r}; expected one of {sorted(DTYPES)}") from None
+
+
+def dtype_of(array) -> DType:
+    """The engine dtype of an array (arrays of other numpy dtypes are not made by the engine)."""
+    return _BY_NUMPY[array.dtype]
+
+
+# ---- devices ---------------------------------------------------------------
+
+
+class Device:
+    """Where a tensor lives: ``device(type='cpu')`` or ``device(type='cuda', index=0)``."""
+
+    __slots__ = ("index", "type")
+
+    def __init__(self, type: str, index: int | None = None):  # noqa: A002 - PyTorch's name
+        self.type = type
+        self.index = index
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, Device) and (self.type, self.index or 0) == (other.type, other.index or 0)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index or 0))
+
+
+CPU = Device("cpu")
+
+
+def device(spec=None) -> Device:
+    """Resolve "cpu", "cuda", "cuda:1" or a Device. Asking for cuda without a GPU raises."""
+    if spec is None:
+        return CPU
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"expected a device string such as 'cpu' or 'cuda', got {spec!r}")
+    kind, _, index = spec.partition(":")
+    if kind == "cpu":
+        return CPU
+    if kind == "cuda":
+        return Device("cuda", int(index) if index else 0)
+    raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
+
+
+def cuda_available() -> bool:
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, or a driver too old for this cupy
+        return False
+
+
+def namespace(dev: Device):
+    """The array namespace for a device: numpy on the CPU, cupy on CUDA."""
+    if dev.type == "cpu":
+        return numpy
+    if not cuda_available():
+        raise RuntimeError(
+            "device 'cuda' was requested but no CUDA GPU is available here "
+            "(cupy is not installed or finds no device); use device='cpu'"
+        )
+    return cupy
+
+
+def device_of(array) -> Device:
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return Device("cuda", array.device.id)
+    return CPU
+
+
+def namespace_of(array):
+    """numpy or cupy, whichever owns ``array``."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy
+    return numpy
+
+
+def is_array(value) -> bool:
+    return isinstance(value, numpy.ndarray) or (cupy is not None and isinstance(value, cupy.ndarray))
+
+
+def to_device(array, dev: Device):
+    """Copy an array to ``dev`` (a no-op when it is already there)."""
+    if device_of(array) == dev:
+        return array
+    if dev.type == "cpu":
+        return cupy.asnumpy(array)
+    with cupy.cuda.Device(dev.index or 0):
+        return cupy.asarray(array)
+
+
+def to_numpy(array):
+    """A numpy view or copy of any backend's array."""
+    return array if isinstance(array, numpy.ndarray) else cupy.asnumpy(array)
+
+
+# ---- special functions -----------------------------------------------------
+
+
+def erf(array):
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.erf(array)
+    return scipy.special.erf(array)
+
+
+def expit(array):
+    """The logistic sigmoid, stable for large |x| (no overflow warnings)."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.expit(array)
+    return scipy.special.expit(array)
+
+
+# ---- shapes ----------------------------------------------------------------
+
+
+def sum_to_shape(g, shape: tuple, lead: int = 0):
+    """Sum array ``g`` over the axes broadcasting added, so that it has ``shape``.
+
+    The first ``lead`` axes of ``g`` are batch axes (vectorized Jacobians) and
+    are kept: the result has shape ``g.shape[:lead] + shape``.
+    """
+    extra = g.ndim - lead - len(shape)
+    if extra:
+        g = g.sum(tuple(range(lead, lead + extra)))
+    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if stretched:
+        g = g.sum(stretched, keepdims=True)
+    return g
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    return numpy.broadcast_shapes(*shapes)
+
+
+# ---- random numbers --------------------------------------------------------
+
+
+def new_generator(seed: int | None):
+    """A numpy PCG64 bit generator; one per engine.Generator."""
+    return numpy.random.Generator(numpy.random.PCG64(seed))
+
+
+def seed_sequence_entropy() -> int:
+    return int(numpy.random.SeedSequence().entropy % (2**63))

@@ -1,0 +1,207 @@
+"""What an entry of the derivative table is, and how its rules are called.
+
+An ``Op`` bundles one primitive's forward, its vjp rules (one per input) and
+its jvp rule. Rules name what they need by their parameter names, drawn from a
+fixed vocabulary: ``g`` (incoming gradient), ``out`` (the result), the
+forward's own input names (``x``, ``y``, ``cond``, ``xs``...), tangents
+``d<name>`` (``dx``, ``dy``), and the op's keyword-only parameters. From those
+names the machinery knows what to save for backward and which saved tensors
+must not have been modified in place; it never needs to know which op it runs.
+
+An ``Op`` is also callable: on plain arrays it runs the forward directly, on
+Tensors it goes through autograd. Rules are written with these callables, so
+one rule serves both a plain backward (arrays, fast) and ``create_graph=True``
+(Tensors, recorded, differentiable again).
+"""
+
+from __future__ import annotations
+
+import inspect
+from operator import itemgetter
+
+from engine import backend
+
+# Set by engine.autograd.function at import: runs an Op on Tensors, recording it.
+tensor_apply = None
+# Set by engine.tensor at import: the Tensor class, for the dispatch in Op.__call__.
+tensor_type: type = type(None)
+
+# Names the rules may use besides inputs, tangents and parameters.
+GRAD, RESULT = "g", "out"
+
+
+def _positional_names(fn) -> list[str]:
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _takes_params(fn) -> bool:
+    return any(
+        p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in inspect.signature(fn).parameters.values()
+    )
+
+
+class Rule:
+    """A vjp or jvp rule bound to its calling convention.
+
+    ``pick`` selects the rule's arguments from the vector the machinery
+    passes (``[g, out, *inputs]`` for a vjp, ``[*tangents, out, *inputs]`` for
+    a jvp); params are passed only when the rule declares keyword parameters.
+    """
+
+    __slots__ = ("fn", "names", "pick", "takes_params")
+
+    def __init__(self, fn, vocabulary: list[str], op_name: str):
+        self.fn = fn
+        self.names = _positional_names(fn)
+        unknown = [n for n in self.names if n not in vocabulary]
+        if unknown:
+            raise TypeError(f"rule of {op_name} uses {unknown}, not in its vocabulary {vocabulary}")
+        indices = [vocabulary.index(n) for n in self.names]
+        if len(indices) == 1:
+            only = indices[0]
+            self.pick = lambda values: (values[only],)
+        elif indices:
+            self.pick = itemgetter(*indices)
+        else:
+            self.pick = lambda values: ()
+        self.takes_params = _takes_params(fn)
+
+    def __call__(self, values, params):
+        if self.takes_params:
+            return self.fn(*self.pick(values), **params)
+        return self.fn(*self.pick(values))
+
+
+class LinearJvp:
+    """The jvp of a linear op: the op itself, applied to the tangents."""
+
+    __slots__ = ("count", "op")
+
+    def __init__(self, op):
+        self.op = op
+        self.count = 1 if op.variadic else op.arity
+
+    def __call__(self, values, params):
+        return self.op(*values[: self.count], **params)
+
+
+class Op:
+    """One primitive of the derivative table.
+
+    forward(xp, *inputs, **params) computes the result on arrays. ``vjp`` is a
+    tuple with one rule per input (``None`` where no gradient flows), or for a
+    variadic op a single rule returning a list. ``jvp`` is one rule returning
+    the output tangent. Flags replace copy-paste:
+
+    - ``linear``: the op is linear in its inputs, so its jvp is the forward
+      applied to the tangents (after padding missing ones with zeros);
+    - ``broadcast``: elementwise with numpy broadcasting; the machinery sums
+      each input's gradient back to that input's shape;
+    - ``nondiff``: the output carries no gradient (comparisons, sign);
+    - ``view``: the output aliases the first input's memory, so they share a
+      version counter, as PyTorch's views do.
+
+    ``normalize(params, *shapes)`` (optional) rewrites axis parameters to
+    negative form and validates them, so rules stay correct when tangents and
+    cotangents carry extra leading batch axes.
+    """
+
+    def __init__(
+        self,
+        name,
+        forward,
+        vjp=None,
+        jvp=None,
+        *,
+        grad_fn=None,
+        doc="",
+        linear=False,
+        broadcast=False,
+        nondiff=False,
+        view=False,
+        variadic=False,
+        extra_outputs=0,
+        normalize=None,
+        method=True,
+    ):
+        self.name = name
+        self.forward = forward
+        self.doc = doc
+        self.linear = linear
+        self.broadcast = broadcast
+        self.nondiff = nondiff
+        self.view = view
+        self.variadic = variadic
+        self.extra_outputs = extra_outputs
+        self.normalize = normalize
+        self.method = method
+        signature = inspect.signature(forward)
+        params = list(signature.parameters.values())[1:]  # drop xp
+        self.input_names = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+        self.param_defaults = {
+            p.name: (None if p.default is p.empty else p.default) for p in params if p.kind == p.KEYWORD_ONLY
+        }
+        self.required_params = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        self.arity = None if variadic else len(self.input_names)
+        camel = "".join(part.capitalize() for part in name.split("_"))
+        self.grad_fn = grad_fn or f"{camel}Backward0"
+
+        vjp_vocabulary = [GRAD, RESULT, *self.input_names]
+        if nondiff:
+            self.vjp = ()
+        elif variadic:
+            self.vjp = Rule(vjp, vjp_vocabulary, name) if vjp is not None else None
+        else:
+            rules = vjp if isinstance(vjp, tuple) else (vjp,)
+            if vjp is not None and len(rules) != self.arity:
+                raise TypeError(f"{name}: {len(rules)} vjp rules for {self.arity} inputs")
+            self.vjp = tuple(Rule(r, vjp_vocabulary, name) if r is not None else None for r in rules)
+        # Which of out and the inputs backward needs: those the vjp rules name.
+        needed = set()
+        for rule in (self.vjp,) if variadic else self.vjp:
+            if rule is not None:
+                needed.update(rule.names)
+        self.saves_out = RESULT in needed
+        self.saved_inputs = tuple(i for i, n in enumerate(self.input_names) if n in needed)
+
+        tangent_names = ["d" + n for n in self.input_names]
+        if jvp is None and linear:
+            self.jvp = LinearJvp(self)
+        else:
+            self.jvp = Rule(jvp, [*tangent_names, RESULT, *self.input_names], name) if jvp else None
+
+    def grad_fn_name(self, params, shapes) -> str:
+        return self.grad_fn(params, shapes) if callable(self.grad_fn) else self.grad_fn
+
+    def __call__(self, *args, **params):
+        """Run the op: on arrays directly, on Tensors through autograd."""
+        first = args[0]
+        if self.variadic:
+            if any(isinstance(a, tensor_type) for a in first):
+                return tensor_apply(self, args, params)
+            return self.forward(backend.namespace_of(first[0]), *args, **params)
+        for a in args:
+            if isinstance(a, tensor_type):
+                return tensor_apply(self, args, params)
+        if self.normalize is not None:
+            params = self.normalize(params, *(getattr(a, "shape", ()) for a in args))
+        xp = backend.namespace_of(first)
+        return self.forward(xp, *args, **params)
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+class Table(dict):
+    """name -> Op, filled by ``engine.ops`` as its entries are defined."""
+
+    def define(self, name, forward, vjp=None, jvp=None, **flags) -> Op:
+        if name in self:
+            raise ValueError(f"op {name} defined twice")
+        op = Op(name, forward, vjp, jvp, **flags)
+        self[name] = op
+        return op

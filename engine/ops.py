@@ -1,0 +1,1098 @@
+"""The derivative table: every primitive's forward, vjp and jvp, stated once.
+
+Vocabulary (a rule asks for what it needs by parameter name):
+
+- ``g``: the gradient flowing into the op's result (reverse mode);
+- ``out``: the op's result;
+- the forward's input names: ``x``, ``y``, ``cond``, ``xs`` (a list);
+- ``dx``, ``dy``, ``dxs``: input tangents (forward mode);
+- keyword-only names: the op's parameters (``dim``, ``keepdim``, ...).
+
+Conventions that keep the rules short:
+
+- A ``vjp`` tuple has one rule per input; ``None`` where no gradient flows.
+- ``broadcast=True`` ops are elementwise with numpy broadcasting: rules ignore
+  shapes and the machinery sums each gradient back to its input's shape.
+- ``linear=True`` ops need no jvp: it is the op applied to the tangents.
+- ``g`` and tangents may carry extra *leading* batch axes (vectorized
+  Jacobians). Axis parameters are normalized to negative numbers before any
+  rule runs, and a rule that builds a shape prefixes ``lead(g, out)``.
+- Rules call table ops (``cos(x)``, ``reshape(g, shape=...)``) and operators,
+  never numpy: on arrays that runs the forward directly, on Tensors (when
+  ``create_graph=True``) it records, so every derivative is differentiable.
+- A rule longer than a line is a named function right above its entry.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from functools import reduce as _fold
+
+from engine import backend
+from engine.op import Table
+
+table = Table()
+define = table.define
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# ---- helpers shared by the rules ------------------------------------------
+
+
+def lead(g, out) -> tuple:
+    """The batch axes ``g`` carries in front of ``out``'s shape."""
+    return tuple(g.shape[: g.ndim - out.ndim])
+
+
+def _check_dim(d: int, ndim: int) -> int:
+    n = builtins.max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d - n if d >= 0 else d
+
+
+def axes(*names, extra=0, all_if_none=False):
+    """A ``normalize`` hook making the named axis parameters negative.
+
+    ``extra`` counts axes the op adds (``stack``, ``unsqueeze``);
+    ``all_if_none`` turns ``dim=None`` into every axis, as reductions mean it.
+    """
+
+    def normalize(params, shape, *rest):
+        ndim = len(shape) + extra
+        fixed = dict(params)
+        for name in names:
+            value = params.get(name)
+            if value is None:
+                if all_if_none:
+                    fixed[name] = tuple(range(-len(shape), 0))
+                continue
+            if isinstance(value, (tuple, list)):
+                dims = tuple(sorted({_check_dim(int(d), ndim) for d in value}))
+                if len(dims) != len(value):
+                    raise RuntimeError(f"dim {tuple(value)} appears multiple times in the list of dims")
+                fixed[name] = dims
+            else:
+                fixed[name] = _check_dim(int(value), ndim)
+        return fixed
+
+    return normalize
+
+
+def _as_tuple(dim) -> tuple:
+    return dim if isinstance(dim, tuple) else (dim,)
+
+
+def _kept_shape(shape, dim) -> tuple:
+    """``shape`` with the reduced axes (negative ``dim``) set to 1, as keepdim leaves it."""
+    reduced = {d + len(shape) for d in _as_tuple(dim)}
+    return tuple(1 if i in reduced else n for i, n in enumerate(shape))
+
+
+def _count(shape, dim) -> int:
+    return _fold(lambda a, d: a * shape[d], _as_tuple(dim), 1) if shape else 1
+
+
+def unreduce(g, out, x, dim):
+    """Spread ``g`` (the gradient of a reduction over ``dim``) back over ``x``'s shape."""
+    batch = lead(g, out)
+    return expand(reshape(g, shape=batch + _kept_shape(x.shape, dim)), shape=batch + tuple(x.shape))
+
+
+def kept(out, x, dim):
+    """The reduction result reshaped to broadcast against ``x``."""
+    return reshape(out, shape=_kept_shape(x.shape, dim))
+
+
+def reduction_rules(weights):
+    """vjp and jvp of ``out = reduce(x, dim)`` from ``W = d out / d x`` (elementwise).
+
+    ``weights(outk, x, **params)`` gets ``out`` with the reduced axes kept;
+    then vjp = unreduce(g) * W and jvp = sum(dx * W over dim).
+    """
+
+    def vjp(g, out, x, *, dim, keepdim, **params):
+        return unreduce(g, out, x, dim) * weights(kept(out, x, dim), x, dim=dim, **params)
+
+    def jvp(dx, out, x, *, dim, keepdim, **params):
+        return sum(dx * weights(kept(out, x, dim), x, dim=dim, **params), dim=dim, keepdim=keepdim)
+
+    return vjp, jvp
+
+
+def _reduce_forward(fn):
+    def forward(xp, x, *, dim=None, keepdim=False):
+        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+
+    forward.__name__ = fn
+    return forward
+
+
+def _indexed_name(kind):
+    return lambda params, shapes: kind
+
+
+# ---- elementwise: unary ----------------------------------------------------
+
+neg = define("neg", lambda xp, x: xp.negative(x), lambda g: -g, linear=True, doc="-x")
+exp = define("exp", lambda xp, x: xp.exp(x), lambda g, out: g * out, lambda dx, out: dx * out, doc="e^x")
+log = define("log", lambda xp, x: xp.log(x), lambda g, x: g / x, lambda dx, x: dx / x, doc="natural logarithm")
+log1p = define("log1p", lambda xp, x: xp.log1p(x), lambda g, x: g / (x + 1), lambda dx, x: dx / (x + 1), doc="log(1 + x)")
+expm1 = define("expm1", lambda xp, x: xp.expm1(x), lambda g, out: g * (out + 1), lambda dx, out: dx * (out + 1), doc="e^x - 1")
+sqrt = define("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out: g / (out * 2), lambda dx, out: dx / (out * 2), doc="square root")
+rsqrt = define(
+    "rsqrt",
+    lambda xp, x: 1 / xp.sqrt(x),
+    lambda g, out: g * out * out * out * -0.5,
+    lambda dx, out: dx * out * out * out * -0.5,
+    doc="1 / sqrt(x)",
+)
+reciprocal = define(
+    "reciprocal", lambda xp, x: 1 / x, lambda g, out: -g * out * out, lambda dx, out: -dx * out * out, doc="1 / x"
+)
+sin = define("sin", lambda xp, x: xp.sin(x), lambda g, x: g * cos(x), lambda dx, x: dx * cos(x), doc="sine")
+cos = define("cos", lambda xp, x: xp.cos(x), lambda g, x: -g * sin(x), lambda dx, x: -dx * sin(x), doc="cosine")
+tan = define(
+    "tan", lambda xp, x: xp.tan(x), lambda g, out: g * (out * out + 1), lambda dx, out: dx * (out * out + 1), doc="tangent"
+)
+tanh = define(
+    "tanh",
+    lambda xp, x: xp.tanh(x),
+    lambda g, out: g * (1 - out * out),
+    lambda dx, out: dx * (1 - out * out),
+    doc="hyperbolic tangent",
+)
+sigmoid = define(
+    "sigmoid",
+    lambda xp, x: backend.expit(x),
+    lambda g, out: g * out * (1 - out),
+    lambda dx, out: dx * out * (1 - out),
+    doc="1 / (1 + e^-x)",
+)
+# The subgradient at 0 is 0, as in PyTorch (threshold_backward uses out > 0).
+relu = define(
+    "relu", lambda xp, x: xp.maximum(x, 0), lambda g, out: g * (out > 0), lambda dx, out: dx * (out > 0), doc="max(x, 0)"
+)
+abs = define("abs", lambda xp, x: xp.abs(x), lambda g, x: g * sign(x), lambda dx, x: dx * sign(x), doc="|x|")
+# sign is piecewise constant: its derivative is zero wherever it exists.
+sign = define("sign", lambda xp, x: xp.sign(x), lambda g: g * 0, lambda dx: dx * 0, doc="-1, 0 or 1")
+erf = define(
+    "erf",
+    lambda xp, x: backend.erf(x),
+    lambda g, x: g * exp(-x * x) * (2 / math.sqrt(math.pi)),
+    lambda dx, x: dx * exp(-x * x) * (2 / math.sqrt(math.pi)),
+    doc="the error function",
+)
+
+
+def _gelu(xp, x, *, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1 + backend.erf(x / _SQRT_2))
+
+
+def gelu_slope(x, *, approximate="none"):
+    """d gelu / dx: Phi(x) + x phi(x), or the derivative of the tanh approximation."""
+    if approximate == "tanh":
+        inner = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
+        return (1 + inner) * 0.5 + x * 0.5 * (1 - inner * inner) * (1 + x * x * 0.134145) * _SQRT_2_OVER_PI
+    return (erf(x / _SQRT_2) + 1) * 0.5 + x * exp(x * x * -0.5) * _INV_SQRT_2PI
+
+
+gelu = define(
+    "gelu",
+    _gelu,
+    lambda g, x, *, approximate: g * gelu_slope(x, approximate=approximate),
+    lambda dx, x, *, approximate: dx * gelu_slope(x, approximate=approximate),
+    doc="x * Phi(x) (approximate='tanh' for the tanh form)",
+)
+
+
+def _softplus(xp, x, *, beta=1.0, threshold=20.0):
+    return xp.where(x * beta > threshold, x, xp.logaddexp(0, x * beta) / beta)
+
+
+def softplus_slope(x, *, beta, threshold):
+    return where(x * beta > threshold, 1.0, sigmoid(x * beta))
+
+
+softplus = define(
+    "softplus",
+    _softplus,
+    lambda g, x, **p: g * softplus_slope(x, **p),
+    lambda dx, x, **p: dx * softplus_slope(x, **p),
+    doc="log(1 + e^(beta x)) / beta, linear above threshold",
+)
+
+
+def _clamp(xp, x, *, min=None, max=None):  # noqa: A002 - PyTorch's names
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    return xp.clip(x, min, max)
+
+
+def clamp_pass(x, *, min, max):  # noqa: A002
+    """1 where clamp passes x through (bounds inclusive, as PyTorch's subgradient), else 0."""
+    inside = x == x
+    if min is not None:
+        inside = inside & (x >= min)
+    if max is not None:
+        inside = inside & (x <= max)
+    return inside
+
+
+clamp = define(
+    "clamp",
+    _clamp,
+    lambda g, x, **p: g * clamp_pass(x, **p),
+    lambda dx, x, **p: dx * clamp_pass(x, **p),
+    grad_fn="ClampBackward1",
+    doc="x limited to [min, max]",
+)
+
+
+def _pow_scalar_slope(x, exponent):
+    return x * 0 if exponent == 0 else pow_scalar(x, exponent=exponent - 1) * exponent
+
+
+pow_scalar = define(
+    "pow_scalar",
+    lambda xp, x, *, exponent: xp.power(x, exponent),
+    lambda g, x, *, exponent: g * _pow_scalar_slope(x, exponent),
+    lambda dx, x, *, exponent: dx * _pow_scalar_slope(x, exponent),
+    grad_fn="PowBackward0",
+    doc="x ** exponent for a number exponent",
+)
+
+# ---- elementwise: binary (broadcasting) ------------------------------------
+
+add = define("add", lambda xp, x, y: xp.add(x, y), (lambda g: g, lambda g: g), linear=True, broadcast=True, doc="x + y")
+sub = define("sub", lambda xp, x, y: xp.subtract(x, y), (lambda g: g, lambda g: -g), linear=True, broadcast=True, doc="x - y")
+mul = define(
+    "mul",
+    lambda xp, x, y: xp.multiply(x, y),
+    (lambda g, y: g * y, lambda g, x: g * x),
+    lambda dx, dy, x, y: dx * y + x * dy,
+    broadcast=True,
+    doc="x * y",
+)
+div = define(
+    "div",
+    lambda xp, x, y: xp.true_divide(x, y),
+    (lambda g, y: g / y, lambda g, out, y: -g * out / y),
+    lambda dx, dy, out, y: (dx - out * dy) / y,
+    broadcast=True,
+    doc="x / y",
+)
+
+
+def safe_log(x):
+    """log x, with log 0 taken as 0: d(x^y)/dy = x^y log x vanishes at x = 0 (PyTorch masks it too)."""
+    return log(where(x == 0, 1.0, x))
+
+
+pow = define(
+    "pow",
+    lambda xp, x, y: xp.power(x, y),
+    (lambda g, x, y: g * y * pow(x, y - 1), lambda g, out, x: g * out * safe_log(x)),
+    lambda dx, dy, out, x, y: dx * y * pow(x, y - 1) + dy * out * safe_log(x),
+    broadcast=True,
+    grad_fn="PowBackward1",
+    doc="x ** y for tensors",
+)
+
+
+def share_of_larger(x, y):
+    """1 where x wins, 1/2 on ties (PyTorch splits the gradient evenly), 0 where y wins."""
+    return (x > y) + (x == y) * 0.5
+
+
+maximum = define(
+    "maximum",
+    lambda xp, x, y: xp.maximum(x, y),
+    (lambda g, x, y: g * share_of_larger(x, y), lambda g, x, y: g * share_of_larger(y, x)),
+    lambda dx, dy, x, y: dx * share_of_larger(x, y) + dy * share_of_larger(y, x),
+    broadcast=True,
+    doc="elementwise max",
+)
+minimum = define(
+    "minimum",
+    lambda xp, x, y: xp.minimum(x, y),
+    (lambda g, x, y: g * share_of_larger(y, x), lambda g, x, y: g * share_of_larger(x, y)),
+    lambda dx, dy, x, y: dx * share_of_larger(y, x) + dy * share_of_larger(x, y),
+    broadcast=True,
+    doc="elementwise min",
+)
+where = define(
+    "where",
+    lambda xp, cond, x, y: xp.where(cond, x, y),
+    (None, lambda g, cond: where(cond, g, 0.0), lambda g, cond: where(cond, 0.0, g)),
+    lambda dx, dy, cond: where(cond, dx, dy),
+    broadcast=True,
+    doc="x where cond else y",
+)
+
+# ---- comparisons and logic (no gradient) -----------------------------------
+
+
+def _nondiff(name, forward, doc):
+    return define(name, forward, nondiff=True, broadcast=True, doc=doc)
+
+
+eq = _nondiff("eq", lambda xp, x, y: xp.equal(x, y), "x == y")
+ne = _nondiff("ne", lambda xp, x, y: xp.not_equal(x, y), "x != y")
+lt = _nondiff("lt", lambda xp, x, y: xp.less(x, y), "x < y")
+le = _nondiff("le", lambda xp, x, y: xp.less_equal(x, y), "x <= y")
+gt = _nondiff("gt", lambda xp, x, y: xp.greater(x, y), "x > y")
+ge = _nondiff("ge", lambda xp, x, y: xp.greater_equal(x, y), "x >= y")
+logical_and = _nondiff("logical_and", lambda xp, x, y: xp.logical_and(x, y), "x and y")
+logical_or = _nondiff("logical_or", lambda xp, x, y: xp.logical_or(x, y), "x or y")
+logical_not = define("logical_not", lambda xp, x: xp.logical_not(x), nondiff=True, doc="not x")
+isnan = define("isnan", lambda xp, x: xp.isnan(x), nondiff=True, doc="x is NaN")
+isfinite = define("isfinite", lambda xp, x: xp.isfinite(x), nondiff=True, doc="x is finite")
+
+# ---- linear algebra --------------------------------------------------------
+
+
+def matmul_vjp_x(g, x, y):
+    if y.ndim == 1:
+        return g[..., None] * y
+    if x.ndim == 1:
+        return (g[..., None, :] @ y.mT)[..., 0, :]
+    return g @ y.mT
+
+
+def matmul_vjp_y(g, x, y):
+    if y.ndim == 1:
+        return g[..., None] * x if x.ndim == 1 else (x.mT @ g[..., None])[..., 0]
+    if x.ndim == 1:
+        return x[:, None] * g[..., None, :]
+    return x.mT @ g
+
+
+def matmul_jvp(dx, dy, x, y):
+    # A batched dy is a stack of vectors when y is 1-D, not a matrix: keep its last axis a column.
+    x_dy = (x @ dy[..., None])[..., 0] if y.ndim == 1 else x @ dy
+    return dx @ y + x_dy
+
+
+def _matmul_name(params, shapes):
+    ranks = tuple(len(s) for s in shapes)
+    return {(1, 1): "DotBackward0", (2, 1): "MvBackward0"}.get(
+        ranks, "BmmBackward0" if builtins.min(ranks) >= 3 else "MmBackward0"
+    )
+
+
+def _check_matmul(xp, x, y):
+    if x.ndim == 0 or y.ndim == 0:
+        raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
+                           f"{x.ndim}D and {y.ndim}D")
+    k_x = x.shape[-1]
+    k_y = y.shape[0] if y.ndim == 1 else y.shape[-2]
+    if k_x != k_y:
+        left = "x".join(map(str, x.shape[-2:])) if x.ndim > 1 else str(x.shape[0])
+        right = "x".join(map(str, y.shape[-2:])) if y.ndim > 1 else str(y.shape[0])
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({left} and {right})")
+    return xp.matmul(x, y)
+
+
+matmul = define(
+    "matmul",
+    _check_matmul,
+    (matmul_vjp_x, matmul_vjp_y),
+    matmul_jvp,
+    broadcast=True,  # batch axes broadcast; their gradients are summed back like any other
+    grad_fn=_matmul_name,
+    doc="matrix product (1-D, 2-D and batched, numpy semantics)",
+)
+
+
+def _dot(xp, x, y):
+    if x.ndim != 1 or y.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {x.ndim}D and {y.ndim}D tensors")
+    if x.shape != y.shape:
+        raise RuntimeError(
+            f"inconsistent tensor size, expected tensor [{x.shape[0]}] and src [{y.shape[0]}] "
+            "to have the same number of elements, but got different numbers"
+        )
+    return xp.dot(x, y)
+
+
+dot = define(
+    "dot",
+    _dot,
+    (lambda g, y: g[..., None] * y, lambda g, x: g[..., None] * x),
+    lambda dx, dy, x, y: (dx * y).sum(-1) + (x * dy).sum(-1),
+    doc="inner product of two vectors",
+)
+outer = define(
+    "outer",
+    lambda xp, x, y: x[..., :, None] * y[..., None, :],
+    (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
+    lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
+    doc="outer product of two vectors",
+)
+
+
+def _linear(xp, x, w, b):
+    out = _check_matmul(xp, x, w.mT)
+    return out if b is None else out + b
+
+
+def linear_jvp(dx, dw, db, x, w):
+    out = dx @ w.mT + x @ dw.mT
+    return out if db is None else out + db
+
+
+linear = define(
+    "linear",
+    _linear,
+    (
+        lambda g, w: g @ w,
+        lambda g, x: (g[..., None] * x[..., None, :]) if x.ndim == 1 else g.mT @ x,
+        lambda g, out: g,
+    ),
+    linear_jvp,
+    broadcast=True,
+    grad_fn="AddmmBackward0",
+    doc="x @ w.T + b (the fully connected layer)",
+)
+
+# ---- reductions ------------------------------------------------------------
+
+sum = define(
+    "sum",
+    _reduce_forward("sum"),
+    lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim),
+    linear=True,
+    normalize=axes("dim", all_if_none=True),
+    grad_fn=lambda params, shapes: "SumBackward0" if len(params["dim"]) == len(shapes[0]) else "SumBackward1",
+    doc="sum over dim (all axes by default)",
+)
+mean = define(
+    "mean",
+    _reduce_forward("mean"),
+    lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim) / _count(x.shape, dim),
+    linear=True,
+    normalize=axes("dim", all_if_none=True),
+    grad_fn=lambda params, shapes: "MeanBackward0" if len(params["dim"]) == len(shapes[0]) else "MeanBackward1",
+    doc="mean over dim (all axes by default)",
+)
+
+
+def prod_others(outk, x, *, dim):
+    """d prod / d x_i = the product of the others, exact when x has zeros."""
+    zeros = x == 0
+    count = sum(zeros, dim=dim, keepdim=True)
+    nonzero = where(zeros, 1.0, x)
+    prod_nonzero = prod(nonzero, dim=dim, keepdim=True)
+    return where(count == 0, prod_nonzero / nonzero, where(zeros & (count == 1), prod_nonzero, 0.0))
+
+
+prod = define(
+    "prod",
+    _reduce_forward("prod"),
+    *reduction_rules(prod_others),
+    normalize=axes("dim", all_if_none=True),
+    doc="product over dim (all axes by default)",
+)
+
+
+def _moments(xp, x, *, dim=None, correction=1.0, keepdim=False):
+    centered = x - xp.mean(x, axis=dim, keepdims=True)
+    n = _count(x.shape, dim) - correction
+    return xp.sum(centered * centered, axis=dim, keepdims=keepdim) / builtins.max(n, 0)
+
+
+def var_slope(outk, x, *, dim, correction):
+    return (x - mean(x, dim=dim, keepdim=True)) * (2 / builtins.max(_count(x.shape, dim) - correction, 0))
+
+
+def std_slope(outk, x, *, dim, correction):
+    return var_slope(outk, x, dim=dim, correction=correction) / (outk * 2)
+
+
+var = define(
+    "var",
+    _moments,
+    *reduction_rules(var_slope),
+    normalize=axes("dim", all_if_none=True),
+    doc="variance over dim, with Bessel's correction by default",
+)
+std = define(
+    "std",
+    lambda xp, x, *, dim=None, correction=1.0, keepdim=False: xp.sqrt(
+        _moments(xp, x, dim=dim, correction=correction, keepdim=keepdim)
+    ),
+    *reduction_rules(std_slope),
+    normalize=axes("dim", all_if_none=True),
+    doc="standard deviation over dim",
+)
+
+
+def extreme_share(outk, x, *, dim):
+    """Ties share the gradient evenly, as PyTorch's amax/amin do."""
+    hits = x == outk
+    return hits / sum(hits, dim=dim, keepdim=True)
+
+
+amax = define("amax", _reduce_forward("max"), *reduction_rules(extreme_share),
+              normalize=axes("dim", all_if_none=True), doc="maximum over dim")
+amin = define("amin", _reduce_forward("min"), *reduction_rules(extreme_share),
+              normalize=axes("dim", all_if_none=True), doc="minimum over dim")
+max = define("max", _reduce_forward("max"), *reduction_rules(extreme_share),
+             normalize=axes("dim", all_if_none=True), grad_fn="MaxBackward1", method=False,
+             doc="maximum of all elements")
+min = define("min", _reduce_forward("min"), *reduction_rules(extreme_share),
+             normalize=axes("dim", all_if_none=True), grad_fn="MinBackward1", method=False,
+             doc="minimum of all elements")
+
+
+def _first_extreme_mask(xp, x, *, dim, largest=True):
+    index = (xp.argmax if largest else xp.argmin)(x, axis=dim, keepdims=True)
+    mask = xp.zeros(x.shape, dtype=x.dtype)
+    xp.put_along_axis(mask, index, 1, axis=dim)
+    return mask
+
+
+first_extreme_mask = define(
+    "first_extreme_mask", _first_extreme_mask, nondiff=True, normalize=axes("dim"), method=False,
+    doc="1 at the first max (or min) along dim, else 0",
+)
+
+
+def _extreme_dim(fn, arg):
+    def forward(xp, x, *, dim, keepdim=False):
+        values = getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+        return values, getattr(xp, arg)(x, axis=dim, keepdims=keepdim)
+
+    return forward
+
+
+max_dim = define(
+    "max_dim",
+    _extreme_dim("max", "argmax"),
+    *reduction_rules(lambda outk, x, *, dim: first_extreme_mask(x, dim=dim, largest=True)),
+    normalize=axes("dim"),
+    extra_outputs=1,
+    grad_fn="MaxBackward0",
+    method=False,
+    doc="(values, indices) of the maximum along dim; the gradient goes to the index",
+)
+min_dim = define(
+    "min_dim",
+    _extreme_dim("min", "argmin"),
+    *reduction_rules(lambda outk, x, *, dim: first_extreme_mask(x, dim=dim, largest=False)),
+    normalize=axes("dim"),
+    extra_outputs=1,
+    grad_fn="MinBackward0",
+    method=False,
+    doc="(values, indices) of the minimum along dim",
+)
+
+
+def _arg_extreme(fn):
+    def forward(xp, x, *, dim=None, keepdim=False):
+        if dim is None:
+            return getattr(xp, fn)(x.reshape(-1))
+        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+
+    return forward
+
+
+argmax = define("argmax", _arg_extreme("argmax"), nondiff=True, normalize=axes("dim"), doc="index of the maximum")
+argmin = define("argmin", _arg_extreme("argmin"), nondiff=True, normalize=axes("dim"), doc="index of the minimum")
+all = define("all", _reduce_forward("all"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="all true")
+any = define("any", _reduce_forward("any"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="any true")
+
+
+def _norm(xp, x, *, p=2.0, dim=None, keepdim=False):
+    a = xp.abs(x)
+    if p == math.inf:
+        return xp.max(a, axis=dim, keepdims=keepdim)
+    if p == 1:
+        return xp.sum(a, axis=dim, keepdims=keepdim)
+    if p == 2:
+        return xp.sqrt(xp.sum(x * x, axis=dim, keepdims=keepdim))
+    return xp.sum(a**p, axis=dim, keepdims=keepdim) ** (1 / p)
+
+
+def norm_slope(outk, x, *, dim, p):
+    """d ||x||_p / dx; 0 where the norm is 0 (PyTorch's subgradient)."""
+    if p == math.inf:
+        return extreme_share(outk, abs(x), dim=dim) * sign(x)
+    if p == 1:
+        return sign(x)
+    safe = where(outk == 0, 1.0, outk)
+    if p == 2:
+        return where(outk == 0, 0.0, x / safe)
+    return where(outk == 0, 0.0, sign(x) * pow_scalar(abs(x) / safe, exponent=p - 1))
+
+
+norm = define(
+    "norm",
+    _norm,
+    *reduction_rules(norm_slope),
+    normalize=axes("dim", all_if_none=True),
+    grad_fn="LinalgVectorNormBackward0",
+    doc="vector p-norm over dim (p = 1, 2, inf or any p > 0)",
+)
+
+
+def _logsumexp(xp, x, *, dim, keepdim=False):
+    peak = xp.max(x, axis=dim, keepdims=True)
+    peak = xp.where(xp.isfinite(peak), peak, 0)
+    total = xp.log(xp.sum(xp.exp(x - peak), axis=dim, keepdims=True)) + peak
+    return total if keepdim else xp.squeeze(total, axis=dim)
+
+
+logsumexp = define(
+    "logsumexp",
+    _logsumexp,
+    *reduction_rules(lambda outk, x, *, dim: exp(x - outk)),
+    normalize=axes("dim"),
+    doc="log(sum(exp(x))) over dim, computed stably",
+)
+
+
+def _softmax(xp, x, *, dim):
+    shifted = xp.exp(x - xp.max(x, axis=dim, keepdims=True))
+    return shifted / xp.sum(shifted, axis=dim, keepdims=True)
+
+
+softmax = define(
+    "softmax",
+    _softmax,
+    lambda g, out, *, dim: out * (g - sum(g * out, dim=dim, keepdim=True)),
+    lambda dx, out, *, dim: out * (dx - sum(dx * out, dim=dim, keepdim=True)),
+    normalize=axes("dim"),
+    doc="exp(x) / sum(exp(x)) along dim",
+)
+log_softmax = define(
+    "log_softmax",
+    lambda xp, x, *, dim: x - _logsumexp(xp, x, dim=dim, keepdim=True),
+    lambda g, out, *, dim: g - exp(out) * sum(g, dim=dim, keepdim=True),
+    lambda dx, out, *, dim: dx - sum(exp(out) * dx, dim=dim, keepdim=True),
+    normalize=axes("dim"),
+    doc="x - logsumexp(x) along dim",
+)
+flip = define(
+    "flip",
+    lambda xp, x, *, dims: xp.flip(x, axis=dims),
+    lambda g, *, dims: flip(g, dims=dims),
+    linear=True,
+    normalize=axes("dims"),
+    doc="reverse the order along dims",
+)
+cumsum = define(
+    "cumsum",
+    lambda xp, x, *, dim: xp.cumsum(x, axis=dim),
+    lambda g, *, dim: flip(cumsum(flip(g, dims=(dim,)), dim=dim), dims=(dim,)),
+    linear=True,
+    normalize=axes("dim"),
+    doc="running sum along dim",
+)
+
+# ---- shape and indexing ----------------------------------------------------
+
+
+def _resolve_shape(params, shape):
+    target = list(params["shape"])
+    size = _fold(lambda a, n: a * n, shape, 1)
+    if target.count(-1) > 1:
+        raise RuntimeError("only one dimension can be inferred")
+    if -1 in target:
+        known = _fold(lambda a, n: a * n, (n for n in target if n != -1), 1)
+        if known == 0 or size % known:
+            raise RuntimeError(f"shape '{list(params['shape'])}' is invalid for input of size {size}")
+        target[target.index(-1)] = size // known
+    if _fold(lambda a, n: a * n, target, 1) != size:
+        raise RuntimeError(f"shape '{list(params['shape'])}' is invalid for input of size {size}")
+    return {"shape": tuple(target)}
+
+
+reshape = define(
+    "reshape",
+    lambda xp, x, *, shape: xp.reshape(x, shape),
+    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    lambda dx, out, x: reshape(dx, shape=lead(dx, x) + tuple(out.shape)),
+    view=True,
+    normalize=_resolve_shape,
+    grad_fn="ViewBackward0",
+    doc="the same elements in a new shape",
+)
+
+
+def _check_expand(params, shape):
+    target = tuple(params["shape"])
+    if len(target) < len(shape):
+        raise RuntimeError(
+            f"expand: the number of sizes provided ({len(target)}) must be greater or equal to the "
+            f"number of dimensions in the tensor ({len(shape)})"
+        )
+    for have, want in zip(shape[::-1], target[::-1]):
+        if have != want and have != 1:
+            raise RuntimeError(
+                f"The expanded size of the tensor ({want}) must match the existing size ({have}) at "
+                f"non-singleton dimension. Target sizes: {list(target)}. Tensor sizes: {list(shape)}"
+            )
+    return {"shape": target}
+
+
+def expand_jvp(dx, out, x):
+    batch = lead(dx, x)
+    padded = (1,) * (out.ndim - x.ndim) + tuple(x.shape)
+    return expand(reshape(dx, shape=batch + padded), shape=batch + tuple(out.shape))
+
+
+expand = define(
+    "expand",
+    lambda xp, x, *, shape: xp.broadcast_to(x, shape),
+    lambda g, out, x: sum_to_size(g, shape=tuple(x.shape), lead=len(lead(g, out))),
+    expand_jvp,
+    view=True,
+    normalize=_check_expand,
+    doc="broadcast to a larger shape without copying",
+)
+
+
+def sum_to_size_vjp(g, out, x, *, shape, lead):
+    batch = g.shape[: g.ndim - out.ndim]
+    kept = tuple(x.shape[:lead]) + (1,) * (x.ndim - lead - len(shape)) + tuple(shape)
+    return expand(reshape(g, shape=tuple(batch) + kept), shape=tuple(batch) + tuple(x.shape))
+
+
+sum_to_size = define(
+    "sum_to_size",
+    lambda xp, x, *, shape, lead=0: backend.sum_to_shape(x, tuple(shape), lead),
+    sum_to_size_vjp,
+    lambda dx, x, *, shape, lead: sum_to_size(dx, shape=shape, lead=lead + dx.ndim - x.ndim),
+    doc="sum broadcast axes away (the adjoint of expand)",
+)
+
+
+def _permute_forward(xp, x, *, dims):
+    front = x.ndim - len(dims)
+    return xp.transpose(x, tuple(range(front)) + tuple(x.ndim + d for d in dims))
+
+
+def _inverse_permutation(dims):
+    n = len(dims)
+    inverse = [0] * n
+    for i, d in enumerate(dims):
+        inverse[d + n] = i - n
+    return tuple(inverse)
+
+
+def _check_permute(params, shape):
+    dims = tuple(_check_dim(int(d), len(shape)) for d in params["dims"])
+    if len(dims) != len(shape) or len(set(dims)) != len(dims):
+        raise RuntimeError(
+            f"permute(): dims {tuple(params['dims'])} must name each of the tensor's {len(shape)} "
+            "dimensions exactly once"
+        )
+    return {"dims": dims}
+
+
+permute = define(
+    "permute",
+    _permute_forward,
+    lambda g, *, dims: permute(g, dims=_inverse_permutation(dims)),
+    linear=True,
+    view=True,
+    normalize=_check_permute,
+    doc="reorder axes",
+)
+transpose = define(
+    "transpose",
+    lambda xp, x, *, dim0, dim1: xp.swapaxes(x, dim0, dim1),
+    lambda g, *, dim0, dim1: transpose(g, dim0=dim0, dim1=dim1),
+    linear=True,
+    view=True,
+    normalize=axes("dim0", "dim1"),
+    doc="swap two axes",
+)
+
+
+def _squeeze_dims(params, shape):
+    dim = params.get("dim")
+    if dim is None:
+        candidates = tuple(range(-len(shape), 0))
+    else:
+        candidates = axes("dim")({"dim": dim}, shape)["dim"]
+        candidates = candidates if isinstance(candidates, tuple) else (candidates,)
+    return {"dim": tuple(d for d in candidates if shape and shape[d] == 1)}
+
+
+squeeze = define(
+    "squeeze",
+    lambda xp, x, *, dim: xp.squeeze(x, axis=dim) if dim else x,
+    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    linear=True,
+    view=True,
+    normalize=_squeeze_dims,
+    doc="drop axes of size 1",
+)
+unsqueeze = define(
+    "unsqueeze",
+    lambda xp, x, *, dim: xp.expand_dims(x, dim),
+    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    linear=True,
+    view=True,
+    normalize=axes("dim", extra=1),
+    doc="insert an axis of size 1",
+)
+
+
+def _tile_forward(xp, x, *, reps):
+    return xp.tile(x, reps)
+
+
+def tile_vjp(g, out, x, *, reps):
+    batch = lead(g, out)
+    shape = (1,) * (len(reps) - x.ndim) + tuple(x.shape)
+    pairs = tuple(n for r, s in zip(reps, shape) for n in (r, s))
+    repeated_axes = tuple(len(batch) + 2 * i for i in range(len(reps)))
+    total = sum(reshape(g, shape=batch + pairs), dim=repeated_axes)
+    return reshape(total, shape=batch + tuple(x.shape))
+
+
+def tile_jvp(dx, x, *, reps):
+    batch = lead(dx, x)
+    padded = (1,) * (len(reps) - x.ndim) + tuple(x.shape)
+    return tile(reshape(dx, shape=batch + padded), reps=(1,) * len(batch) + tuple(reps))
+
+
+def _check_reps(params, shape):
+    reps = tuple(int(r) for r in params["reps"])
+    if len(reps) < len(shape):
+        raise RuntimeError(
+            "Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor"
+        )
+    return {"reps": reps}
+
+
+tile = define(
+    "tile", _tile_forward, tile_vjp, tile_jvp, normalize=_check_reps, grad_fn="RepeatBackward0",
+    doc="repeat the tensor along each axis (PyTorch's Tensor.repeat)",
+)
+
+
+def _full_index(params, shape):
+    """Make an index explicit: ``(Ellipsis, one entry per axis...)``, None adding an axis and
+    bool masks turned into integer arrays. The leading Ellipsis absorbs any batch axes a
+    cotangent or tangent carries, so the same index serves vectorized rules."""
+    parts = []
+    for part in params["index"]:
+        if backend.is_array(part) and part.dtype == bool:
+            parts.extend(part.nonzero())
+        elif isinstance(part, bool):
+            raise IndexError("indexing with a Python bool is not supported; use a tensor mask")
+        elif hasattr(part, "__index__") and not backend.is_array(part):
+            parts.append(int(part))
+        else:
+            parts.append(part)
+    consumed = builtins.sum(1 for p in parts if p is not None and p is not Ellipsis)
+    if consumed > len(shape):
+        raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
+    if parts.count(Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    fill = [slice(None)] * (len(shape) - consumed)
+    if Ellipsis in parts:
+        at = parts.index(Ellipsis)
+        parts[at : at + 1] = fill
+    else:
+        parts.extend(fill)
+    axis = 0
+    for part in parts:
+        if part is None:
+            continue
+        size = shape[axis]
+        if isinstance(part, int) and not -size <= part < size:
+            raise IndexError(f"index {part} is out of bounds for dimension {axis} with size {size}")
+        if backend.is_array(part) and part.size and not (-size <= int(part.min()) and int(part.max()) < size):
+            raise IndexError(f"index out of range in self (dimension {axis} has size {size})")
+        axis += 1
+    return {**params, "index": (Ellipsis, *parts)}
+
+
+def _index_kind(params, shapes):
+    index = params["index"][1:]
+    if builtins.any(backend.is_array(p) for p in index):
+        return "IndexBackward0"
+    if builtins.any(isinstance(p, int) for p in index):
+        return "SelectBackward0"
+    if builtins.all(p is None or p == slice(None) for p in index):
+        return "UnsqueezeBackward0" if None in index else "AliasBackward0"
+    return "SliceBackward0"
+
+
+def _has_arrays(index) -> bool:
+    return builtins.any(backend.is_array(p) for p in index)
+
+
+def _getitem(xp, x, *, index):
+    return x[index]
+
+
+getitem = define(
+    "getitem",
+    _getitem,
+    lambda g, out, x, *, index: getitem_adjoint(g, shape=lead(g, out) + tuple(x.shape), index=index),
+    linear=True,
+    view=True,
+    normalize=_full_index,
+    grad_fn=_index_kind,
+    method=False,
+    doc="x[index]: ints, slices, None, Ellipsis, integer and boolean arrays",
+)
+
+
+def _getitem_adjoint(xp, y, *, shape, index):
+    full = xp.zeros(shape, dtype=y.dtype)
+    if _has_arrays(index):
+        xp.add.at(full, index, y)  # repeated indices accumulate
+    else:
+        full[index] = y
+    return full
+
+
+getitem_adjoint = define(
+    "getitem_adjoint",
+    _getitem_adjoint,
+    lambda g, *, index, shape: getitem(g, index=index),
+    lambda dy, y, *, shape, index: getitem_adjoint(dy, shape=lead(dy, y) + tuple(shape), index=index),
+    grad_fn="IndexPutBackward0",
+    method=False,
+    doc="zeros of shape with y added at index (the adjoint of getitem)",
+)
+
+
+def _index_put(xp, x, values, *, index):
+    out = xp.array(x, copy=True)
+    out[index] = values
+    return out
+
+
+index_put = define(
+    "index_put",
+    _index_put,
+    (lambda g, *, index: index_put(g, 0.0, index=index), lambda g, *, index: getitem(g, index=index)),
+    lambda dx, dvalues, *, index: index_put(dx, dvalues, index=index),
+    broadcast=True,
+    normalize=_full_index,
+    grad_fn="IndexPutBackward0",
+    method=False,
+    doc="x with values written at index (x[index] = values, out of place)",
+)
+
+
+def cat_vjp(g, xs, *, dim):
+    pieces, start = [], 0
+    tail = (slice(None),) * (-dim - 1)
+    for x in xs:
+        size = x.shape[dim]
+        pieces.append(getitem(g, index=(Ellipsis, slice(start, start + size), *tail)))
+        start += size
+    return pieces
+
+
+def _cat(xp, xs, *, dim=0):
+    shapes = [x.shape for x in xs]
+    for i, s in enumerate(shapes[1:], 1):
+        if len(s) != len(shapes[0]) or builtins.any(
+            a != b for k, (a, b) in enumerate(zip(s, shapes[0])) if k != dim + len(s)
+        ):
+            raise RuntimeError(
+                f"Sizes of tensors must match except in dimension {dim + len(s)}. "
+                f"Expected size {list(shapes[0])} but got size {list(s)} for tensor number {i} in the list."
+            )
+    return xp.concatenate(xs, axis=dim)
+
+
+def _variadic_axes(extra):
+    base = axes("dim", extra=extra)
+
+    def normalize(params, shapes):
+        if not shapes:
+            raise RuntimeError("expected a non-empty list of Tensors")
+        return base(params, shapes[0])
+
+    return normalize
+
+
+cat = define(
+    "cat", _cat, cat_vjp, linear=True, variadic=True, normalize=_variadic_axes(0), method=False,
+    doc="join tensors along an existing axis",
+)
+
+
+def stack_vjp(g, xs, *, dim):
+    tail = (slice(None),) * (-dim - 1)
+    return [getitem(g, index=(Ellipsis, i, *tail)) for i in range(len(xs))]
+
+
+def _stack(xp, xs, *, dim=0):
+    for i, x in enumerate(xs[1:], 1):
+        if x.shape != xs[0].shape:
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {list(xs[0].shape)} at entry 0 "
+                f"and {list(x.shape)} at entry {i}"
+            )
+    return xp.stack(xs, axis=dim)
+
+
+stack = define(
+    "stack", _stack, stack_vjp, linear=True, variadic=True, normalize=_variadic_axes(1), method=False,
+    doc="join tensors along a new axis",
+)
+
+# ---- copies, dtypes, devices -----------------------------------------------
+
+clone = define("clone", lambda xp, x: x.copy(), lambda g: g, linear=True, doc="a copy that stays in the graph")
+to_dtype = define(
+    "to_dtype",
+    lambda xp, x, *, dtype: x.astype(backend.dtype(dtype).np),
+    lambda g, x: to_dtype(g, dtype=backend.dtype(x.dtype).name),
+    linear=True,
+    grad_fn="ToCopyBackward0",
+    method=False,
+    doc="convert to dtype",
+)
+to_device = define(
+    "to_device",
+    lambda xp, x, *, device: backend.to_device(x, backend.device(device)),
+    lambda g, x: to_device(g, device=str(backend.device_of(getattr(x, "_data", x)))),
+    linear=True,
+    grad_fn="ToCopyBackward0",
+    method=False,
+    doc="copy to device",
+)
+copy_from = define(
+    "copy_from",
+    lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype),
+    (lambda g: g * 0, lambda g: g),
+    linear=True,
+    broadcast=True,
+    grad_fn="CopyBackwards",
+    method=False,
+    doc="src broadcast to x's shape and dtype (x.copy_(src) out of place)",
+)
+fill = define(
+    "fill",
+    lambda xp, x, *, value: xp.full(x.shape, value, dtype=x.dtype),
+    lambda g: g * 0,
+    lambda dx: dx * 0,
+    method=False,
+    doc="x's shape filled with value",
+)
+
+# Tensor methods named like their op, each with an in-place twin (``sin`` and ``sin_``).
+UNARY_METHODS = (
+    "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "tan",
+    "tanh", "sigmoid", "relu", "abs", "sign", "erf",
+)

@@ -1,0 +1,843 @@
+"""Tensor: an array with autograd state, and PyTorch's Python surface over the table.
+
+A Tensor holds its array (``_data``, numpy or cupy), ``requires_grad``,
+``grad``, ``grad_fn`` and a version counter shared with its views. Every
+method that computes is a thin call of ``apply(op, ...)`` with an entry of
+``engine.ops``; the methods only translate PyTorch's signatures (``dim``,
+``keepdim``, varargs shapes) into the table's parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+from engine import backend, ops
+from engine.autograd import grad_mode
+
+_grad_enabled = grad_mode._grad_enabled.get
+
+
+def _shape_arg(shape) -> tuple:
+    """Accept ``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` like PyTorch."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(n) for n in shape)
+
+
+def _dims_arg(dims):
+    if dims is None:
+        return None
+    if isinstance(dims, (tuple, list)):
+        return tuple(int(d) for d in dims)
+    return int(dims)
+
+
+class Tensor:
+    """A multi-dimensional array that records the ops applied to it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_accumulator",
+        "_base",
+        "_data",
+        "_grad",
+        "_hooks",
+        "_name",
+        "_requires_grad",
+        "_retains_grad",
+        "_tangents",
+        "_version_counter",
+        "grad_fn",
+    )
+    # numpy defers to our reflected operators (``np.float32(2) * t`` gives a Tensor).
+    __array_ufunc__ = None
+
+    def __init__(self, data=None, *, dtype=None, device=None, requires_grad=False):
+        from engine.creation import to_array
+
+        self._init(to_array(data if data is not None else [], dtype, device))
+        if requires_grad:
+            self.requires_grad = True
+
+    def _init(self, array):
+        self._data = array
+        self._requires_grad = False
+        self._grad = None
+        self.grad_fn = None
+        self._version_counter = [0]
+        self._accumulator = None
+        self._base = None
+        self._hooks = None
+        self._retains_grad = False
+        self._tangents = None
+        self._name = None
+
+    @classmethod
+    def _make(cls, array):
+        t = cls.__new__(cls)
+        t._data = array
+        t._requires_grad = False
+        t._grad = None
+        t.grad_fn = None
+        t._version_counter = [0]
+        t._accumulator = None
+        t._base = None
+        t._hooks = None
+        t._retains_grad = False
+        t._tangents = None
+        t._name = None
+        return t
+
+    # ---- metadata -------------------------------------------------------
+
+    @property
+    def shape(self):
+        return Size(self._data.shape)
+
+    def size(self, dim=None):
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[dim]
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    nelement = numel
+
+    @property
+    def dtype(self):
+        return backend.dtype_of(self._data)
+
+    @property
+    def device(self):
+        return backend.device_of(self._data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    def element_size(self) -> int:
+        return self._data.itemsize
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    # ---- autograd state ---------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if value and self._data.dtype.kind != "f":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def grad(self):
+        if self.grad_fn is not None and not self._retains_grad and self._grad is None:
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
+                ".grad attribute won't be populated during autograd.backward(). If you indeed want "
+                "the .grad field to be populated for a non-leaf Tensor, use .retain_grad() on the "
+                "non-leaf Tensor. If you access the non-leaf Tensor by mistake, make sure you access "
+                "the leaf Tensor instead.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: {tuple(value.shape)} vs {tuple(self.shape)}"
+                )
+        self._grad = value
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def retain_grad(self) -> None:
+        if self.grad_fn is None:
+            if not self._requires_grad:
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+            return  # leaves keep their grad anyway
+        if not self._retains_grad:
+            self._retains_grad = True
+            self.grad_fn.retained = _weak(self)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned
+        tensor replaces the gradient."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            return self.grad_fn.register_prehook(hook)
+        from engine.autograd.graph import _RemovableHandle
+
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return _RemovableHandle(self._hooks, hook)
+
+    @property
+    def _version(self) -> int:
+        return self._version_counter[0]
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from engine.autograd.backward import backward
+
+        backward((self,), None if gradient is None else (gradient,), retain_graph, create_graph, inputs=inputs)
+
+    def detach(self) -> Tensor:
+        t = Tensor._make(self._data)
+        t._version_counter = self._version_counter
+        t._base = self._base
+        return t
+
+    def detach_(self) -> Tensor:
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def data(self) -> Tensor:
+        """The same values with no history (shares memory and version with self)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor):
+        self._data = value._data if isinstance(value, Tensor) else value
+
+    # ---- conversion -------------------------------------------------------
+
+    def item(self):
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
+            )
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return backend.to_numpy(self._data).tolist()
+
+    def numpy(self, *, force: bool = False):
+        if self._requires_grad and not force:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        if self.device.type != "cpu" and not force:
+            raise TypeError(
+                f"can't convert {self.device} device type tensor to numpy. "
+                "Use Tensor.cpu() to copy the tensor to host memory first."
+            )
+        return backend.to_numpy(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iub":
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self.item())
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __repr__(self) -> str:
+        from engine.format import format_tensor
+
+        return format_tensor(self)
+
+    def __hash__(self):
+        return id(self)
+
+    def __reduce__(self):
+        return (_rebuild, (backend.to_numpy(self._data), self._requires_grad))
+
+    # ---- dtype and device -------------------------------------------------
+
+    def to(self, *args, dtype=None, device=None, copy=False):
+        for a in args:
+            if isinstance(a, (backend.DType,)) or (isinstance(a, str) and a in backend.DTYPES):
+                dtype = a
+            elif isinstance(a, Tensor):
+                dtype, device = a.dtype, a.device
+            else:
+                device = a
+        result = self
+        if dtype is not None and backend.dtype(dtype) is not self.dtype:
+            result = _apply(ops.to_dtype, (result,), {"dtype": backend.dtype(dtype).name})
+        if device is not None and backend.device(device) != self.device:
+            result = _apply(ops.to_device, (result,), {"device": str(backend.device(device))})
+        if copy and result is self:
+            result = self.clone()
+        return result
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return graph_type_name(self)
+        return self.to(dtype)
+
+    def float(self):
+        return self.to(backend.float32)
+
+    def double(self):
+        return self.to(backend.float64)
+
+    def half(self):
+        return self.to(backend.float16)
+
+    def long(self):
+        return self.to(backend.int64)
+
+    def int(self):
+        return self.to(backend.int32)
+
+    def bool(self):
+        return self.to(backend.bool_)
+
+    def cpu(self):
+        return self.to(device="cpu")
+
+    def cuda(self, device=None):
+        return self.to(device="cuda" if device is None else f"cuda:{int(device)}")
+
+    def clone(self):
+        return _apply(ops.clone, (self,), {})
+
+    def contiguous(self):
+        return self
+
+    # ---- arithmetic -------------------------------------------------------
+
+    def __add__(self, other):
+        return _apply(ops.add, (self, other), {})
+
+    def __radd__(self, other):
+        # PyTorch computes ``2 + t`` as ``t.add(2)``: the tensor stays the first input.
+        return _apply(ops.add, (self, other), {})
+
+    def __sub__(self, other):
+        return _apply(ops.sub, (self, other), {})
+
+    def __rsub__(self, other):
+        return _apply(ops.sub, (other, self), {})
+
+    def __mul__(self, other):
+        return _apply(ops.mul, (self, other), {})
+
+    def __rmul__(self, other):
+        return _apply(ops.mul, (self, other), {})
+
+    def __truediv__(self, other):
+        return _apply(ops.div, (self, other), {})
+
+    def __rtruediv__(self, other):
+        return _apply(ops.div, (other, self), {})
+
+    def __pow__(self, exponent):
+        return self.pow(exponent)
+
+    def __rpow__(self, base):
+        return _apply(ops.pow, (base, self), {})
+
+    def __matmul__(self, other):
+        return _apply(ops.matmul, (self, other), {})
+
+    def __rmatmul__(self, other):
+        return _apply(ops.matmul, (other, self), {})
+
+    def __neg__(self):
+        return _apply(ops.neg, (self,), {})
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _apply(ops.abs, (self,), {})
+
+    def __eq__(self, other):
+        return _apply(ops.eq, (self, other), {})
+
+    def __ne__(self, other):
+        return _apply(ops.ne, (self, other), {})
+
+    def __lt__(self, other):
+        return _apply(ops.lt, (self, other), {})
+
+    def __le__(self, other):
+        return _apply(ops.le, (self, other), {})
+
+    def __gt__(self, other):
+        return _apply(ops.gt, (self, other), {})
+
+    def __ge__(self, other):
+        return _apply(ops.ge, (self, other), {})
+
+    def __and__(self, other):
+        return _apply(ops.logical_and, (self, other), {})
+
+    def __or__(self, other):
+        return _apply(ops.logical_or, (self, other), {})
+
+    def __invert__(self):
+        return _apply(ops.logical_not, (self,), {})
+
+    def __getitem__(self, index):
+        return _apply(ops.getitem, (self,), {"index": _index_arg(index)})
+
+    def __setitem__(self, index, value):
+        self._inplace(ops.index_put, (value,), {"index": _index_arg(index)})
+
+    def add(self, other, *, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, *, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other, *, rounding_mode=None):
+        if rounding_mode is not None:
+            return _apply(ops.div_rounded, (self, other), {"rounding_mode": rounding_mode})
+        return self / other
+
+    multiply, divide, true_divide, subtract = mul, div, div, sub
+
+    def pow(self, exponent):
+        if isinstance(exponent, Tensor):
+            return _apply(ops.pow, (self, exponent), {})
+        return _apply(ops.pow_scalar, (self,), {"exponent": exponent})
+
+    def matmul(self, other):
+        return _apply(ops.matmul, (self, other), {})
+
+    mm = matmul
+
+    def dot(self, other):
+        return _apply(ops.dot, (self, other), {})
+
+    def outer(self, other):
+        return _apply(ops.outer, (self, other), {})
+
+    def maximum(self, other):
+        return _apply(ops.maximum, (self, other), {})
+
+    def minimum(self, other):
+        return _apply(ops.minimum, (self, other), {})
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        return _apply(ops.clamp, (self,), {"min": min, "max": max})
+
+    clip = clamp
+
+    def where(self, condition, other):
+        return _apply(ops.where, (condition, self, other), {})
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    def logical_not(self):
+        return ~self
+
+    def equal(self, other) -> bool:
+        return self.shape == other.shape and bool((self == other).all())
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        return bool(backend.numpy.allclose(self.numpy(force=True), other.numpy(force=True), rtol, atol, equal_nan))
+
+    # ---- reductions -------------------------------------------------------
+
+    def sum(self, dim=None, keepdim=False, *, dtype=None, axis=None):
+        x = self if dtype is None else self.to(dtype)
+        if x._data.dtype.kind in "bi" and dtype is None:
+            x = x.to(backend.int64)
+        return _apply(ops.sum, (x,), {"dim": _dims_arg(axis if dim is None else dim), "keepdim": keepdim})
+
+    def mean(self, dim=None, keepdim=False, *, dtype=None):
+        x = self if dtype is None else self.to(dtype)
+        if x._data.dtype.kind != "f":
+            raise RuntimeError(
+                f"mean(): could not infer output dtype. Input dtype must be either a floating point or "
+                f"complex dtype. Got: {x.dtype.name.capitalize()}"
+            )
+        return _apply(ops.mean, (x,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def prod(self, dim=None, keepdim=False):
+        return _apply(ops.prod, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        correction = _correction(unbiased, correction)
+        return _apply(ops.var, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        correction = _correction(unbiased, correction)
+        return _apply(ops.std, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+
+    def _extreme(self, op_all, op_dim, dim, keepdim, other):
+        if isinstance(dim, Tensor):
+            other, dim = dim, None
+        if other is not None:
+            return _apply(ops.maximum if op_all is ops.amax else ops.minimum, (self, other), {})
+        if dim is None:
+            return _apply(op_all, (self,), {"dim": None, "keepdim": False})
+        values, indices = _apply(op_dim, (self,), {"dim": int(dim), "keepdim": keepdim})
+        return ReductionResult(values, indices)
+
+    def max(self, dim=None, keepdim=False, *, other=None):
+        return self._extreme(ops.amax, ops.max_dim, dim, keepdim, other)
+
+    def min(self, dim=None, keepdim=False, *, other=None):
+        return self._extreme(ops.amin, ops.min_dim, dim, keepdim, other)
+
+    def amax(self, dim=(), keepdim=False):
+        return _apply(ops.amax, (self,), {"dim": _dims_arg(dim) if dim != () else None, "keepdim": keepdim})
+
+    def amin(self, dim=(), keepdim=False):
+        return _apply(ops.amin, (self,), {"dim": _dims_arg(dim) if dim != () else None, "keepdim": keepdim})
+
+    def argmax(self, dim=None, keepdim=False):
+        return _apply(ops.argmax, (self,), {"dim": dim, "keepdim": keepdim})
+
+    def argmin(self, dim=None, keepdim=False):
+        return _apply(ops.argmin, (self,), {"dim": dim, "keepdim": keepdim})
+
+    def all(self, dim=None, keepdim=False):
+        return _apply(ops.all, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def any(self, dim=None, keepdim=False):
+        return _apply(ops.any, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        if p == "fro" or p is None:
+            p = 2
+        return _apply(ops.norm, (self,), {"p": float(p), "dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def logsumexp(self, dim, keepdim=False):
+        return _apply(ops.logsumexp, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+
+    def softmax(self, dim):
+        return _apply(ops.softmax, (self,), {"dim": int(dim)})
+
+    def log_softmax(self, dim):
+        return _apply(ops.log_softmax, (self,), {"dim": int(dim)})
+
+    def cumsum(self, dim):
+        return _apply(ops.cumsum, (self,), {"dim": int(dim)})
+
+    # ---- shape ------------------------------------------------------------
+
+    def reshape(self, *shape):
+        return _apply(ops.reshape, (self,), {"shape": _shape_arg(shape)})
+
+    view = reshape
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        shape = self._data.shape
+        if not shape:
+            return self.reshape(1)
+        start, end = start_dim % len(shape), end_dim % len(shape)
+        if start >= end:
+            return self
+        merged = 1
+        for n in shape[start : end + 1]:
+            merged *= n
+        return self.reshape(shape[:start] + (merged,) + shape[end + 1 :])
+
+    def unflatten(self, dim, sizes):
+        shape = self._data.shape
+        dim %= len(shape)
+        return self.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1 :])
+
+    def transpose(self, dim0, dim1):
+        return _apply(ops.transpose, (self,), {"dim0": int(dim0), "dim1": int(dim1)})
+
+    swapaxes = transpose
+
+    def t(self):
+        if self._data.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self._data.ndim}D")
+        if self._data.ndim < 2:
+            return self
+        return _apply(ops.transpose, (self,), {"dim0": 0, "dim1": 1})
+
+    @property
+    def T(self):  # noqa: N802 - PyTorch's name
+        if self._data.ndim < 2:
+            return self
+        return self.permute(*reversed(range(self._data.ndim)))
+
+    @property
+    def mT(self):  # noqa: N802 - PyTorch's name
+        return self.transpose(-2, -1)
+
+    def permute(self, *dims):
+        return _apply(ops.permute, (self,), {"dims": _shape_arg(dims)})
+
+    def squeeze(self, dim=None):
+        return _apply(ops.squeeze, (self,), {"dim": _dims_arg(dim)})
+
+    def unsqueeze(self, dim):
+        return _apply(ops.unsqueeze, (self,), {"dim": int(dim)})
+
+    def expand(self, *shape):
+        shape = _shape_arg(shape)
+        lead = len(shape) - self._data.ndim
+        shape = tuple(self._data.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        return _apply(ops.expand, (self,), {"shape": shape})
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def broadcast_to(self, shape):
+        return self.expand(shape)
+
+    def repeat(self, *sizes):
+        return _apply(ops.tile, (self,), {"reps": _shape_arg(sizes)})
+
+    def split(self, split_size, dim=0):
+        size = self._data.shape[dim]
+        if isinstance(split_size, int):
+            bounds = list(range(0, size, split_size)) + [size]
+        else:
+            bounds = [0]
+            for n in split_size:
+                bounds.append(bounds[-1] + n)
+        return tuple(
+            self.narrow(dim, start, stop - start) for start, stop in itertools.pairwise(bounds)
+        )
+
+    def chunk(self, chunks, dim=0):
+        size = self._data.shape[dim]
+        return self.split(-(-size // chunks), dim)
+
+    def unbind(self, dim=0):
+        return tuple(self.select(dim, i) for i in range(self._data.shape[dim]))
+
+    def narrow(self, dim, start, length):
+        index = (slice(None),) * (dim % self._data.ndim) + (slice(start, start + length),)
+        return self[index]
+
+    def select(self, dim, index):
+        return self[(slice(None),) * (dim % self._data.ndim) + (index,)]
+
+    # ---- in-place ---------------------------------------------------------
+
+    def _inplace(self, op, args, params):
+        from engine.autograd.inplace import apply_inplace
+
+        return apply_inplace(self, op, args, params)
+
+    def add_(self, other, *, alpha=1):
+        return self._inplace(ops.add, (other if alpha == 1 else other * alpha,), {})
+
+    def sub_(self, other, *, alpha=1):
+        return self._inplace(ops.sub, (other if alpha == 1 else other * alpha,), {})
+
+    def mul_(self, other):
+        return self._inplace(ops.mul, (other,), {})
+
+    def div_(self, other):
+        return self._inplace(ops.div, (other,), {})
+
+    def pow_(self, exponent):
+        if isinstance(exponent, Tensor):
+            return self._inplace(ops.pow, (exponent,), {})
+        return self._inplace(ops.pow_scalar, (), {"exponent": exponent})
+
+    def clamp_(self, min=None, max=None):  # noqa: A002
+        return self._inplace(ops.clamp, (), {"min": min, "max": max})
+
+    clip_ = clamp_
+
+    def copy_(self, src):
+        return self._inplace(ops.copy_from, (src,), {})
+
+    def fill_(self, value):
+        return self._inplace(ops.fill, (), {"value": float(value) if not isinstance(value, Tensor) else value.item()})
+
+    def zero_(self):
+        return self.fill_(0.0)
+
+    def neg_(self):
+        return self._inplace(ops.neg, (), {})
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        from engine.creation import rand_array
+
+        sample = rand_array("uniform", self._data.shape, self.dtype, self.device, generator, low=a, high=b)
+        return self._inplace(ops.copy_from, (Tensor._make(sample),), {})
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        from engine.creation import rand_array
+
+        sample = rand_array("normal", self._data.shape, self.dtype, self.device, generator, loc=mean, scale=std)
+        return self._inplace(ops.copy_from, (Tensor._make(sample),), {})
+
+
+class Size(tuple):
+    """PyTorch's ``torch.Size``: a tuple that prints as ``engine.Size([2, 3])``."""
+
+    def __repr__(self) -> str:
+        return f"engine.Size([{', '.join(str(n) for n in self)}])"
+
+    def numel(self) -> int:
+        total = 1
+        for n in self:
+            total *= n
+        return total
+
+
+class ReductionResult(tuple):
+    """``(values, indices)`` as PyTorch's ``max(dim)`` returns them."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _correction(unbiased, correction):
+    if correction is not None:
+        return float(correction)
+    return 1.0 if unbiased is None or unbiased else 0.0
+
+
+def _index_arg(index):
+    """Turn an index into plain Python and arrays: tensors become arrays, lists arrays."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    parts = []
+    for part in index:
+        if isinstance(part, Tensor):
+            part = part._data
+        elif isinstance(part, list):
+            part = backend.numpy.asarray(part)
+        parts.append(part)
+    return tuple(parts)
+
+
+def _weak(tensor):
+    import weakref
+
+    return weakref.ref(tensor)
+
+
+def graph_type_name(tensor) -> str:
+    from engine.autograd.graph import describe_tensor
+
+    return describe_tensor((), tensor._data.dtype)[1:-4].strip()
+
+
+def _rebuild(array, requires_grad):
+    t = Tensor._make(array)
+    t._requires_grad = requires_grad
+    return t
+
+
+# Unary methods whose PyTorch name equals the table's: ``t.sin()`` and the in-place ``t.sin_()``.
+def _unary_method(op):
+    def method(self):
+        return _apply(op, (self,), {})
+
+    def method_(self):
+        return self._inplace(op, (), {})
+
+    method.__name__, method_.__name__ = op.name, op.name + "_"
+    method.__doc__ = op.doc
+    return method, method_
+
+
+for _name in ops.UNARY_METHODS:
+    _method, _method_ = _unary_method(ops.table[_name])
+    setattr(Tensor, _name, _method)
+    setattr(Tensor, _name + "_", _method_)
+
+from engine.autograd.function import apply as _apply  # noqa: E402 - breaks the import cycle

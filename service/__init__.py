@@ -1,0 +1,1 @@
+"""service: gradserve's FastAPI application over the engine (``service -> engine``)."""
