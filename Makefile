@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m bench $(BENCH)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -58,7 +58,7 @@ def test_only_leaves_get_grad():
 
 
 def test_retain_grad_on_intermediate():
-    a, b, c, _, out = sin_example()
+    _, _, c, _, out = sin_example()
     c.retain_grad()
     out.backward()
     np.testing.assert_allclose(c.grad.numpy(), np.ones(25))

@@ -1,0 +1,1 @@
+"""gradserve benchmarks: ours against hand-written numpy and PyTorch (when installed), in one run."""
