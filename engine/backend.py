@@ -172,7 +172,9 @@ def to_device(array, dev: Device):
 
 def to_numpy(array):
     """A numpy view or copy of any backend's array."""
-    return array if isinstance(array, numpy.ndarray) else cupy.asnumpy(array)
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return numpy.asarray(array)  # numpy arrays as they are; numpy scalars as 0-d arrays
 
 
 # ---- special functions -----------------------------------------------------
@@ -213,8 +215,66 @@ def sum_to_shape(g, shape: tuple, lead: int = 0):
     return g
 
 
+def broadcast_to(x, shape: tuple):
+    """A read-only broadcast view of ``x``, like ``xp.broadcast_to``.
+
+    For contiguous numpy arrays the view is built directly from x's buffer with
+    zero strides on the stretched axes: numpy's own broadcast_to costs several
+    microseconds of Python-level setup, and every reduction's backward calls this.
+    """
+    if type(x) is not numpy.ndarray or not x.flags.c_contiguous:
+        return namespace_of(x).broadcast_to(x, shape)
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ValueError(f"cannot broadcast shape {x.shape} to {shape}")
+    strides = []
+    for i, n in enumerate(shape):
+        j = i - lead
+        if j < 0:
+            strides.append(0)
+        elif x.shape[j] == n:
+            strides.append(x.strides[j])
+        elif x.shape[j] == 1:
+            strides.append(0)
+        else:
+            raise ValueError(f"operands could not be broadcast together: {x.shape} to {shape}")
+    view = numpy.ndarray(shape, x.dtype, buffer=x, strides=tuple(strides))
+    view.flags.writeable = False
+    return view
+
+
 def broadcast_shapes(*shapes) -> tuple:
     return numpy.broadcast_shapes(*shapes)
+
+
+# ---- in-place updates (optimizers) -----------------------------------------
+
+_AXPY: dict = {}
+
+
+def _blas_axpy():
+    # scipy.linalg is imported on first use: it is slow to import and only optimizers need it.
+    from scipy.linalg import blas
+
+    _AXPY.update({numpy.dtype("float32"): blas.saxpy, numpy.dtype("float64"): blas.daxpy})
+    return _AXPY
+
+
+def axpy_(alpha: float, x, y) -> None:
+    """``y += alpha * x`` in place. For contiguous numpy float arrays this is BLAS ?axpy: one
+    pass, no temporary, and one rounding per element (a fused multiply-add), which is how
+    PyTorch's ``y.add_(x, alpha=alpha)`` rounds, so SGD steps match PyTorch's bit for bit."""
+    table = _AXPY or _blas_axpy()
+    blas = table.get(y.dtype) if type(y) is numpy.ndarray and type(x) is numpy.ndarray else None
+    if blas is None or x.dtype != y.dtype or x.shape != y.shape or not (
+        x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable
+    ):
+        y += alpha * x
+        return
+    flat = y.reshape(-1)
+    result = blas(x.reshape(-1), flat, a=alpha)
+    if result is not flat:  # f2py copied instead of updating in place
+        flat[...] = result
 
 
 # ---- random numbers --------------------------------------------------------

@@ -85,7 +85,7 @@ def to_array(data, dtype=None, device=None):
         array = data._data
         target = backend.dtype(dtype).np if dtype is not None else array.dtype
         return backend.to_device(array, dev).astype(target, copy=True)
-    if backend.is_array(data):
+    if backend.is_array(data) or isinstance(data, backend.numpy.generic):  # numpy scalars keep their dtype
         target = backend.dtype(dtype).np if dtype is not None else _array_dtype(data)
         return xp.array(backend.to_device(data, dev), dtype=target, copy=True)
     target = backend.dtype(dtype) if dtype is not None else _infer_dtype(data)
@@ -215,9 +215,13 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     kind = dt.np.type
     start_, end_ = kind(start), kind(end)
     step = (end_ - start_) / kind(steps - 1)
-    index = xp.arange(steps).astype(dt.np)
+    # PyTorch's kernel uses fused multiply-adds: one rounding of start + step * i. For dtypes
+    # narrower than float64, computing in float64 and rounding once reproduces it bit for bit.
+    wide = backend.float64.np.type if dt.np.itemsize < 8 else kind
+    index = xp.arange(steps).astype(wide)
     halfway = steps // 2
-    values = xp.where(index < halfway, start_ + step * index, end_ - step * (kind(steps - 1) - index))
+    values = xp.where(index < halfway, wide(start_) + wide(step) * index,
+                      wide(end_) - wide(step) * (wide(steps - 1) - index))
     return _finish(values.astype(dt.np), requires_grad)
 
 

@@ -27,16 +27,19 @@ class _Formatter:
         if not floating:
             self.width = max((len(str(v)) for v in values), default=1)
             return
-        finite = [abs(v) for v in values if math.isfinite(v)]
-        nonzero = [v for v in finite if v != 0]
-        self.int_mode = all(v == math.ceil(v) for v in finite)
-        if nonzero:
-            low, high = min(nonzero), max(nonzero)
-            if self.int_mode:
-                self.sci_mode = high > 1e8
-            else:
-                self.sci_mode = high / low > 1000.0 or high > 1e8 or low < 1e-4
-        self.width = max((len(self.text(v)) for v in values), default=1)
+        # As PyTorch: mode and width come from the nonzero finite values only (zeros, nan and
+        # inf are padded to that width, never widen it).
+        shown = [v for v in values if math.isfinite(v) and v != 0]
+        if not shown:
+            return
+        magnitudes = [abs(v) for v in shown]
+        low, high = min(magnitudes), max(magnitudes)
+        self.int_mode = all(v == math.ceil(v) for v in shown)
+        if self.int_mode:
+            self.sci_mode = high / low > 1000.0 or high > 1e8
+        else:
+            self.sci_mode = high / low > 1000.0 or high > 1e8 or low < 1e-4
+        self.width = max(len(self.text(v)) for v in shown)
 
     def text(self, value) -> str:
         if not self.floating:

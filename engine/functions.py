@@ -28,7 +28,9 @@ def mul(input, other):
     return apply(ops.mul, (input, other), {})
 
 
-def div(input, other):
+def div(input, other, *, rounding_mode=None):
+    if rounding_mode is not None:
+        return apply(ops.div_rounded, (input, other), {"rounding_mode": rounding_mode})
     return apply(ops.div, (input, other), {})
 
 

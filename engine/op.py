@@ -44,15 +44,40 @@ def _takes_params(fn) -> bool:
     )
 
 
+def _caller(fn, indices, takes_params):
+    """``(values, params) -> fn(picked values..., **params)``, specialised for the common
+    arities: this call sits on the hot path of every backward node."""
+    if takes_params:
+        pick = itemgetter(*indices) if len(indices) > 1 else None
+        if len(indices) == 1:
+            (i,) = indices
+            return lambda values, params: fn(values[i], **params)
+        if not indices:
+            return lambda values, params: fn(**params)
+        return lambda values, params: fn(*pick(values), **params)
+    if len(indices) == 1:
+        (i,) = indices
+        return lambda values, params: fn(values[i])
+    if len(indices) == 2:
+        i, j = indices
+        return lambda values, params: fn(values[i], values[j])
+    if len(indices) == 3:
+        i, j, k = indices
+        return lambda values, params: fn(values[i], values[j], values[k])
+    pick = itemgetter(*indices) if indices else (lambda values: ())
+    return lambda values, params: fn(*pick(values))
+
+
 class Rule:
     """A vjp or jvp rule bound to its calling convention.
 
-    ``pick`` selects the rule's arguments from the vector the machinery
-    passes (``[g, out, *inputs]`` for a vjp, ``[*tangents, out, *inputs]`` for
-    a jvp); params are passed only when the rule declares keyword parameters.
+    ``call(values, params)`` picks the rule's arguments from the vector the
+    machinery passes (``[g, out, *inputs]`` for a vjp, ``[*tangents, out,
+    *inputs]`` for a jvp); params are passed only when the rule declares
+    keyword parameters.
     """
 
-    __slots__ = ("fn", "names", "pick", "takes_params")
+    __slots__ = ("call", "fn", "names")
 
     def __init__(self, fn, vocabulary: list[str], op_name: str):
         self.fn = fn
@@ -61,19 +86,10 @@ class Rule:
         if unknown:
             raise TypeError(f"rule of {op_name} uses {unknown}, not in its vocabulary {vocabulary}")
         indices = [vocabulary.index(n) for n in self.names]
-        if len(indices) == 1:
-            only = indices[0]
-            self.pick = lambda values: (values[only],)
-        elif indices:
-            self.pick = itemgetter(*indices)
-        else:
-            self.pick = lambda values: ()
-        self.takes_params = _takes_params(fn)
+        self.call = _caller(fn, indices, _takes_params(fn))
 
     def __call__(self, values, params):
-        if self.takes_params:
-            return self.fn(*self.pick(values), **params)
-        return self.fn(*self.pick(values))
+        return self.call(values, params)
 
 
 class LinearJvp:
@@ -146,6 +162,9 @@ class Op:
             p.name: (None if p.default is p.empty else p.default) for p in params if p.kind == p.KEYWORD_ONLY
         }
         self.required_params = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        # Optional params with their defaults: apply fills in those a caller left out, so the
+        # rules (which name every param) see them too.
+        self.optional_params = {n: v for n, v in self.param_defaults.items() if n not in self.required_params}
         self.arity = None if variadic else len(self.input_names)
         camel = "".join(part.capitalize() for part in name.split("_"))
         self.grad_fn = grad_fn or f"{camel}Backward0"
@@ -167,6 +186,8 @@ class Op:
                 needed.update(rule.names)
         self.saves_out = RESULT in needed
         self.saved_inputs = tuple(i for i, n in enumerate(self.input_names) if n in needed)
+        self.keeps_input = tuple(n in needed for n in self.input_names)
+        self.node_cls = None  # the grad_fn class, filled in on first use by autograd
 
         tangent_names = ["d" + n for n in self.input_names]
         if jvp is None and linear:
@@ -187,8 +208,7 @@ class Op:
         for a in args:
             if isinstance(a, tensor_type):
                 return tensor_apply(self, args, params)
-        if self.normalize is not None:
-            params = self.normalize(params, *(getattr(a, "shape", ()) for a in args))
+        # On arrays only rules and jvps call ops, with parameters already normalized.
         xp = backend.namespace_of(first)
         return self.forward(xp, *args, **params)
 

@@ -125,8 +125,9 @@ def reduction_rules(weights):
 
 
 def _reduce_forward(fn):
+    # The array method, not xp.<fn>: numpy's module functions add dispatch overhead.
     def forward(xp, x, *, dim=None, keepdim=False):
-        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+        return getattr(x, fn)(axis=dim, keepdims=keepdim)
 
     forward.__name__ = fn
     return forward
@@ -141,7 +142,10 @@ def _indexed_name(kind):
 neg = define("neg", lambda xp, x: xp.negative(x), lambda g: -g, linear=True, doc="-x")
 exp = define("exp", lambda xp, x: xp.exp(x), lambda g, out: g * out, lambda dx, out: dx * out, doc="e^x")
 log = define("log", lambda xp, x: xp.log(x), lambda g, x: g / x, lambda dx, x: dx / x, doc="natural logarithm")
-log1p = define("log1p", lambda xp, x: xp.log1p(x), lambda g, x: g / (x + 1), lambda dx, x: dx / (x + 1), doc="log(1 + x)")
+log1p = define(
+    "log1p", lambda xp, x: xp.log1p(x), lambda g, x: g / (x + 1), lambda dx, x: dx / (x + 1),
+    grad_fn="Log1PBackward0", doc="log(1 + x)",
+)
 expm1 = define("expm1", lambda xp, x: xp.expm1(x), lambda g, out: g * (out + 1), lambda dx, out: dx * (out + 1), doc="e^x - 1")
 sqrt = define("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out: g / (out * 2), lambda dx, out: dx / (out * 2), doc="square root")
 rsqrt = define(
@@ -290,6 +294,29 @@ div = define(
 )
 
 
+def _div_rounded(xp, x, y, *, rounding_mode):
+    if rounding_mode == "floor":
+        return xp.floor_divide(x, y)
+    if rounding_mode == "trunc":
+        quotient = xp.trunc(xp.true_divide(x, y))
+        kind = xp.result_type(x, y)
+        return quotient.astype(kind) if kind.kind in "iu" else quotient
+    raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{rounding_mode}'")
+
+
+# Piecewise constant: the gradient is zero (PyTorch's DivBackward2 gives zeros too).
+div_rounded = define(
+    "div_rounded",
+    _div_rounded,
+    (lambda g: g * 0, lambda g: g * 0),
+    lambda dx, dy: dx * 0 + dy * 0,
+    broadcast=True,
+    grad_fn="DivBackward2",
+    method=False,
+    doc="x / y rounded down ('floor') or toward zero ('trunc')",
+)
+
+
 def safe_log(x):
     """log x, with log 0 taken as 0: d(x^y)/dy = x^y log x vanishes at x = 0 (PyTorch masks it too)."""
     return log(where(x == 0, 1.0, x))
@@ -306,9 +333,15 @@ pow = define(
 )
 
 
+def as_dtype_of(mask, x):
+    """A boolean mask as 0/1 in x's dtype (bool * 0.5 would be float64 whatever x is)."""
+    return to_dtype(mask, dtype=backend.dtype(x.dtype).name)
+
+
 def share_of_larger(x, y):
     """1 where x wins, 1/2 on ties (PyTorch splits the gradient evenly), 0 where y wins."""
-    return (x > y) + (x == y) * 0.5
+    ref = x if hasattr(x, "dtype") else y  # one of them may be a Python number
+    return as_dtype_of(x > y, ref) + as_dtype_of(x == y, ref) * 0.5
 
 
 maximum = define(
@@ -368,6 +401,8 @@ def matmul_vjp_x(g, x, y):
 
 def matmul_vjp_y(g, x, y):
     if y.ndim == 1:
+        if x.ndim == 2:
+            return g @ x  # x^T g for every row of a batched g: one matrix product
         return g[..., None] * x if x.ndim == 1 else (x.mT @ g[..., None])[..., 0]
     if x.ndim == 1:
         return x[:, None] * g[..., None, :]
@@ -375,9 +410,14 @@ def matmul_vjp_y(g, x, y):
 
 
 def matmul_jvp(dx, dy, x, y):
-    # A batched dy is a stack of vectors when y is 1-D, not a matrix: keep its last axis a column.
-    x_dy = (x @ dy[..., None])[..., 0] if y.ndim == 1 else x @ dy
-    return dx @ y + x_dy
+    # A batched tangent of a 1-D operand is a stack of vectors, not a matrix: give it a column
+    # (dy) or row (dx) axis. With a 2-D x, x dy for every row of dy is one product dy x^T.
+    if y.ndim == 1:
+        x_dy = dy @ x.mT if x.ndim == 2 else (x @ dy[..., None])[..., 0]
+    else:
+        x_dy = x @ dy
+    dx_y = (dx[..., None, :] @ y)[..., 0, :] if x.ndim == 1 and y.ndim > 2 else dx @ y
+    return dx_y + x_dy
 
 
 def _matmul_name(params, shapes):
@@ -434,6 +474,7 @@ outer = define(
     lambda xp, x, y: x[..., :, None] * y[..., None, :],
     (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
     lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
+    grad_fn="MulBackward0",  # PyTorch computes outer as a broadcast mul
     doc="outer product of two vectors",
 )
 
@@ -470,7 +511,7 @@ sum = define(
     lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
-    grad_fn=lambda params, shapes: "SumBackward0" if len(params["dim"]) == len(shapes[0]) else "SumBackward1",
+    grad_fn=lambda params, shapes: "SumBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "SumBackward1",
     doc="sum over dim (all axes by default)",
 )
 mean = define(
@@ -479,7 +520,7 @@ mean = define(
     lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim) / _count(x.shape, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
-    grad_fn=lambda params, shapes: "MeanBackward0" if len(params["dim"]) == len(shapes[0]) else "MeanBackward1",
+    grad_fn=lambda params, shapes: "MeanBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "MeanBackward1",
     doc="mean over dim (all axes by default)",
 )
 
@@ -536,7 +577,7 @@ std = define(
 
 def extreme_share(outk, x, *, dim):
     """Ties share the gradient evenly, as PyTorch's amax/amin do."""
-    hits = x == outk
+    hits = as_dtype_of(x == outk, x)
     return hits / sum(hits, dim=dim, keepdim=True)
 
 
@@ -717,7 +758,7 @@ def _resolve_shape(params, shape):
 
 reshape = define(
     "reshape",
-    lambda xp, x, *, shape: xp.reshape(x, shape),
+    lambda xp, x, *, shape: x.reshape(shape),
     lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
     lambda dx, out, x: reshape(dx, shape=lead(dx, x) + tuple(out.shape)),
     view=True,
@@ -751,7 +792,7 @@ def expand_jvp(dx, out, x):
 
 expand = define(
     "expand",
-    lambda xp, x, *, shape: xp.broadcast_to(x, shape),
+    lambda xp, x, *, shape: backend.broadcast_to(x, shape),
     lambda g, out, x: sum_to_size(g, shape=tuple(x.shape), lead=len(lead(g, out))),
     expand_jvp,
     view=True,
@@ -777,7 +818,7 @@ sum_to_size = define(
 
 def _permute_forward(xp, x, *, dims):
     front = x.ndim - len(dims)
-    return xp.transpose(x, tuple(range(front)) + tuple(x.ndim + d for d in dims))
+    return x.transpose(tuple(range(front)) + tuple(x.ndim + d for d in dims))
 
 
 def _inverse_permutation(dims):
@@ -789,8 +830,12 @@ def _inverse_permutation(dims):
 
 
 def _check_permute(params, shape):
-    dims = tuple(_check_dim(int(d), len(shape)) for d in params["dims"])
-    if len(dims) != len(shape) or len(set(dims)) != len(dims):
+    given = tuple(int(d) for d in params["dims"])
+    # Normalized (negative) dims may leave leading axes alone: the batch axes a rule's
+    # cotangent carries (``permute(g, dims=...)`` under create_graph).
+    ndim = len(given) if len(given) < len(shape) and builtins.all(d < 0 for d in given) else len(shape)
+    dims = tuple(_check_dim(d, ndim) for d in given)
+    if len(dims) != ndim or len(set(dims)) != len(dims):
         raise RuntimeError(
             f"permute(): dims {tuple(params['dims'])} must name each of the tensor's {len(shape)} "
             "dimensions exactly once"
@@ -809,7 +854,7 @@ permute = define(
 )
 transpose = define(
     "transpose",
-    lambda xp, x, *, dim0, dim1: xp.swapaxes(x, dim0, dim1),
+    lambda xp, x, *, dim0, dim1: x.swapaxes(dim0, dim1),
     lambda g, *, dim0, dim1: transpose(g, dim0=dim0, dim1=dim1),
     linear=True,
     view=True,
@@ -830,7 +875,7 @@ def _squeeze_dims(params, shape):
 
 squeeze = define(
     "squeeze",
-    lambda xp, x, *, dim: xp.squeeze(x, axis=dim) if dim else x,
+    lambda xp, x, *, dim: x.squeeze(axis=dim) if dim else x,
     lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
     linear=True,
     view=True,
@@ -882,7 +927,7 @@ tile = define(
 )
 
 
-def _full_index(params, shape):
+def _full_index(params, shape, *rest):
     """Make an index explicit: ``(Ellipsis, one entry per axis...)``, None adding an axis and
     bool masks turned into integer arrays. The leading Ellipsis absorbs any batch axes a
     cotangent or tangent carries, so the same index serves vectorized rules."""
@@ -899,11 +944,13 @@ def _full_index(params, shape):
     consumed = builtins.sum(1 for p in parts if p is not None and p is not Ellipsis)
     if consumed > len(shape):
         raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
-    if parts.count(Ellipsis) > 1:
+    # Identity tests: `==` on an integer-array part would compare elementwise.
+    ellipses = [i for i, p in enumerate(parts) if p is Ellipsis]
+    if len(ellipses) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
     fill = [slice(None)] * (len(shape) - consumed)
-    if Ellipsis in parts:
-        at = parts.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         parts[at : at + 1] = fill
     else:
         parts.extend(fill)
@@ -921,14 +968,22 @@ def _full_index(params, shape):
 
 
 def _index_kind(params, shapes):
+    """PyTorch applies an index part by part, so its grad_fn is the last part that does
+    something: ``x[0, 1:]`` is SliceBackward0, ``x[1:, 0]`` SelectBackward0, ``x[0, None]``
+    UnsqueezeBackward0. (PyTorch's ``x[:]`` is SliceBackward0; ours, AliasBackward0 like
+    ``x[...]``: the normalized index no longer tells the two apart.)"""
     index = params["index"][1:]
     if builtins.any(backend.is_array(p) for p in index):
         return "IndexBackward0"
-    if builtins.any(isinstance(p, int) for p in index):
-        return "SelectBackward0"
-    if builtins.all(p is None or p == slice(None) for p in index):
-        return "UnsqueezeBackward0" if None in index else "AliasBackward0"
-    return "SliceBackward0"
+    kind = "AliasBackward0"
+    for p in index:
+        if p is None:
+            kind = "UnsqueezeBackward0"
+        elif isinstance(p, int):
+            kind = "SelectBackward0"
+        elif p != slice(None):
+            kind = "SliceBackward0"
+    return kind
 
 
 def _has_arrays(index) -> bool:
@@ -978,10 +1033,21 @@ def _index_put(xp, x, values, *, index):
     return out
 
 
+def index_put_values_vjp(g, out, values, *, index):
+    """The gradient of values: g at index. ``x[index] = values`` may drop leading size-1 axes of
+    values (``y[1] = v`` with v of shape (1,)); restore them, the machinery sums the rest."""
+    picked = getitem(g, index=index)
+    batch = lead(g, out)
+    extra = len(getattr(values, "shape", ())) - (picked.ndim - len(batch))
+    if extra > 0:
+        picked = reshape(picked, shape=batch + (1,) * extra + tuple(picked.shape[len(batch) :]))
+    return picked
+
+
 index_put = define(
     "index_put",
     _index_put,
-    (lambda g, *, index: index_put(g, 0.0, index=index), lambda g, *, index: getitem(g, index=index)),
+    (lambda g, *, index: index_put(g, 0.0, index=index), index_put_values_vjp),
     lambda dx, dvalues, *, index: index_put(dx, dvalues, index=index),
     broadcast=True,
     normalize=_full_index,

@@ -16,6 +16,8 @@ from engine import backend, ops
 from engine.autograd import grad_mode
 
 _grad_enabled = grad_mode._grad_enabled.get
+# Ops without parameters share one empty dict (nothing mutates params).
+_NO_PARAMS: dict = {}
 
 
 def _shape_arg(shape) -> tuple:
@@ -351,7 +353,7 @@ class Tensor:
         return self.to(device="cuda" if device is None else f"cuda:{int(device)}")
 
     def clone(self):
-        return _apply(ops.clone, (self,), {})
+        return _apply(ops.clone, (self,), _NO_PARAMS)
 
     def contiguous(self):
         return self
@@ -359,77 +361,77 @@ class Tensor:
     # ---- arithmetic -------------------------------------------------------
 
     def __add__(self, other):
-        return _apply(ops.add, (self, other), {})
+        return _apply(ops.add, (self, other), _NO_PARAMS)
 
     def __radd__(self, other):
         # PyTorch computes ``2 + t`` as ``t.add(2)``: the tensor stays the first input.
-        return _apply(ops.add, (self, other), {})
+        return _apply(ops.add, (self, other), _NO_PARAMS)
 
     def __sub__(self, other):
-        return _apply(ops.sub, (self, other), {})
+        return _apply(ops.sub, (self, other), _NO_PARAMS)
 
     def __rsub__(self, other):
-        return _apply(ops.sub, (other, self), {})
+        return _apply(ops.sub, (other, self), _NO_PARAMS)
 
     def __mul__(self, other):
-        return _apply(ops.mul, (self, other), {})
+        return _apply(ops.mul, (self, other), _NO_PARAMS)
 
     def __rmul__(self, other):
-        return _apply(ops.mul, (self, other), {})
+        return _apply(ops.mul, (self, other), _NO_PARAMS)
 
     def __truediv__(self, other):
-        return _apply(ops.div, (self, other), {})
+        return _apply(ops.div, (self, other), _NO_PARAMS)
 
     def __rtruediv__(self, other):
-        return _apply(ops.div, (other, self), {})
+        return _apply(ops.div, (other, self), _NO_PARAMS)
 
     def __pow__(self, exponent):
         return self.pow(exponent)
 
     def __rpow__(self, base):
-        return _apply(ops.pow, (base, self), {})
+        return _apply(ops.pow, (base, self), _NO_PARAMS)
 
     def __matmul__(self, other):
-        return _apply(ops.matmul, (self, other), {})
+        return _apply(ops.matmul, (self, other), _NO_PARAMS)
 
     def __rmatmul__(self, other):
-        return _apply(ops.matmul, (other, self), {})
+        return _apply(ops.matmul, (other, self), _NO_PARAMS)
 
     def __neg__(self):
-        return _apply(ops.neg, (self,), {})
+        return _apply(ops.neg, (self,), _NO_PARAMS)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _apply(ops.abs, (self,), {})
+        return _apply(ops.abs, (self,), _NO_PARAMS)
 
     def __eq__(self, other):
-        return _apply(ops.eq, (self, other), {})
+        return _apply(ops.eq, (self, other), _NO_PARAMS)
 
     def __ne__(self, other):
-        return _apply(ops.ne, (self, other), {})
+        return _apply(ops.ne, (self, other), _NO_PARAMS)
 
     def __lt__(self, other):
-        return _apply(ops.lt, (self, other), {})
+        return _apply(ops.lt, (self, other), _NO_PARAMS)
 
     def __le__(self, other):
-        return _apply(ops.le, (self, other), {})
+        return _apply(ops.le, (self, other), _NO_PARAMS)
 
     def __gt__(self, other):
-        return _apply(ops.gt, (self, other), {})
+        return _apply(ops.gt, (self, other), _NO_PARAMS)
 
     def __ge__(self, other):
-        return _apply(ops.ge, (self, other), {})
+        return _apply(ops.ge, (self, other), _NO_PARAMS)
 
     def __and__(self, other):
-        return _apply(ops.logical_and, (self, other), {})
+        return _apply(ops.logical_and, (self, other), _NO_PARAMS)
 
     def __or__(self, other):
-        return _apply(ops.logical_or, (self, other), {})
+        return _apply(ops.logical_or, (self, other), _NO_PARAMS)
 
     def __invert__(self):
-        return _apply(ops.logical_not, (self,), {})
+        return _apply(ops.logical_not, (self,), _NO_PARAMS)
 
     def __getitem__(self, index):
         return _apply(ops.getitem, (self,), {"index": _index_arg(index)})
@@ -455,25 +457,25 @@ class Tensor:
 
     def pow(self, exponent):
         if isinstance(exponent, Tensor):
-            return _apply(ops.pow, (self, exponent), {})
+            return _apply(ops.pow, (self, exponent), _NO_PARAMS)
         return _apply(ops.pow_scalar, (self,), {"exponent": exponent})
 
     def matmul(self, other):
-        return _apply(ops.matmul, (self, other), {})
+        return _apply(ops.matmul, (self, other), _NO_PARAMS)
 
     mm = matmul
 
     def dot(self, other):
-        return _apply(ops.dot, (self, other), {})
+        return _apply(ops.dot, (self, other), _NO_PARAMS)
 
     def outer(self, other):
-        return _apply(ops.outer, (self, other), {})
+        return _apply(ops.outer, (self, other), _NO_PARAMS)
 
     def maximum(self, other):
-        return _apply(ops.maximum, (self, other), {})
+        return _apply(ops.maximum, (self, other), _NO_PARAMS)
 
     def minimum(self, other):
-        return _apply(ops.minimum, (self, other), {})
+        return _apply(ops.minimum, (self, other), _NO_PARAMS)
 
     def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
         return _apply(ops.clamp, (self,), {"min": min, "max": max})
@@ -481,7 +483,7 @@ class Tensor:
     clip = clamp
 
     def where(self, condition, other):
-        return _apply(ops.where, (condition, self, other), {})
+        return _apply(ops.where, (condition, self, other), _NO_PARAMS)
 
     def eq(self, other):
         return self == other
@@ -542,17 +544,17 @@ class Tensor:
         if isinstance(dim, Tensor):
             other, dim = dim, None
         if other is not None:
-            return _apply(ops.maximum if op_all is ops.amax else ops.minimum, (self, other), {})
+            return _apply(ops.maximum if op_dim is ops.max_dim else ops.minimum, (self, other), _NO_PARAMS)
         if dim is None:
             return _apply(op_all, (self,), {"dim": None, "keepdim": False})
         values, indices = _apply(op_dim, (self,), {"dim": int(dim), "keepdim": keepdim})
         return ReductionResult(values, indices)
 
     def max(self, dim=None, keepdim=False, *, other=None):
-        return self._extreme(ops.amax, ops.max_dim, dim, keepdim, other)
+        return self._extreme(ops.max, ops.max_dim, dim, keepdim, other)
 
     def min(self, dim=None, keepdim=False, *, other=None):
-        return self._extreme(ops.amin, ops.min_dim, dim, keepdim, other)
+        return self._extreme(ops.min, ops.min_dim, dim, keepdim, other)
 
     def amax(self, dim=(), keepdim=False):
         return _apply(ops.amax, (self,), {"dim": _dims_arg(dim) if dim != () else None, "keepdim": keepdim})
@@ -588,6 +590,9 @@ class Tensor:
 
     def cumsum(self, dim):
         return _apply(ops.cumsum, (self,), {"dim": int(dim)})
+
+    def flip(self, *dims):
+        return _apply(ops.flip, (self,), {"dims": _shape_arg(dims)})
 
     # ---- shape ------------------------------------------------------------
 
@@ -698,20 +703,20 @@ class Tensor:
         return apply_inplace(self, op, args, params)
 
     def add_(self, other, *, alpha=1):
-        return self._inplace(ops.add, (other if alpha == 1 else other * alpha,), {})
+        return self._inplace(ops.add, (other if alpha == 1 else other * alpha,), _NO_PARAMS)
 
     def sub_(self, other, *, alpha=1):
-        return self._inplace(ops.sub, (other if alpha == 1 else other * alpha,), {})
+        return self._inplace(ops.sub, (other if alpha == 1 else other * alpha,), _NO_PARAMS)
 
     def mul_(self, other):
-        return self._inplace(ops.mul, (other,), {})
+        return self._inplace(ops.mul, (other,), _NO_PARAMS)
 
     def div_(self, other):
-        return self._inplace(ops.div, (other,), {})
+        return self._inplace(ops.div, (other,), _NO_PARAMS)
 
     def pow_(self, exponent):
         if isinstance(exponent, Tensor):
-            return self._inplace(ops.pow, (exponent,), {})
+            return self._inplace(ops.pow, (exponent,), _NO_PARAMS)
         return self._inplace(ops.pow_scalar, (), {"exponent": exponent})
 
     def clamp_(self, min=None, max=None):  # noqa: A002
@@ -720,7 +725,7 @@ class Tensor:
     clip_ = clamp_
 
     def copy_(self, src):
-        return self._inplace(ops.copy_from, (src,), {})
+        return self._inplace(ops.copy_from, (src,), _NO_PARAMS)
 
     def fill_(self, value):
         return self._inplace(ops.fill, (), {"value": float(value) if not isinstance(value, Tensor) else value.item()})
@@ -729,7 +734,7 @@ class Tensor:
         return self.fill_(0.0)
 
     def neg_(self):
-        return self._inplace(ops.neg, (), {})
+        return self._inplace(ops.neg, (), _NO_PARAMS)
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -747,13 +752,13 @@ class Tensor:
         from engine.creation import rand_array
 
         sample = rand_array("uniform", self._data.shape, self.dtype, self.device, generator, low=a, high=b)
-        return self._inplace(ops.copy_from, (Tensor._make(sample),), {})
+        return self._inplace(ops.copy_from, (Tensor._make(sample),), _NO_PARAMS)
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
         from engine.creation import rand_array
 
         sample = rand_array("normal", self._data.shape, self.dtype, self.device, generator, loc=mean, scale=std)
-        return self._inplace(ops.copy_from, (Tensor._make(sample),), {})
+        return self._inplace(ops.copy_from, (Tensor._make(sample),), _NO_PARAMS)
 
 
 class Size(tuple):
@@ -825,10 +830,10 @@ def _rebuild(array, requires_grad):
 # Unary methods whose PyTorch name equals the table's: ``t.sin()`` and the in-place ``t.sin_()``.
 def _unary_method(op):
     def method(self):
-        return _apply(op, (self,), {})
+        return _apply(op, (self,), _NO_PARAMS)
 
     def method_(self):
-        return self._inplace(op, (), {})
+        return self._inplace(op, (), _NO_PARAMS)
 
     method.__name__, method_.__name__ = op.name, op.name + "_"
     method.__doc__ = op.doc

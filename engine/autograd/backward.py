@@ -14,6 +14,7 @@ backward pass is itself recorded and can be differentiated again.
 from __future__ import annotations
 
 import os
+import sys
 
 from engine import backend, ops
 from engine.autograd import grad_mode
@@ -21,7 +22,12 @@ from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
 from engine.tensor import Tensor
 
 # Shape checks after every vjp (names the op on failure); on under pytest or GRADSERVE_DEBUG=1.
-DEBUG = bool(os.environ.get("GRADSERVE_DEBUG") or os.environ.get("PYTEST_CURRENT_TEST") is not None)
+DEBUG = bool(os.environ.get("GRADSERVE_DEBUG")) or "pytest" in sys.modules
+
+# Observers of backward passes (the profiler): ``node(node, run)`` as each node of the pass
+# ``run`` starts, and ``node(None, run)`` when the pass ends (also by an exception). Empty in
+# normal use, so one check per node is the whole cost.
+node_observers: list = []
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -130,33 +136,36 @@ def _values(node, g, create_graph):
     if create_graph:
         out = saved[0]
         if out is not None:
+            # The result as a Tensor again, so derivatives through it reach this node's inputs.
             out = Tensor._make(out)
             out.grad_fn = node
             out._requires_grad = True
-        inputs = saved[1:]
-        return [g, out, *inputs]
-    values = [g, saved[0]]
-    for value in saved[1:]:
+            out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
+        return [g, out, *saved[1:]]
+    values = [g]
+    for value in saved:
         if isinstance(value, Tensor):
             value = value._data
-        elif isinstance(value, tuple):  # a variadic op's list of inputs
-            value = [v._data if isinstance(v, Tensor) else v for v in value]
+        elif type(value) is tuple:  # a variadic op's list of inputs
+            value = [v._data for v in value]
         values.append(value)
     return values
 
 
 def _fit(grad, node, index, g, create_graph):
-    """Sum a broadcast input gradient back to the input's shape and check it."""
+    """Sum a broadcast input gradient back to the input's shape, and check it."""
     op = node.op
     shape = node.input_shapes[index]
     batch = g.ndim - len(node.out_shape)
-    if op.broadcast and tuple(grad.shape[batch:]) != tuple(shape):
+    if op.broadcast and grad.shape[batch:] != shape:
         if create_graph:
             grad = ops.sum_to_size(grad, shape=tuple(shape), lead=batch)
         else:
             if not backend.is_array(grad):
                 grad = backend.numpy.asarray(grad)
-            grad = backend.sum_to_shape(grad, tuple(shape), batch)
+            grad = backend.sum_to_shape(grad, shape, batch)
+    elif not create_graph and not backend.is_array(grad):
+        grad = backend.numpy.asarray(grad)
     if DEBUG and tuple(grad.shape) != tuple(g.shape[:batch]) + tuple(shape):
         raise RuntimeError(
             f"vjp of {op.name} (input {index}) returned a gradient of shape {tuple(grad.shape)}, "
@@ -173,7 +182,7 @@ def _input_grads(node, g, create_graph):
     values = _values(node, g, create_graph)
     params = node.params
     if op.variadic:
-        grads = op.vjp(values, params)
+        grads = op.vjp.call(values, params)
         return [None if child is None else grads[i] for i, (child, _) in enumerate(node.next_functions)]
     grads = []
     for i, (child, _) in enumerate(node.next_functions):
@@ -183,8 +192,7 @@ def _input_grads(node, g, create_graph):
         rule = op.vjp[i]
         if rule is None:
             raise NotImplementedError(f"vjp of {op.name} not defined for input {op.input_names[i]}")
-        grad = rule(values, params)
-        grads.append(_fit(grad, node, i, g, create_graph))
+        grads.append(_fit(rule.call(values, params), node, i, g, create_graph))
     return grads
 
 
@@ -226,12 +234,14 @@ def _accumulate(node, g, create_graph, owned):
 
 
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None, accumulate=True,
-                 allow_unused=False):
+                 allow_unused=False, record=True):
     """The engine behind ``Tensor.backward``, ``autograd.backward`` and ``autograd.grad``.
 
     With ``inputs``, gradients are captured at those tensors (and, when
     ``accumulate`` is false, returned instead of added to ``.grad``); only
-    nodes that lead to them run.
+    nodes that lead to them run. ``record=False`` with ``create_graph=True``
+    runs the rules on Tensors without recording them: forward-over-reverse
+    needs the tangents that ride along, not a graph of the backward pass.
     """
     if retain_graph is None:
         retain_graph = create_graph
@@ -256,9 +266,13 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     ready = [r for r in dict.fromkeys(roots) if dependencies.get(r, 0) == 0]
     captured = {}
 
-    with grad_mode.set_grad_enabled(create_graph):
+    token = grad_mode._grad_enabled.set(create_graph and record)
+    try:
         while ready:
             node = ready.pop()
+            if node_observers:
+                for observer in node_observers:
+                    observer.node(node, buffers)
             g = buffers.pop(node)
             if node.pre_hooks:
                 g = _run_hooks(node.pre_hooks, g, create_graph)
@@ -294,6 +308,11 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 dependencies[child] = remaining
                 if remaining == 0:
                     ready.append(child)
+    finally:
+        grad_mode._grad_enabled.reset(token)
+        if node_observers:
+            for observer in node_observers:
+                observer.node(None, buffers)
 
     if inputs is None:
         return None

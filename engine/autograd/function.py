@@ -17,6 +17,7 @@ from engine.tensor import Tensor
 
 _grad_enabled = grad_mode._grad_enabled.get
 _F64 = backend.numpy.dtype("float64")
+_F16 = backend.numpy.dtype("float16")
 _SCALARS = (int, float, bool)
 
 # Observers of every op (the profiler, the service's deadline). Checked once per
@@ -26,17 +27,17 @@ op_observers: list = []
 forward_ad_hook = None
 
 
-def _unwrap(value, arrays, tensors):
-    if isinstance(value, Tensor):
-        tensors.append(value)
-        arrays.append(value._data)
-        return
+_NO_EDGE = (None, 0)
+_ndarray = backend.ndarray
+_numpy = backend.numpy
+
+
+def _operand(value):
+    """A non-Tensor operand as the forward sees it: Python numbers pass through."""
     if isinstance(value, _SCALARS) or value is None:
-        arrays.append(value)
-        return
+        return value
     if backend.is_array(value) or hasattr(value, "dtype"):  # numpy scalars act like Python scalars
-        arrays.append(value.item() if getattr(value, "ndim", 1) == 0 else value)
-        return
+        return value.item() if getattr(value, "ndim", 1) == 0 else value
     raise TypeError(
         f"expected a Tensor or a number as an operand, got {type(value).__name__}; "
         "wrap data in engine.tensor(...) first"
@@ -57,54 +58,101 @@ def _check_devices(tensors, op):
 
 def apply(op, args, params):
     """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``."""
-    arrays = []
-    tensors = []
     if op.variadic:
-        parts = []
-        for value in args[0]:
-            _unwrap(value, parts, tensors)
-        arrays.append(parts)
-        for value in args[1:]:
-            _unwrap(value, arrays, tensors)
-        inputs = tuple(args[0])
-    else:
-        for value in args:
-            _unwrap(value, arrays, tensors)
-        inputs = args
-    if not tensors:
+        return _apply_variadic(op, args, params)
+    arrays = []
+    shapes = []
+    first = None
+    requires = False
+    for value in args:
+        if isinstance(value, Tensor):
+            data = value._data
+            arrays.append(data)
+            shapes.append(data.shape)
+            if first is None:
+                first = value
+            if value._requires_grad:
+                requires = True
+        else:
+            value = _operand(value)
+            arrays.append(value)
+            shapes.append(getattr(value, "shape", ()))
+    if first is None:
         raise TypeError(f"{op.name} expects at least one Tensor operand")
-    if backend.cupy is not None and len(tensors) > 1:
-        _check_devices(tensors, op)
-    if op.normalize is not None:
-        params = op.normalize(params, *(getattr(a, "shape", ()) for a in arrays))
+    return _run(op, args, arrays, shapes, first, requires, params)
 
+
+def _apply_variadic(op, args, params):
+    tensors = list(args[0])
+    if not tensors:
+        raise RuntimeError(f"{op.name} expects a non-empty list of Tensors")
+    parts = []
+    requires = False
+    for value in tensors:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op.name} expects a list of Tensors, got {type(value).__name__}")
+        parts.append(value._data)
+        requires = requires or value._requires_grad
+    shapes = [tuple(p.shape for p in parts)]
+    return _run(op, tuple(tensors), [parts], shapes, tensors[0], requires, params)
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _zero_dim_promotion(out, operands):
+    """PyTorch's promotion rule that numpy lacks: a 0-d tensor does not widen dimensioned tensors
+    of the same or a higher category (float32 tensor + 0-d float64 tensor is float32; int32
+    tensor + 0-d int64 tensor is int32). Python scalars are weak in numpy already."""
+    arrays = [a for a in operands if hasattr(a, "ndim")]
+    if out.dtype != _numpy.result_type(*arrays):
+        return out  # the op chose its own result dtype (comparisons, indices)
+    dimensioned = [a.dtype for a in arrays if a.ndim]
+    zero_dim = [a.dtype for a in arrays if not a.ndim]
+    if not dimensioned or not zero_dim:
+        return out
+    expected = _numpy.result_type(*dimensioned)
+    widest_zero_dim = _numpy.result_type(*zero_dim)
+    if _CATEGORY[widest_zero_dim.kind] > _CATEGORY[expected.kind]:
+        expected = widest_zero_dim
+    return out if out.dtype == expected else out.astype(expected)
+
+
+def _run(op, inputs, arrays, shapes, first, requires, params):
+    if backend.cupy is not None:
+        _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
+    if len(params) != len(op.param_defaults):
+        params = {**op.optional_params, **params}
+    if op.normalize is not None:
+        params = op.normalize(params, *shapes)
     if op_observers:
         for observer in op_observers:
-            observer.before(op, tensors, params)
-    xp = backend.namespace_of(tensors[0]._data)
+            observer.before(op, inputs, params)
+    data = first._data
+    xp = _numpy if type(data) is _ndarray else backend.namespace_of(data)
     out = op.forward(xp, *arrays, **params)
     extras = ()
     if op.extra_outputs:
         out, *extras = out
-    if type(out) is not backend.ndarray:
+    if type(out) is not _ndarray:
         out = xp.asarray(out)
-    if out.dtype is _F64 and not any(t._data.dtype is _F64 for t in tensors):
+    operands = arrays[0] if op.variadic else arrays  # a variadic op's inputs are one list
+    sets_dtype = "dtype" in params  # to_dtype and the like choose the result dtype themselves
+    if len(operands) > 1 and (out.dtype is not data.dtype or data.ndim == 0) and not sets_dtype:
+        out = _zero_dim_promotion(out, operands)
+    if out.dtype is _F64 and not sets_dtype and not any(a.dtype is _F64 for a in operands if hasattr(a, "dtype")):
         # PyTorch promotes int tensors and Python floats to the default dtype, not float64.
         out = out.astype(backend.default_dtype.np)
+    elif out.dtype is _F16 and not sets_dtype and not any(a.dtype is _F16 for a in operands if hasattr(a, "dtype")):
+        out = out.astype(backend.default_dtype.np)  # numpy's sin(bool array) is float16; PyTorch's float32
 
     result = Tensor._make(out)
-    requires = False
-    for t in tensors:
-        if t._requires_grad:
-            requires = True
-            break
     if op.view:
-        base = tensors[0]
-        result._version_counter = base._version_counter
-        result._base = base if base._base is None else base._base
-    if requires and not op.nondiff and _grad_enabled():
+        result._version_counter = first._version_counter
+        result._base = first if first._base is None else first._base
+    if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
         result._requires_grad = True
-        result.grad_fn = _record(op, inputs, params, out, result)
+        result.grad_fn = _record(op, inputs, params, out, result, shapes)
     if forward_ad_hook is not None:
         forward_ad_hook(op, inputs, params, result)
     if op_observers:
@@ -115,35 +163,45 @@ def apply(op, args, params):
     return result
 
 
-def _record(op, inputs, params, out, result):
+def _record(op, inputs, params, out, result, shapes):
+    """The backward node for one op: edges to the inputs' nodes, and what the vjp rules need."""
     next_functions = []
     for value in inputs:
         if isinstance(value, Tensor):
-            if value.grad_fn is not None:
-                next_functions.append((value.grad_fn, 0))
+            grad_fn = value.grad_fn
+            if grad_fn is not None:
+                next_functions.append((grad_fn, 0))
             elif value._requires_grad:
                 next_functions.append((accumulator(value), 0))
             else:
-                next_functions.append((None, 0))
+                next_functions.append(_NO_EDGE)
         else:
-            next_functions.append((None, 0))
-    saved = [None] * (len(inputs) + 1)
+            next_functions.append(_NO_EDGE)
     checks = []
     if op.saves_out:
-        saved[0] = out
-        checks.append((result._version_counter, result._version_counter[0], -1))
-    if op.variadic:
-        if op.saved_inputs:
-            saved[1] = inputs
+        saved = [out]
+        counter = result._version_counter  # a view's is its base's: not necessarily at 0
+        checks.append((counter, counter[0], -1))
     else:
-        for i in op.saved_inputs:
-            value = inputs[i]
-            saved[i + 1] = value
-            if isinstance(value, Tensor):
-                checks.append((value._version_counter, value._version_counter[0], i))
-    shapes = tuple(getattr(v, "shape", ()) for v in inputs)
-    cls = node_class(op.grad_fn_name(params, shapes))
-    return cls(op, params, tuple(next_functions), saved, tuple(checks), shapes, out.shape, out.dtype)
+        saved = [None]
+    if op.variadic:
+        saved.append(inputs if op.saved_inputs else None)
+    else:
+        keep = op.keeps_input
+        for i, value in enumerate(inputs):
+            if keep[i]:
+                saved.append(value)
+                if isinstance(value, Tensor):
+                    counter = value._version_counter
+                    checks.append((counter, counter[0], i))
+            else:
+                saved.append(None)
+    cls = op.node_cls
+    if cls is None:
+        cls = node_class(op.grad_fn_name(params, shapes))
+        if not callable(op.grad_fn):
+            op.node_cls = cls
+    return cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
 
 
 op_module.tensor_apply = apply

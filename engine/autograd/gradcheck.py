@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from engine import backend
 from engine.autograd.backward import grad as _grad
-from engine.autograd.grad_mode import no_grad
+from engine.autograd.grad_mode import enable_grad, no_grad
 from engine.tensor import Tensor
 
 
@@ -123,9 +123,11 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
         )
 
     def first_derivative(*args):
-        outs = _outputs(func, args)
-        wrt = [a for a in args if isinstance(a, Tensor) and a.requires_grad]
-        grads = _grad(outs, wrt, grad_outputs, create_graph=True, allow_unused=True)
+        # Numerical differentiation evaluates this under no_grad; the inner backward needs a graph.
+        with enable_grad():
+            outs = _outputs(func, args)
+            wrt = [a for a in args if isinstance(a, Tensor) and a.requires_grad]
+            grads = _grad(outs, wrt, grad_outputs, create_graph=True, allow_unused=True)
         return tuple(g for g in grads if g is not None)
 
     return gradcheck(first_derivative, tuple(inputs), eps=eps, atol=atol, rtol=rtol,

@@ -31,6 +31,7 @@ class Node:
         "op",
         "out_dtype",
         "out_shape",
+        "out_tangents",
         "params",
         "pre_hooks",
         "retained",
@@ -46,6 +47,7 @@ class Node:
         self.input_shapes = input_shapes
         self.out_shape = out_shape
         self.out_dtype = out_dtype
+        self.out_tangents = None  # the result's forward-AD tangents (see engine.autograd.forward_ad)
         self.freed = False
         self.pre_hooks = None
         self.retained = None
@@ -80,9 +82,10 @@ class AccumulateGrad(Node):
         self.pre_hooks = None
         self.retained = None
         self.metadata = None
-        data = variable.data
+        data = variable._data
         self.out_shape = data.shape
         self.out_dtype = data.dtype
+        self.out_tangents = None
         self.input_shapes = ()
 
 

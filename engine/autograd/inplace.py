@@ -55,6 +55,8 @@ def apply_inplace(tensor, op, args, params):
         with grad_mode.no_grad():
             result = apply(op, (tensor, *args), params)
         _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+        if result._tangents is not None or tensor._tangents is not None:
+            tensor._tangents = result._tangents  # forward AD: the tangent follows the new value
         return tensor
 
     if base is not None and base._requires_grad:
@@ -67,8 +69,11 @@ def apply_inplace(tensor, op, args, params):
     old = Tensor._make(tensor._data.copy() if 0 in op.saved_inputs else tensor._data)
     old.grad_fn = tensor.grad_fn
     old._requires_grad = tensor._requires_grad
+    old._tangents = tensor._tangents
     result = apply(op, (old, *args), params)
     _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+    if result._tangents is not None or tensor._tangents is not None:
+        tensor._tangents = result._tangents
     tensor.grad_fn = result.grad_fn
     tensor._requires_grad = result._requires_grad
     if tensor.grad_fn is not None and tensor._retains_grad:
