@@ -1,21 +1,58 @@
-"""The application factory: assembles routers, error handlers and middleware."""
+"""The application factory: assembles routers, error handlers, middleware and offline docs."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
+from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 
 import engine
+from service import compute, errors
 from service.config import Settings, get_settings
+from service.metrics import Metrics
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from service.routes import compute as compute_routes
+from service.routes import health, ops, profile, transforms
+
+DESCRIPTION = """Gradients over HTTP.
+
+Send a function (an `expr`, a restricted-Python `program`, or a JSON `graph`)
+and named input tensors; get outputs, gradients, Jacobians, Hessians,
+vector products, the autograd graph and profiler summaries. Errors are
+RFC 9457 `application/problem+json`.
+"""
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="gradserve", version=engine.__version__)
+    app = FastAPIOffline(
+        title="gradserve",
+        version=engine.__version__,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "compute", "description": "evaluate, differentiate, gradcheck"},
+            {"name": "transforms", "description": "Jacobians, Hessians, vector products"},
+            {"name": "profile", "description": "the engine's profiler"},
+            {"name": "ops", "description": "the derivative table and service info"},
+            {"name": "health", "description": "liveness, readiness, metrics"},
+        ],
+    )
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.compute_slots = None
+    compute.install_op_tracking()
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict:
-        """Liveness: the process is up."""
-        return {"status": "ok"}
+    secured = [Security(api_key_header)] if settings.api_key is not None else []
+    app.include_router(health.router)
+    for module in (compute_routes, transforms, profile, ops):
+        app.include_router(module.router, dependencies=secured)
+    errors.install(app)
 
+    # Added innermost first: metrics see every response, the key is checked before the body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -1,9 +1,15 @@
-"""Settings: every knob of the service, from ``GRADSERVE_*`` environment variables."""
+"""Settings: every knob of the service, from ``GRADSERVE_*`` environment variables.
+
+One ``Settings`` object is built per app (``create_app(settings)``); routes
+receive it through the ``settings`` dependency, so tests can pass their own.
+``public_limits()`` is what ``GET /v1/info`` reports: everything but secrets.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,6 +18,39 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+
+    # Authentication: when set, every route but health and docs needs X-API-Key.
+    api_key: SecretStr | None = None
+
+    # Request limits (enforced before any computation).
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="request body size, chunked bodies included")
+    max_tensor_elements: int = Field(10_000_000, ge=1, description="elements in one tensor")
+    max_request_elements: int = Field(20_000_000, ge=1, description="elements over all tensors of a request")
+    max_graph_nodes: int = Field(10_000, ge=1, description="nodes in a JSON graph, and recorded ops of a program")
+    max_program_steps: int = Field(100_000, ge=1, description="statements and loop iterations a program may run")
+    max_program_elements: int = Field(50_000_000, ge=1, description="elements a program may allocate in one tensor")
+    deadline_s: float = Field(10.0, gt=0, description="wall-clock deadline of one compute request")
+    # orjson refuses documents nested deeper than 255 levels; each graph level costs three.
+    max_graph_depth: int = Field(64, ge=1, le=80, description="nesting depth of the autograd graph in /v1/grad")
+
+    # Overload: at most this many compute requests run at once; more wait up to
+    # queue_timeout_s for a slot, then get 503.
+    max_concurrency: int = Field(4, ge=1)
+    queue_timeout_s: float = Field(2.0, ge=0)
+
+    # The model store (used by the /v1/models resources).
+    data_dir: str = "./data"
+    max_models: int = Field(100, ge=1, description="models kept in the store")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_means_none(cls, value):
+        # GRADSERVE_API_KEY="" must not turn auth into "an empty header matches".
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    def public_limits(self) -> dict:
+        """Every limit a client may need to know; never the API key."""
+        return self.model_dump(exclude={"api_key", "host", "port", "data_dir"})
 
 
 @lru_cache

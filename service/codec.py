@@ -1,0 +1,309 @@
+"""Tensors on the wire <-> engine Tensors.
+
+In (DESIGN.md "Wire format"): a number, a nested list, ``{"data", "shape",
+"dtype"}`` (flat row-major; KServe ``datatype`` names such as ``"FP32"`` are
+aliases) or ``{"b64", "shape", "dtype"}`` (raw little-endian bytes). Out:
+``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``.
+
+Non-finite floats travel as the strings ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"`` both ways (JSON has no literal for them, and ``null`` would
+lose them silently).
+
+Payloads are never walked element by element in Python on the fast path: the
+body is parsed by orjson, lists go straight into ``numpy.asarray``, and
+responses hand numpy arrays to orjson (``OPT_SERIALIZE_NUMPY``). numpy is
+reached only through ``engine.backend``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from dataclasses import dataclass
+
+import orjson
+
+try:  # SIMD base64, several times faster than the standard library on megabyte payloads
+    import pybase64 as base64
+except ImportError:  # pragma: no cover - pybase64 is a dependency; the stdlib is the fallback
+    import base64
+
+import engine
+from engine import backend
+from engine.tensor import Tensor
+
+np = backend.np
+
+# KServe / Open Inference Protocol datatype names, accepted as dtype aliases.
+DATATYPES = {
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+}
+NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+TENSOR_KEYS = {"data", "b64", "shape", "dtype", "datatype", "requires_grad", "name", "parameters"}
+MAX_DIMS = 32
+
+
+class CodecError(ValueError):
+    """A tensor in the request cannot be decoded; ``input`` names it (e.g. ``inputs.a``)."""
+
+    def __init__(self, message: str, *, input: str | None = None, too_large: bool = False):  # noqa: A002
+        super().__init__(message)
+        self.message = message
+        self.input = input
+        self.too_large = too_large
+
+
+@dataclass
+class ElementBudget:
+    """Counts elements over one request's tensors against the settings' limits."""
+
+    per_tensor: int
+    per_request: int
+    used: int = 0
+
+    def take(self, count: int, where: str) -> None:
+        if count > self.per_tensor:
+            raise CodecError(
+                f"{where} has {count} elements; at most {self.per_tensor} are allowed per tensor",
+                input=where, too_large=True,
+            )
+        self.used += count
+        if self.used > self.per_request:
+            raise CodecError(
+                f"the request's tensors hold more than {self.per_request} elements in all (at {where})",
+                input=where, too_large=True,
+            )
+
+
+def resolve_dtype(spec, where: str = "dtype"):
+    """An engine dtype from a name ("float32", "double") or a KServe datatype ("FP32")."""
+    if not isinstance(spec, str):
+        raise CodecError(f"{where}: dtype must be a string such as 'float32', got {spec!r}", input=where)
+    try:
+        return backend.dtype(DATATYPES.get(spec, spec))
+    except TypeError:
+        names = sorted(set(backend.DTYPES) | set(DATATYPES))
+        raise CodecError(f"{where}: unknown dtype {spec!r}; expected one of {names}", input=where) from None
+
+
+def _replace_nonfinite(value, where: str):
+    """The slow path for lists that hold strings: only the three non-finite names are allowed."""
+    if isinstance(value, list):
+        return [_replace_nonfinite(v, where) for v in value]
+    if isinstance(value, str):
+        try:
+            return NONFINITE_IN[value]
+        except KeyError:
+            raise CodecError(
+                f"{where}: unexpected string {value[:40]!r} in tensor data; numbers, booleans and "
+                '"NaN", "Infinity", "-Infinity" are allowed', input=where,
+            ) from None
+    if isinstance(value, dict) or value is None:
+        raise CodecError(f"{where}: tensor data holds {type(value).__name__}; expected numbers", input=where)
+    return value
+
+
+def _array_from_list(data, where: str):
+    if isinstance(data, str):
+        data = _replace_nonfinite(data, where)
+    try:
+        array = np.asarray(data)
+        if array.dtype.kind in "UOS":
+            array = np.asarray(_replace_nonfinite(data, where))
+    except (ValueError, TypeError, RecursionError, OverflowError) as error:
+        reason = str(error).split(". ")[0] if "inhomogeneous" not in str(error) else "rows of unequal length"
+        raise CodecError(f"{where}: tensor data is not a rectangular array of numbers ({reason})",
+                         input=where) from None
+    if array.dtype.kind not in "fiub":
+        raise CodecError(f"{where}: tensor data must be numbers or booleans", input=where)
+    if array.ndim > MAX_DIMS:
+        raise CodecError(f"{where}: at most {MAX_DIMS} dimensions are supported", input=where)
+    return array
+
+
+def _cast(array, dtype, where: str):
+    target = dtype.np
+    if array.dtype == target:
+        return array
+    whole = target.kind in "iu" and array.dtype.kind == "f"
+    if whole and (not np.all(np.isfinite(array)) or not np.all(array == np.round(array))):
+        raise CodecError(f"{where}: dtype {dtype.name} needs whole numbers", input=where)
+    if target.kind == "b" and array.dtype.kind != "b" and not np.all((array == 0) | (array == 1)):
+        raise CodecError(f"{where}: dtype bool needs true/false (or 0/1)", input=where)
+    if target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        if array.max() > info.max or array.min() < info.min:
+            raise CodecError(f"{where}: values out of range for {dtype.name}", input=where)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target)
+
+
+def _shape(value, where: str) -> tuple:
+    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        raise CodecError(f"{where}.shape must be a list of integers, got {value!r}"[:200], input=where)
+    if len(value) > MAX_DIMS or any(n < 0 for n in value):
+        raise CodecError(f"{where}.shape must have at most {MAX_DIMS} non-negative sizes", input=where)
+    return tuple(value)
+
+
+def _numel(shape: tuple) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _b64decode_writable(text: str) -> bytearray:
+    """Strictly validated base64 -> a writable buffer (gradcheck perturbs inputs in place)."""
+    if hasattr(base64, "b64decode_as_bytearray"):
+        return base64.b64decode_as_bytearray(text, validate=True)
+    return bytearray(base64.b64decode(text, validate=True))
+
+
+def _decode_object(value: dict, where: str, dtype_default):
+    unknown = set(value) - TENSOR_KEYS
+    if unknown:
+        raise CodecError(f"{where}: unknown tensor field(s) {sorted(unknown)}; expected {sorted(TENSOR_KEYS)}",
+                         input=where)
+    if ("data" in value) == ("b64" in value):
+        raise CodecError(f"{where}: a tensor object needs exactly one of 'data' and 'b64'", input=where)
+    spec = value.get("dtype", value.get("datatype"))
+    dtype = resolve_dtype(spec, f"{where}.dtype") if spec is not None else dtype_default
+    shape = _shape(value["shape"], where) if value.get("shape") is not None else None
+    if "b64" in value:
+        if not isinstance(value["b64"], str):
+            raise CodecError(f"{where}.b64 must be a base64 string", input=where)
+        try:
+            raw = _b64decode_writable(value["b64"])
+        except (binascii.Error, ValueError):
+            raise CodecError(f"{where}.b64 is not valid base64", input=where) from None
+        if len(raw) % dtype.itemsize:
+            raise CodecError(f"{where}.b64 holds {len(raw)} bytes, not a whole number of {dtype.name} "
+                             f"({dtype.itemsize} bytes each)", input=where)
+        array = np.frombuffer(raw, dtype=dtype.np.newbyteorder("<"))
+        if not dtype.np.isnative:
+            array = array.astype(dtype.np)
+    else:
+        array = _array_from_list(value["data"], where)
+        if shape is not None and array.ndim != 1:
+            array = array.reshape(-1)
+        array = _cast(array, dtype, where)
+    if shape is not None:
+        if _numel(shape) != array.size:
+            raise CodecError(f"{where}: shape {list(shape)} needs {_numel(shape)} elements, data has {array.size}",
+                             input=where)
+        array = array.reshape(shape)
+    return array, value.get("requires_grad", False)
+
+
+def decode_array(value, where: str, dtype_default, budget: ElementBudget):
+    """One wire tensor -> (numpy array, requires_grad)."""
+    if isinstance(value, dict):
+        array, requires_grad = _decode_object(value, where, dtype_default)
+    elif isinstance(value, (int, float, list, str)) and value is not None:
+        array = _cast(_array_from_list(value, where), dtype_default, where)
+        requires_grad = False
+    else:
+        raise CodecError(f"{where}: expected a number, a nested list or a tensor object", input=where)
+    if not isinstance(requires_grad, bool):
+        raise CodecError(f"{where}.requires_grad must be true or false", input=where)
+    budget.take(int(array.size), where)
+    return array, requires_grad
+
+
+def decode_tensor(value, where: str, dtype_default, budget: ElementBudget, device: str = "cpu") -> Tensor:
+    """One wire tensor -> an engine Tensor (a fresh leaf; requires_grad as the wire says)."""
+    array, requires_grad = decode_array(value, where, dtype_default, budget)
+    if requires_grad and array.dtype.kind != "f":
+        raise CodecError(f"{where}: only floating point tensors can require gradients (dtype {array.dtype})",
+                         input=where)
+    if not array.flags.writeable:
+        array = array.copy()
+    tensor = engine.from_numpy(array)
+    if device != "cpu":
+        tensor = tensor.to(device)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
+# ---- out ---------------------------------------------------------------------
+
+
+def _host_array(value):
+    """A C-contiguous numpy array for a Tensor, array or number (0-d stays 0-d)."""
+    if isinstance(value, Tensor):
+        array = backend.to_numpy(value._data)
+    elif backend.is_array(value):
+        array = backend.to_numpy(value)
+    elif isinstance(value, bool):
+        array = np.asarray(value)
+    elif isinstance(value, int):
+        array = np.asarray(value, dtype=np.int64)
+    elif isinstance(value, float):
+        array = np.asarray(value, dtype=backend.default_dtype.np)
+    else:
+        raise TypeError(f"a function returned {type(value).__name__}; expected tensors or numbers")
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+def _json_data(array):
+    """Flat data for JSON: the numpy array itself (orjson writes it), or a list when it holds NaN/Infinity."""
+    flat = array.reshape(-1)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        out = flat.astype(np.float64).tolist()
+        for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+            v = out[i]
+            out[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+        return out
+    return flat
+
+
+def encode_tensor(value, encoding: str = "json") -> dict:
+    """An engine Tensor (or number) -> its wire object, in the request's encoding."""
+    array = _host_array(value)
+    dtype = backend.dtype_of(array).name
+    if encoding == "base64":
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        return {"shape": list(array.shape), "dtype": dtype, "b64": base64.b64encode(little.tobytes()).decode("ascii")}
+    return {"shape": list(array.shape), "dtype": dtype, "data": _json_data(array)}
+
+
+def encode_nested(value, encoding: str = "json"):
+    """A Tensor, a tuple of Tensors, or a tuple of tuples -> T, [T...] or [[T...]...] (None stays null)."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return [encode_nested(v, encoding) for v in value]
+    return encode_tensor(value, encoding)
+
+
+def quiet_floating_point():
+    """numpy's floating-point warnings off (per thread): log(0) = -inf is an answer, not a failure."""
+    return np.errstate(all="ignore")
+
+
+def dumps(content) -> bytes:
+    """Serialise a response body (numpy arrays included) with orjson."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def loads(body: bytes):
+    return orjson.loads(body)
+
+
+def decode_to_python(wire: dict) -> list | float:
+    """Test and client helper: a wire tensor object -> nested Python lists (NaN as float('nan'))."""
+    array, _ = decode_array(wire, "tensor", backend.float32, ElementBudget(1 << 62, 1 << 62))
+    return array.tolist()
+
+
+def decode_to_array(wire: dict):
+    """Test and client helper: a wire tensor object -> a numpy array with its dtype and shape."""
+    array, _ = decode_array(wire, "tensor", backend.float32, ElementBudget(1 << 62, 1 << 62))
+    return array

@@ -1,0 +1,430 @@
+"""The engine-facing functions the compute routes call, one per endpoint.
+
+Each takes a validated request model and the settings, decodes the tensors,
+compiles the client's function (expr, program or graph) under a ``Budget``,
+runs it with the engine, and returns the response content (numpy arrays
+inside, serialised by orjson). They are synchronous: routes run them in a
+worker thread through ``run_in_worker``, which also installs the per-request
+budget, op tracking and error wrapping. Grad mode and graphs are per call
+(grad mode is a ContextVar), so concurrent requests never share them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import engine
+from engine.autograd.graph import AccumulateGrad
+from engine.budget import Budget, enforce
+from engine.tensor import Tensor
+from service import codec, schemas
+from service.codec import CodecError, ElementBudget
+from service.config import Settings
+from service.errors import DeviceUnavailableError, ServiceError, engine_errors
+
+# ---- per-request op tracking (metrics, and naming the op that failed) ---------------
+
+
+class OpTracker:
+    """Counts the table ops one request runs; ``last`` is the op running now (the one that raised)."""
+
+    __slots__ = ("counts", "last")
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.last: str | None = None
+
+
+_tracker: contextvars.ContextVar[OpTracker | None] = contextvars.ContextVar("gradserve_ops", default=None)
+
+
+class _TrackingObserver:
+    """An ``op_observers`` entry; does nothing outside a request."""
+
+    def before(self, op, tensors, params):
+        tracker = _tracker.get()
+        if tracker is not None:
+            tracker.last = op.name
+            tracker.counts[op.name] += 1
+
+    def after(self, op, result):
+        tracker = _tracker.get()
+        if tracker is not None:
+            tracker.last = None  # only an op that raised stays named
+
+
+_observer = _TrackingObserver()
+_install_lock = threading.Lock()
+
+
+def install_op_tracking() -> None:
+    from engine.autograd import function
+
+    with _install_lock:
+        if _observer not in function.op_observers:
+            function.op_observers.append(_observer)
+
+
+def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
+    """Run ``handler(request, settings)`` under the budget and op tracking; return the JSON body."""
+    tracker = OpTracker()
+    token = _tracker.set(tracker)
+    try:
+        with enforce(budget_for(settings)), engine_errors(lambda: tracker.last), codec.quiet_floating_point():
+            content = handler(request, settings)
+        return codec.dumps(content)
+    finally:
+        _tracker.reset(token)
+        on_ops(tracker.counts)
+
+
+def budget_for(settings: Settings) -> Budget:
+    return Budget(
+        max_steps=settings.max_program_steps,
+        max_nodes=settings.max_graph_nodes,
+        max_elements=settings.max_program_elements,
+        deadline_s=settings.deadline_s,
+    )
+
+
+# ---- inputs and the client's function -------------------------------------------------
+
+
+class Call:
+    """A decoded request: input names, their tensors (positional order), the compiled function."""
+
+    def __init__(self, names: list[str], tensors: list[Tensor], fn: Callable, elements: ElementBudget):
+        self.names = names
+        self.tensors = tensors
+        self.fn = fn
+        self.elements = elements
+
+    def run(self, tensors=None):
+        return self.fn(*(self.tensors if tensors is None else tensors))
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not engine.cuda.is_available():
+        raise DeviceUnavailableError(
+            "device 'cuda' was requested but this server has no usable CUDA GPU: it needs cupy "
+            "(pip install cupy-cuda12x) and an NVIDIA driver with a visible device; use device 'cpu'",
+            missing="cupy and a CUDA GPU",
+        )
+
+
+def compile_function(request: schemas.FunctionRequest, names: list[str], settings: Settings) -> Callable:
+    """The client's expr, program or graph as a callable over the input tensors (cached by source)."""
+    budget = budget_for(settings)
+    if request.expr is not None:
+        return _compiled("expr", request.expr, tuple(names), budget)
+    if request.program is not None:
+        return _compiled("program", request.program, tuple(names), budget)
+    return _compiled("graph", codec.dumps(request.graph.model_dump()).decode(), tuple(names), budget)
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(form: str, source: str, names: tuple[str, ...], budget: Budget) -> Callable:
+    """Compiling validates the whole function first; the result is stateless, so repeats reuse it.
+
+    Failures are not cached (lru_cache never stores exceptions), so invalid
+    sources are re-checked, and reported, every time.
+    """
+    if form == "expr":
+        from engine.program import compile_expr
+
+        return compile_expr(source, list(names), budget)
+    if form == "program":
+        from engine.program import compile_program
+
+        return compile_program(source, list(names), budget)
+    from engine.graph import compile_graph
+
+    return compile_graph(codec.loads(source), list(names), budget)
+
+
+def prepare(request: schemas.FunctionRequest, settings: Settings, *, dtype_default=None,
+            requires_grad: set[str] | None = None) -> Call:
+    """Decode the inputs and compile the function."""
+    check_device(request.device)
+    dtype = codec.resolve_dtype(request.dtype, "dtype") if request.dtype else (dtype_default or engine.float32)
+    elements = ElementBudget(settings.max_tensor_elements, settings.max_request_elements)
+    names, tensors = [], []
+    for name, value in request.inputs.items():
+        tensor = codec.decode_tensor(value, f"inputs.{name}", dtype, elements, request.device)
+        if requires_grad and name in requires_grad and not tensor.requires_grad:
+            if not tensor.is_floating_point():
+                raise CodecError(f"inputs.{name}: only floating point tensors can require gradients",
+                                 input=f"inputs.{name}")
+            tensor.requires_grad_(True)
+        names.append(name)
+        tensors.append(tensor)
+    return Call(names, tensors, compile_function(request, names, settings), elements)
+
+
+def as_tuple(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _encode_outputs(outputs, encoding: str) -> list:
+    return [codec.encode_tensor(o, encoding) for o in outputs]
+
+
+def _profiled(request, content: dict, work: Callable):
+    """Run ``work()``; with ``"profile": true`` run it under the profiler and attach the summary."""
+    if not request.profile:
+        return work()
+    from service import profiling
+
+    result, summary = profiling.profile_call(work, record_shapes=False)
+    content["profile"] = summary
+    return result
+
+
+# ---- endpoints -----------------------------------------------------------------------
+
+
+def evaluate(request: schemas.EvaluateRequest, settings: Settings) -> dict:
+    """Outputs of the function, under no_grad."""
+    call = prepare(request, settings)
+    content: dict = {}
+
+    def work():
+        with engine.no_grad():
+            return as_tuple(call.run())
+
+    outputs = _profiled(request, content, work)
+    content["outputs"] = _encode_outputs(outputs, request.encoding)
+    return content
+
+
+def describe_graph(node, variables: dict[int, str], max_depth: int, seen: dict[int, int]):
+    """A grad_fn as nested ``{name, id, next_functions}``; a shared node is expanded once."""
+    if node is None:
+        return None
+    key = id(node)
+    if key in seen:
+        return {"name": node.name(), "id": seen[key], "repeat": True, "next_functions": []}
+    seen[key] = len(seen)
+    entry = {"name": node.name(), "id": seen[key]}
+    if isinstance(node, AccumulateGrad):
+        entry["variable"] = variables.get(id(node.variable))
+    if max_depth <= 0 and node.next_functions:
+        entry["truncated"] = True
+        entry["next_functions"] = []
+        return entry
+    entry["next_functions"] = [
+        [describe_graph(child, variables, max_depth - 1, seen), index] for child, index in node.next_functions
+    ]
+    return entry
+
+
+def gradient(request: schemas.GradRequest, settings: Settings) -> dict:
+    """Outputs, the leaf gradients of every input, and each output's autograd graph."""
+    wrt = set(request.wrt or ())
+    unknown = wrt - set(request.inputs)
+    if unknown:
+        raise ServiceError(f"wrt names {sorted(unknown)}, which are not inputs", input=sorted(unknown)[0])
+    call = prepare(request, settings, requires_grad=wrt)
+    content: dict = {}
+
+    def work():
+        with engine.enable_grad():
+            outputs = as_tuple(call.run())
+        _backward(request, call, outputs)
+        return outputs
+
+    outputs = _profiled(request, content, work)
+    variables = {id(t): name for name, t in zip(call.names, call.tensors)}
+    seen: dict[int, int] = {}
+    content["outputs"] = _encode_outputs(outputs, request.encoding)
+    content["grads"] = {
+        name: codec.encode_tensor(t.grad, request.encoding) if t.requires_grad and t.grad is not None else None
+        for name, t in zip(call.names, call.tensors)
+    }
+    content["graph"] = [
+        describe_graph(getattr(o, "grad_fn", None), variables, settings.max_graph_depth, seen) for o in outputs
+    ]
+    return content
+
+
+def _backward(request: schemas.GradRequest, call: Call, outputs: tuple) -> None:
+    """``backward`` from every output that carries a graph (seeded with grad_outputs when given)."""
+    if request.grad_outputs is not None and len(request.grad_outputs) != len(outputs):
+        raise CodecError(f"grad_outputs has {len(request.grad_outputs)} tensors for {len(outputs)} outputs",
+                         input="grad_outputs")
+    roots, seeds = [], []
+    for i, out in enumerate(outputs):
+        seed = None
+        if request.grad_outputs is not None and request.grad_outputs[i] is not None:
+            dtype = out.dtype if isinstance(out, Tensor) else engine.float32
+            seed = codec.decode_tensor(request.grad_outputs[i], f"grad_outputs.{i}", dtype, call.elements,
+                                       request.device)
+        if isinstance(out, Tensor) and out.requires_grad:
+            roots.append(out)
+            seeds.append(seed)
+    if not any(t.requires_grad for t in call.tensors):
+        return
+    if not roots:
+        raise ServiceError("no output depends on an input that requires grad; mark an input with "
+                             '"requires_grad": true (or list it in "wrt") and use it in the function')
+    engine.autograd.backward(roots, seeds if any(s is not None for s in seeds) else None)
+
+
+def _functional():
+    from engine.autograd import functional
+
+    return functional
+
+
+def _detached(call: Call) -> list[Tensor]:
+    return [t.detach() for t in call.tensors]
+
+
+def _args(tensors: list[Tensor]):
+    """torch.autograd.functional's convention: one input is a bare tensor, several a tuple."""
+    return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+
+def _forward_outputs(call: Call, tensors) -> tuple:
+    with engine.no_grad():
+        return as_tuple(call.run(tensors))
+
+
+def _decode_v(request: schemas.ProductRequest, call: Call, like: tuple, what: str):
+    """``v`` shaped like ``like``: one tensor when there is one, a list of tensors otherwise."""
+    if request.v is None:
+        if len(like) == 1 and like[0].numel() == 1:
+            return None
+        raise CodecError(f"v is needed: one tensor per {what}", input="v")
+    values = [request.v] if len(like) == 1 else request.v
+    if not isinstance(values, list) or len(values) != len(like):
+        raise CodecError(f"v must be a list with one tensor per {what} ({len(like)})", input="v")
+    decoded = [
+        codec.decode_tensor(value, f"v.{i}" if len(like) > 1 else "v", t.dtype, call.elements, request.device)
+        for i, (value, t) in enumerate(zip(values, like))
+    ]
+    return decoded[0] if len(like) == 1 else tuple(decoded)
+
+
+def _transform_options(request: schemas.JacobianRequest, strategy_name: str) -> dict:
+    """The keyword arguments the client gave; the engine's defaults for the rest."""
+    options = {"strict": request.strict}
+    given = {"vectorize": request.vectorize, strategy_name: request.strategy, "chunk_size": request.chunk_size}
+    options.update({k: v for k, v in given.items() if v is not None})
+    return options
+
+
+def jacobian(request: schemas.JacobianRequest, settings: Settings) -> dict:
+    """torch.autograd.functional.jacobian of the function at the inputs."""
+    call = prepare(request, settings)
+    tensors = _detached(call)
+    content: dict = {}
+
+    def work():
+        options = _transform_options(request, "strategy")
+        return _functional().jacobian(call.fn, _args(tensors), **options)
+
+    result = _profiled(request, content, work)
+    content["outputs"] = _encode_outputs(_forward_outputs(call, tensors), request.encoding)
+    content["jacobian"] = codec.encode_nested(result, request.encoding)
+    return content
+
+
+def hessian(request: schemas.HessianRequest, settings: Settings) -> dict:
+    """torch.autograd.functional.hessian of a scalar function at the inputs."""
+    call = prepare(request, settings)
+    tensors = _detached(call)
+    content: dict = {}
+
+    def work():
+        options = _transform_options(request, "outer_jacobian_strategy")
+        return _functional().hessian(call.fn, _args(tensors), **options)
+
+    result = _profiled(request, content, work)
+    content["outputs"] = _encode_outputs(_forward_outputs(call, tensors), request.encoding)
+    content["hessian"] = codec.encode_nested(result, request.encoding)
+    return content
+
+
+def _product(name: str, v_like: str):
+    """vjp / jvp / hvp / vhp: ``(outputs, product) = functional.<name>(fn, inputs, v)``."""
+
+    def product(request: schemas.ProductRequest, settings: Settings) -> dict:
+        call = prepare(request, settings)
+        tensors = _detached(call)
+        like = _forward_outputs(call, tensors) if v_like == "output" else tuple(tensors)
+        v = _decode_v(request, call, like, v_like)
+        content: dict = {}
+
+        def work():
+            return getattr(_functional(), name)(call.fn, _args(tensors), v, strict=request.strict)
+
+        outputs, result = _profiled(request, content, work)
+        content["outputs"] = _encode_outputs(as_tuple(outputs), request.encoding)
+        content[name] = codec.encode_nested(result, request.encoding)
+        return content
+
+    product.__name__ = name
+    product.__doc__ = f"torch.autograd.functional.{name} of the function at the inputs."
+    return product
+
+
+vjp = _product("vjp", "output")
+jvp = _product("jvp", "input")
+hvp = _product("hvp", "input")
+vhp = _product("vhp", "input")
+
+
+def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
+    """The engine's Jacobian against central differences, in the request's dtype (float64 by default)."""
+    checker = importlib.import_module("engine.autograd.gradcheck")  # the package re-exports the function
+
+    call = prepare(request, settings)
+    if not any(t.requires_grad for t in call.tensors):
+        for t in call.tensors:
+            if t.is_floating_point():
+                t.requires_grad_(True)
+    checked = [name for name, t in zip(call.names, call.tensors) if t.requires_grad]
+    if not checked:
+        raise ServiceError("gradcheck needs a floating point input")
+    inputs = tuple(call.tensors)
+    outputs, numerical = checker.numerical_jacobian(call.fn, inputs, request.eps)
+    analytical = checker.analytical_jacobian(outputs, inputs)
+    report = checker.compare(numerical, analytical, request.atol, request.rtol)
+    index = report.get("input")
+    return {
+        "passed": bool(report["passed"]),
+        "max_abs_error": float(report["max_abs_error"]),
+        "max_rel_error": float(report["max_rel_error"]),
+        "input": checked[index] if index is not None else None,
+        "output": report.get("output"),
+        "eps": request.eps,
+        "atol": request.atol,
+        "rtol": request.rtol,
+    }
+
+
+def profile(request: schemas.ProfileRequest, settings: Settings) -> dict:
+    """Run the function ``repeat`` times (and backward) under the profiler."""
+    from service import profiling
+
+    call = prepare(request, settings)
+
+    def work():
+        outputs = ()
+        for _ in range(request.repeat):
+            with engine.enable_grad():
+                outputs = as_tuple(call.run())
+            if request.backward:
+                roots = [o.sum() if o.ndim else o for o in outputs if isinstance(o, Tensor) and o.requires_grad]
+                if roots:
+                    engine.autograd.backward(roots)
+        return outputs
+
+    outputs, summary = profiling.profile_call(work, record_shapes=request.record_shapes)
+    return {**summary, "outputs": _encode_outputs(outputs, request.encoding)}

@@ -1,0 +1,312 @@
+"""The one place where failures become RFC 9457 problems (``application/problem+json``).
+
+Every error the service answers has ``type``, ``title``, ``status`` and
+``detail``, plus what locates it: ``op`` (the engine op that raised),
+``node`` (a JSON-graph node), ``line``/``column``/``construct`` (a program),
+``input`` (a request tensor), ``kind``/``limit`` (a budget), ``errors`` (422).
+
+Status codes: 400 engine and client-function errors; 401 missing/wrong API
+key; 404/405 routing; 408 deadline; 413 too large (body, tensors, a program's
+allocations); 422 schema violations and undecodable tensors; 503 overload.
+A 500 is always a bug: it says so and carries no internals.
+
+Engine exceptions reach this module wrapped: compute code runs the client's
+function inside ``engine_errors()``, which turns the builtin exceptions the
+engine raises (RuntimeError, ValueError, TypeError, ...) into ``EngineError``;
+a builtin exception raised anywhere else is a bug and gives 500.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.codec import CodecError, dumps
+
+logger = logging.getLogger("gradserve")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/engine-error",
+                    "title": "Engine error",
+                    "status": 400,
+                    "detail": "grad can be implicitly created only for scalar outputs",
+                    "op": "mul",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(description="a URI reference naming the problem kind")
+    title: str
+    status: int
+    detail: str
+    op: str | None = None
+    node: int | str | None = Field(None, description="the JSON-graph node (its index)")
+    output: str | list[str] | None = Field(None, description="the failing graph node's output name")
+    line: int | None = None
+    column: int | None = None
+    construct_: str | None = Field(None, alias="construct", description="the program construct at fault")
+    input: str | None = None
+    kind: str | None = None
+    limit: float | None = None
+
+
+# ---- service-side failures ------------------------------------------------------
+
+
+class ServiceError(Exception):
+    """A failure the service detects itself; carries its HTTP status and extras."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extras):
+        super().__init__(detail)
+        self.detail = detail
+        self.extras = extras
+
+
+class DeviceUnavailableError(ServiceError):
+    slug, title = "device-unavailable", "Device unavailable"
+
+
+class OverloadedError(ServiceError):
+    status, slug, title = 503, "overloaded", "Service overloaded"
+
+
+class UnauthorizedError(ServiceError):
+    status, slug, title = 401, "unauthorized", "Missing or wrong API key"
+
+
+class BodyTooLargeError(ServiceError):
+    status, slug, title = 413, "body-too-large", "Request body too large"
+
+
+class EngineError(Exception):
+    """An exception the engine raised while running a client's function; ``op`` is the op running then."""
+
+    def __init__(self, error: BaseException, op: str | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.op = op
+
+
+# The builtin exceptions that mean "the client's function is wrong", when the engine raises them.
+ENGINE_EXCEPTIONS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, NotImplementedError,
+                     ArithmeticError, MemoryError, AssertionError)
+
+
+@contextlib.contextmanager
+def engine_errors(current_op=lambda: None):
+    """Run client-driven engine work: its builtin exceptions become ``EngineError``.
+
+    Exceptions that already carry their own meaning (the interpreter's, the
+    codec's, budgets) pass through unchanged.
+    """
+    try:
+        yield
+    except (EngineError, ServiceError, CodecError):
+        raise
+    except Exception as error:
+        if isinstance(error, ENGINE_EXCEPTIONS) or _known_engine_class(error) is not None:
+            raise EngineError(error, current_op()) from error
+        raise
+
+
+def _engine_types() -> dict:
+    """The interpreter's and budget's exception classes, when those modules exist."""
+    found = {}
+    try:
+        from engine.program import ProgramError
+
+        found["program"] = ProgramError
+    except ImportError:
+        pass
+    try:
+        from engine.graph import GraphError
+
+        found["graph"] = GraphError
+    except ImportError:
+        pass
+    try:
+        from engine.budget import BudgetExceeded
+
+        found["budget"] = BudgetExceeded
+    except ImportError:
+        pass
+    return found
+
+
+def _known_engine_class(error) -> str | None:
+    for key, cls in _engine_types().items():
+        if isinstance(error, cls):
+            return key
+    return None
+
+
+# ---- exception -> problem --------------------------------------------------------
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extras) -> dict:
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extras.items() if v is not None})
+    return body
+
+
+BUDGET_STATUS = {"deadline": 408, "elements": 413}
+
+
+def _budget_problem(error) -> dict:
+    kind = getattr(error, "kind", None)
+    status = BUDGET_STATUS.get(kind, 400)
+    title = {408: "Deadline exceeded", 413: "Too large"}.get(status, "Budget exceeded")
+    return problem(status, f"budget-{kind or 'exceeded'}", title, str(error) or f"{kind} budget exceeded",
+                   kind=kind, limit=getattr(error, "limit", None),
+                   line=getattr(error, "line", None), op=getattr(error, "op", None))
+
+
+def _engine_problem(error: BaseException, op: str | None) -> dict:
+    kind = _known_engine_class(error)
+    inner = getattr(error, "error", None)  # ProgramRuntimeError: what the engine raised inside the program
+    if kind == "program" and isinstance(inner, (MemoryError, RecursionError)):
+        status, slug = (413, "too-large") if isinstance(inner, MemoryError) else (400, "program-error")
+        return problem(status, slug, "Program failed", str(error), line=getattr(error, "line", None),
+                       column=getattr(error, "column", None), construct=getattr(error, "construct", None), op=op)
+    if kind == "program":
+        title = "Program failed" if inner is not None else "Invalid program"
+        return problem(400, "program-error", title, getattr(error, "message", None) or str(error),
+                       line=getattr(error, "line", None), column=getattr(error, "column", None),
+                       construct=getattr(error, "construct", None), op=op)
+    if kind == "graph":
+        title = "Graph failed" if inner is not None else "Invalid graph"
+        return problem(400, "graph-error", title, str(error), node=getattr(error, "node", None),
+                       output=getattr(error, "output", None), op=getattr(error, "op", None) or op)
+    if kind == "budget":
+        return _budget_problem(error)
+    if isinstance(error, MemoryError):
+        return problem(413, "too-large", "Too large", "the computation needs more memory than the server has",
+                       op=op)
+    if isinstance(error, RecursionError):
+        return problem(400, "engine-error", "Engine error", "the computation nests too deeply", op=op)
+    detail = str(error) if not isinstance(error, KeyError) else f"unknown key {error}"
+    return problem(400, "engine-error", "Engine error", detail or type(error).__name__, op=op)
+
+
+def problem_for(error: BaseException) -> dict:
+    """The problem body for any exception (500 for what no rule covers)."""
+    if isinstance(error, ServiceError):
+        return problem(error.status, error.slug, error.title, error.detail, **error.extras)
+    if isinstance(error, CodecError):
+        if error.too_large:
+            return problem(413, "tensor-too-large", "Tensor too large", error.message, input=error.input)
+        return problem(422, "invalid-tensor", "Invalid tensor", error.message, input=error.input)
+    if isinstance(error, EngineError):
+        return _engine_problem(error.error, error.op)
+    if _known_engine_class(error) is not None:
+        return _engine_problem(error, getattr(error, "op", None))
+    return problem(500, "internal-error", "Internal server error",
+                   "the server hit a bug handling this request; it has been logged")
+
+
+def problem_response(body: dict, headers: dict | None = None) -> Response:
+    return Response(dumps(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+# pydantic names the branch of a union it tried (``program.constrained-str``); readers want the field.
+_UNION_BRANCH = re.compile(r"^(constrained-\w+|str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
+def _union_branch(part: str) -> bool:
+    from service import schemas
+
+    model = getattr(schemas, part, None)
+    return bool(_UNION_BRANCH.match(part)) or (isinstance(model, type) and issubclass(model, BaseModel))
+
+
+def _readable_location(loc) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    parts = [p for i, p in enumerate(parts) if i == 0 or not _union_branch(p)]
+    return ".".join(parts) or "body"
+
+
+def validation_problem(error: RequestValidationError) -> dict:
+    """422 with one readable line per violation: ``inputs.a: Input should be ...``."""
+    errors = []
+    for item in error.errors():
+        if item.get("type") == "none_required":
+            continue  # the "or null" branch of an optional field: not what the client meant
+        location = _readable_location(item.get("loc", ()))
+        message = item.get("msg", "invalid")
+        if item.get("type") == "json_invalid":
+            message = f"request body is not valid JSON ({item.get('ctx', {}).get('error', 'decode error')})"
+            location = "body"
+        errors.append({"location": location, "message": message, "type": item.get("type")})
+    detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5]) or "invalid request"
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return problem(422, "validation-error", "Request does not match the schema", detail, errors=errors)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error response its problem+json body."""
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation_error(request: Request, error: RequestValidationError) -> Response:
+        return problem_response(validation_problem(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(request: Request, error: StarletteHTTPException) -> Response:
+        status = error.status_code
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = error.detail if isinstance(error.detail, str) else phrase
+        slug = phrase.lower().replace(" ", "-")
+        return problem_response(problem(status, slug, phrase, detail), headers=getattr(error, "headers", None))
+
+    async def handle_known(request: Request, error: Exception) -> Response:
+        body = problem_for(error)
+        headers = {"Retry-After": "1"} if body["status"] == 503 else None
+        if body["status"] == 401:
+            headers = {"WWW-Authenticate": 'APIKey header="X-API-Key"'}
+        if body["status"] >= 500 and body["status"] != 503:
+            logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+        return problem_response(body, headers)
+
+    for cls in (ServiceError, CodecError, EngineError, *_engine_types().values()):
+        app.add_exception_handler(cls, handle_known)
+    app.add_exception_handler(Exception, handle_known)
+
+
+def problem_responses(*statuses: int) -> dict:
+    """OpenAPI ``responses`` entries documenting problem+json for the given statuses."""
+    schema = Problem.model_json_schema()
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase + " (RFC 9457 problem)",
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 422, 503)
+READ_ERRORS = problem_responses(401)

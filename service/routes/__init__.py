@@ -1,0 +1,1 @@
+"""Thin routers, one per resource: validate, call one ``service.compute`` function, wrap the result."""

@@ -1,0 +1,29 @@
+"""``/v1/evaluate``, ``/v1/grad``, ``/v1/gradcheck``: run a function, differentiate it, check it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service import compute, schemas
+from service.errors import COMPUTE_ERRORS
+from service.routes.base import OrjsonRoute, run_compute
+
+router = APIRouter(prefix="/v1", tags=["compute"], route_class=OrjsonRoute, responses=COMPUTE_ERRORS)
+
+
+@router.post("/evaluate", response_model=schemas.EvaluateResponse)
+async def evaluate_function(body: schemas.EvaluateRequest, request: Request):
+    """Run the function under no_grad and return its outputs."""
+    return await run_compute(request, compute.evaluate, body)
+
+
+@router.post("/grad", response_model=schemas.GradResponse)
+async def compute_gradient(body: schemas.GradRequest, request: Request):
+    """Run the function, backpropagate from its outputs, return outputs, leaf grads and the autograd graph."""
+    return await run_compute(request, compute.gradient, body)
+
+
+@router.post("/gradcheck", response_model=schemas.GradcheckResponse)
+async def check_gradient(body: schemas.GradcheckRequest, request: Request):
+    """Compare the engine's Jacobian with float64 central differences."""
+    return await run_compute(request, compute.gradcheck, body)

@@ -1,0 +1,70 @@
+"""``GET /v1/ops`` (generated from the derivative table) and ``GET /v1/info``."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fastapi import APIRouter, Request
+
+import engine
+from engine.ops import table
+from service import schemas
+from service.errors import READ_ERRORS
+
+router = APIRouter(prefix="/v1", tags=["ops"], responses=READ_ERRORS)
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def _callable_names() -> list[str]:
+    try:
+        from engine.program import available_functions
+    except ImportError:
+        return []
+    return sorted(available_functions())
+
+
+@cache
+def _ops() -> dict:
+    ops = [
+        schemas.OpInfo(
+            name=op.name,
+            doc=op.doc or "",
+            inputs=list(op.input_names),
+            params={k: _jsonable(v) for k, v in op.param_defaults.items()},
+            required_params=list(op.required_params),
+            arity=op.arity,
+            variadic=op.variadic,
+            linear=op.linear,
+            nondiff=op.nondiff,
+            method=op.method,
+            grad_fn=op.grad_fn if isinstance(op.grad_fn, str) else None,
+        )
+        for op in sorted(table.values(), key=lambda op: op.name)
+    ]
+    return {"ops": ops, "functions": _callable_names()}
+
+
+@router.get("/ops", response_model=schemas.OpsResponse)
+def list_ops() -> dict:
+    """Every op of the engine's derivative table, with its inputs, parameters and grad_fn name."""
+    return _ops()
+
+
+@router.get("/info", response_model=schemas.InfoResponse)
+def get_info(request: Request) -> dict:
+    """Version, available devices and the service's limits."""
+    settings = request.app.state.settings
+    return {
+        "name": "gradserve",
+        "version": engine.__version__,
+        "devices": {"cpu": True, "cuda": engine.cuda.is_available()},
+        "limits": settings.public_limits(),
+        "auth": settings.api_key is not None,
+    }

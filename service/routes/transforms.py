@@ -1,0 +1,51 @@
+"""``/v1/jacobian``, ``/v1/hessian``, ``/v1/vjp``, ``/v1/jvp``, ``/v1/hvp``, ``/v1/vhp``.
+
+Results are nested exactly as torch.autograd.functional nests them: several
+inputs (or outputs) mean a list, one a bare tensor.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service import compute, schemas
+from service.errors import COMPUTE_ERRORS
+from service.routes.base import OrjsonRoute, run_compute
+
+router = APIRouter(prefix="/v1", tags=["transforms"], route_class=OrjsonRoute, responses=COMPUTE_ERRORS)
+
+
+@router.post("/jacobian", response_model=schemas.JacobianResponse)
+async def compute_jacobian(body: schemas.JacobianRequest, request: Request):
+    """The Jacobian of the function at the inputs."""
+    return await run_compute(request, compute.jacobian, body)
+
+
+@router.post("/hessian", response_model=schemas.HessianResponse)
+async def compute_hessian(body: schemas.HessianRequest, request: Request):
+    """The Hessian of a scalar function at the inputs."""
+    return await run_compute(request, compute.hessian, body)
+
+
+@router.post("/vjp", response_model=schemas.VjpResponse)
+async def compute_vjp(body: schemas.VjpRequest, request: Request):
+    """The vector-Jacobian product v^T J (v: one tensor per output)."""
+    return await run_compute(request, compute.vjp, body)
+
+
+@router.post("/jvp", response_model=schemas.JvpResponse)
+async def compute_jvp(body: schemas.JvpRequest, request: Request):
+    """The Jacobian-vector product J v (v: one tensor per input), by forward mode."""
+    return await run_compute(request, compute.jvp, body)
+
+
+@router.post("/hvp", response_model=schemas.HvpResponse)
+async def compute_hvp(body: schemas.HvpRequest, request: Request):
+    """The Hessian-vector product H v of a scalar function."""
+    return await run_compute(request, compute.hvp, body)
+
+
+@router.post("/vhp", response_model=schemas.VhpResponse)
+async def compute_vhp(body: schemas.HvpRequest, request: Request):
+    """The vector-Hessian product v^T H of a scalar function."""
+    return await run_compute(request, compute.vhp, body)

@@ -1,0 +1,420 @@
+"""Request and response models (``*Request`` / ``*Response``) with working OpenAPI examples.
+
+Tensor fields are ``Any`` with a hand-written JSON schema (``TensorIn``): pydantic
+passes them through untouched and ``service.codec`` decodes them straight into
+arrays, so a million-element list is never validated element by element.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+# ---- tensors ---------------------------------------------------------------------
+
+_SHAPE_SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 32}
+_DTYPE_SCHEMA = {
+    "type": "string",
+    "description": "float32 (default), float64, float16, int32, int64, bool; KServe names FP32, FP64, ... too",
+    "examples": ["float32"],
+}
+_NONFINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+TENSOR_IN_SCHEMA = {
+    "description": (
+        "A tensor: a number, a nested list (float32 unless a dtype is given), "
+        '{"data": [flat row-major values], "shape": [...], "dtype": "float32", "requires_grad": false}, '
+        'or {"b64": "<little-endian bytes>", "shape": [...], "dtype": "float32"}. '
+        'NaN and infinities are the strings "NaN", "Infinity", "-Infinity".'
+    ),
+    "anyOf": [
+        {"type": "number"},
+        _NONFINITE,
+        {"type": "array", "items": {}},
+        {
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {}},
+                "shape": _SHAPE_SCHEMA,
+                "dtype": _DTYPE_SCHEMA,
+                "datatype": _DTYPE_SCHEMA,
+                "requires_grad": {"type": "boolean", "default": False},
+            },
+            "required": ["data"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "b64": {"type": "string", "contentEncoding": "base64"},
+                "shape": _SHAPE_SCHEMA,
+                "dtype": _DTYPE_SCHEMA,
+                "datatype": _DTYPE_SCHEMA,
+                "requires_grad": {"type": "boolean", "default": False},
+            },
+            "required": ["b64"],
+            "additionalProperties": False,
+        },
+    ],
+    "examples": [{"data": [0.0, 1.0, 2.0], "shape": [3], "dtype": "float32", "requires_grad": True}],
+}
+TensorIn = Annotated[Any, WithJsonSchema(TENSOR_IN_SCHEMA)]
+InputName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class TensorOut(BaseModel):
+    """A tensor in a response: flat row-major ``data`` (JSON) or ``b64`` (little-endian bytes)."""
+
+    shape: list[int]
+    dtype: str
+    data: list[float | bool | Literal["NaN", "Infinity", "-Infinity"]] | None = None
+    b64: str | None = None
+
+
+Nested = TensorOut | list[TensorOut | None] | list[list[TensorOut | None]] | None
+
+
+# ---- the graph form of a function ---------------------------------------------------
+
+
+class GraphNodeSpec(BaseModel):
+    """One node of a JSON graph: ``output = op(*inputs, **attrs)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: str = Field(description='a table op name, as GET /v1/ops lists them, or "constant"')
+    inputs: list[str | float | dict[str, float] | None] = Field(
+        default_factory=list,
+        description="names of graph inputs or earlier outputs; a number (or {\"const\": number}) is a scalar operand",
+    )
+    output: str | list[str] = Field(description="the new name (a list for ops with extra results)")
+    attrs: dict[str, Any] = Field(default_factory=dict, description="the op's parameters")
+
+
+class GraphSpec(BaseModel):
+    """ONNX-like graph: nodes in topological order, single assignment; ``outputs`` names the results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: list[GraphNodeSpec]
+    outputs: list[str] = Field(min_length=1)
+
+
+# ---- requests ------------------------------------------------------------------------
+
+SIN_INPUT = {"data": [0.0, 0.5 * math.pi, math.pi], "requires_grad": True}
+EXAMPLE_EXPR = {"inputs": {"a": SIN_INPUT}, "expr": "(2 * sin(a) + 1).sum()"}
+EXAMPLE_PROGRAM = {
+    "inputs": {"x": {"data": [0.5, -1.0, 2.0], "requires_grad": True}},
+    "program": "y = x * 2\nwhile y.norm() < 1000:\n    y = y * 2\nreturn y.sum()",
+}
+EXAMPLE_GRAPH = {
+    "inputs": {"a": SIN_INPUT},
+    "graph": {
+        "nodes": [
+            {"op": "sin", "inputs": ["a"], "output": "b"},
+            {"op": "sum", "inputs": ["b"], "output": "out"},
+        ],
+        "outputs": ["out"],
+    },
+}
+EXP_ADDER = {
+    "inputs": {"x": [0.5, 0.7], "y": [0.6, 0.4]},
+    "program": "return 2 * x.exp() + 3 * y",
+}
+
+
+class FunctionRequest(BaseModel):
+    """What every compute request carries: named inputs and one function (expr, program or graph)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[InputName, TensorIn] = Field(
+        description="name -> tensor; the key order is the function's positional order", max_length=64
+    )
+    # Optional, but never null in the schema, so that "exactly one of" can be stated there (ONE_FUNCTION).
+    expr: Annotated[str, StringConstraints(max_length=20_000)] | SkipJsonSchema[None] = Field(
+        None, description="one expression over the inputs"
+    )
+    program: Annotated[str, StringConstraints(max_length=100_000)] | SkipJsonSchema[None] = Field(
+        None, description="restricted Python; free names are the inputs; `return` gives outputs"
+    )
+    graph: GraphSpec | SkipJsonSchema[None] = None
+    encoding: Literal["json", "base64"] = Field("json", description="how response tensors are written")
+    dtype: str | None = Field(None, description="dtype of inputs that do not name one (default float32)")
+    device: Literal["cpu", "cuda"] = "cpu"
+    profile: bool = Field(False, description="attach a profiler summary under `profile`")
+
+    @model_validator(mode="after")
+    def _exactly_one_function(self):
+        given = [name for name in ("expr", "program", "graph") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of expr, program, graph (got {given or 'none'})")
+        return self
+
+
+ONE_FUNCTION = [{"required": ["expr"]}, {"required": ["program"]}, {"required": ["graph"]}]
+
+
+def _examples(*examples) -> ConfigDict:
+    """A request model's config: its working examples, and "exactly one of expr, program, graph"."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples), "oneOf": ONE_FUNCTION})
+
+
+class EvaluateRequest(FunctionRequest):
+    model_config = _examples(EXAMPLE_EXPR, EXAMPLE_GRAPH)
+
+
+class GradRequest(FunctionRequest):
+    model_config = _examples(
+        EXAMPLE_EXPR,
+        {
+            "inputs": {"x": {"data": [0.5, -1.0, 2.0], "requires_grad": True}},
+            "program": "y = x * 2\nwhile y.norm() < 1000:\n    y = y * 2\nreturn y",
+            "grad_outputs": [[0.1, 1.0, 0.0001]],
+        },
+        EXAMPLE_GRAPH,
+    )
+
+    grad_outputs: list[TensorIn] | None = Field(
+        None, description="one tensor per output (y.backward(v)); needed for non-scalar outputs"
+    )
+    wrt: list[InputName] | None = Field(None, description="inputs to differentiate (sets their requires_grad)")
+
+
+class JacobianRequest(FunctionRequest):
+    model_config = _examples(EXP_ADDER, {"inputs": {"x": [0.5, 0.7, 0.2]}, "expr": "x.exp() * 2"})
+
+    strict: bool = False
+    vectorize: bool | None = Field(None, description="batch all rows in one pass (the engine's default: true)")
+    strategy: Literal["reverse-mode", "forward-mode", "auto"] | None = Field(
+        None, description="jacobian: the engine's default is auto; hessian: the outer Jacobian's strategy"
+    )
+    chunk_size: int | None = Field(None, ge=1, description="rows per batched pass, to bound memory")
+
+
+class HessianRequest(JacobianRequest):
+    model_config = _examples(
+        {"inputs": {"x": [0.5, 0.7, 0.2]}, "expr": "(x.exp() * x).sum()"},
+        {"inputs": {"x": [0.5, 0.7], "y": [1.0, 2.0]}, "expr": "(x * y * y).sum()"},
+    )
+
+
+class ProductRequest(FunctionRequest):
+    """vjp / jvp / hvp / vhp: ``v`` is one tensor, or a list with one per output (vjp) or input (the rest)."""
+
+    strict: bool = False
+    v: Any = Field(None, json_schema_extra={"anyOf": [TENSOR_IN_SCHEMA, {"type": "array", "items": TENSOR_IN_SCHEMA}]})
+
+
+class VjpRequest(ProductRequest):
+    model_config = _examples(
+        {
+            "inputs": {"x": [0.5, -1.0, 2.0]},
+            "program": "y = x * 2\nwhile y.norm() < 1000:\n    y = y * 2\nreturn y",
+            "v": [0.1, 1.0, 0.0001],
+        },
+    )
+
+
+class JvpRequest(ProductRequest):
+    model_config = _examples({"inputs": {"x": [0.5, 0.7], "y": [0.6, 0.4]},
+                              "program": "return 2 * x.exp() + 3 * y", "v": [[1.0, 0.0], [0.0, 1.0]]})
+
+
+class HvpRequest(ProductRequest):
+    model_config = _examples({"inputs": {"x": [0.5, 0.7, 0.2]}, "expr": "(x.exp() * x).sum()",
+                              "v": [1.0, 0.0, 0.0]})
+
+
+class GradcheckRequest(FunctionRequest):
+    model_config = _examples({"inputs": {"x": {"data": [0.3, 0.9], "requires_grad": True}},
+                              "expr": "(x.sin() * x).sum()"})
+
+    dtype: str | None = Field("float64", description="inputs are checked in float64 unless told otherwise")
+    eps: float = Field(1e-6, gt=0, le=1)
+    atol: float = Field(1e-5, ge=0)
+    rtol: float = Field(1e-3, ge=0)
+
+
+class ProfileRequest(FunctionRequest):
+    model_config = _examples(
+        {
+            "inputs": {"x": {"data": [[0.5, 1.0, 1.5], [2.0, 2.5, 3.0]], "requires_grad": True},
+                       "y": {"data": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], "requires_grad": True}},
+            "program": "z = x\nfor i in range(10):\n    z = (z / x) * y\nreturn z.sum()",
+            "repeat": 2,
+            "backward": True,
+        },
+    )
+
+    repeat: int = Field(1, ge=1, le=1000, description="run the function this many times")
+    backward: bool = Field(False, description="also profile backward of the (summed) outputs")
+    record_shapes: bool = False
+
+
+# ---- responses -----------------------------------------------------------------------
+
+
+class ProfileOut(BaseModel):
+    """A profiler summary: key_averages rows, the formatted table, a Chrome trace."""
+
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any] = Field(default_factory=dict)
+    table: str
+    trace: dict[str, Any]
+
+
+class ComputeResponse(BaseModel):
+    outputs: list[TensorOut]
+    profile: ProfileOut | None = None
+
+
+class EvaluateResponse(ComputeResponse):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"outputs": [{"shape": [], "dtype": "float32", "data": [3.0]}]}]})
+
+
+class GraphNodeOut(BaseModel):
+    """A grad_fn node: PyTorch's name, and its next_functions as [node | null, index] pairs."""
+
+    name: str
+    id: int = Field(description="the same id each time a shared node appears")
+    variable: str | None = Field(None, description="for AccumulateGrad: the input it accumulates into")
+    next_functions: list[tuple[GraphNodeOut | None, int]] = Field(default_factory=list)
+    repeat: bool | None = Field(None, description="shown in full at its first appearance")
+    truncated: bool | None = Field(None, description="deeper nodes left out (max_graph_depth)")
+
+
+class GradResponse(ComputeResponse):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "outputs": [{"shape": [], "dtype": "float32", "data": [3.0]}],
+        "grads": {"a": {"shape": [1], "dtype": "float32", "data": [2.0]}},
+        "graph": [{"name": "SumBackward0", "id": 0, "next_functions": [
+            [{"name": "AccumulateGrad", "id": 1, "variable": "a", "next_functions": []}, 0]]}],
+    }]})
+
+    grads: dict[str, TensorOut | None]
+    graph: list[GraphNodeOut | None]
+
+
+def _response_examples(*examples) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+_OUT_2 = {"shape": [2], "dtype": "float32", "data": [5.0974426, 5.2275057]}
+_SCALAR_OUT = {"shape": [], "dtype": "float32", "data": [2.478268]}
+_VECTOR_3 = {"shape": [3], "dtype": "float32", "data": [4.1218033, 0.0, 0.0]}
+
+
+class JacobianResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [_OUT_2], "jacobian": [
+        {"shape": [2, 2], "dtype": "float32", "data": [3.2974424, 0.0, 0.0, 4.0275054]},
+        {"shape": [2, 2], "dtype": "float32", "data": [3.0, 0.0, 0.0, 3.0]}]})
+
+    jacobian: Nested
+
+
+class HessianResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [_SCALAR_OUT], "hessian": {
+        "shape": [3, 3], "dtype": "float32", "data": [4.1218033, 0, 0, 0, 5.437132, 0, 0, 0, 2.687086]}})
+
+    hessian: Nested
+
+
+class VjpResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [{"shape": [3], "dtype": "float32", "data": [256.0, -512.0, 1024.0]}],
+                                       "vjp": {"shape": [3], "dtype": "float32", "data": [51.2, 512.0, 0.0512]}})
+
+    vjp: Nested
+
+
+class JvpResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [_OUT_2],
+                                       "jvp": {"shape": [2], "dtype": "float32", "data": [3.2974424, 3.0]}})
+
+    jvp: Nested
+
+
+class HvpResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [_SCALAR_OUT], "hvp": _VECTOR_3})
+
+    hvp: Nested
+
+
+class VhpResponse(ComputeResponse):
+    model_config = _response_examples({"outputs": [_SCALAR_OUT], "vhp": _VECTOR_3})
+
+    vhp: Nested
+
+
+class GradcheckResponse(BaseModel):
+    model_config = _response_examples({"passed": True, "max_abs_error": 2.6e-11, "max_rel_error": 1.9e-11,
+                                       "input": None, "output": None, "eps": 1e-6, "atol": 1e-5, "rtol": 1e-3})
+
+    passed: bool
+    max_abs_error: float
+    max_rel_error: float
+    input: str | None = Field(None, description="the first input whose Jacobian disagrees")
+    output: int | None = Field(None, description="the output index where it disagrees")
+    eps: float
+    atol: float
+    rtol: float
+
+
+class ProfileResponse(ProfileOut):
+    model_config = _response_examples({
+        "rows": [{"name": "engine::sin", "count": 2, "self_cpu_time_total_us": 21.0, "cpu_time_total_us": 21.0}],
+        "totals": {"self_cpu_time_total_us": 21.0, "events": 2},
+        "table": "Name  Self CPU %  Self CPU ...",
+        "trace": {"traceEvents": [], "displayTimeUnit": "ms"},
+        "outputs": [{"shape": [], "dtype": "float32", "data": [0.99999994]}],
+    })
+
+    outputs: list[TensorOut] = Field(default_factory=list)
+
+
+class OpInfo(BaseModel):
+    name: str
+    doc: str
+    inputs: list[str]
+    params: dict[str, Any]
+    required_params: list[str]
+    arity: int | None
+    variadic: bool
+    linear: bool
+    nondiff: bool
+    method: bool
+    grad_fn: str | None = Field(description="PyTorch's grad_fn name; null when it depends on the arguments")
+
+
+class OpsResponse(BaseModel):
+    model_config = _response_examples({"ops": [{
+        "name": "sin", "doc": "sine", "inputs": ["x"], "params": {}, "required_params": [], "arity": 1,
+        "variadic": False, "linear": False, "nondiff": False, "method": True, "grad_fn": "SinBackward0"}],
+        "functions": ["sin", "sum"]})
+
+    ops: list[OpInfo]
+    functions: list[str] = Field(default_factory=list, description="names callable from expr and program")
+
+
+class InfoResponse(BaseModel):
+    model_config = _response_examples({"name": "gradserve", "version": "0.1.0", "devices": {"cpu": True, "cuda": False},
+                                       "limits": {"deadline_s": 10.0, "max_program_steps": 100000}, "auth": False})
+
+    name: str
+    version: str
+    devices: dict[str, bool]
+    limits: dict[str, Any]
+    auth: bool = Field(description="whether an API key is required")
+
+
+class HealthResponse(BaseModel):
+    model_config = _response_examples({"status": "ok"})
+
+    status: str
+
+
+GraphNodeOut.model_rebuild()

@@ -1,0 +1,82 @@
+"""A real uvicorn serving the app on a free loopback port, in a subprocess; httpx talks to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """``uvicorn service.app:create_app --factory`` with ``GRADSERVE_*`` settings from ``env``."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the GC after stop(); a pipe could stall the server
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")}
+        environment.update(env or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self._wait_until_up()
+
+    def _wait_until_up(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.stop()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("uvicorn did not start in time")
+
+    def client(self, **options) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **options)
+
+    def stop(self) -> str:
+        """Stop the server; return everything it logged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server():
+    live = LiveServer({"GRADSERVE_MAX_CONCURRENCY": "8", "GRADSERVE_QUEUE_TIMEOUT_S": "30"})
+    yield live
+    log = live.stop()
+    # A 500 is a bug: the server logs every one, so the whole session must not have logged any.
+    assert "unhandled error" not in log and "Exception in ASGI application" not in log, log[-4000:]
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    with server.client() as client:
+        yield client
