@@ -1,0 +1,110 @@
+"""The tutorial's training step: TinyModel (1000 -> 100 -> ReLU -> 10), batch 16.
+
+One step = forward, sum-of-squares loss, backward, SGD step (lr 0.001), zero_grad.
+Ours (engine.nn + engine.optim) against PyTorch CPU on one thread and against
+the same step written by hand in numpy (forward, the gradients by hand, update).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import engine
+from bench.timing import Table, fmt_time, optional_torch, per_call_seconds, ratio
+
+BATCH, DIM_IN, HIDDEN, DIM_OUT = 16, 1000, 100, 10
+LR = 0.001
+ROUNDS = 3
+
+
+def tiny_model(lib):
+    class TinyModel(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer1 = lib.nn.Linear(DIM_IN, HIDDEN)
+            self.relu = lib.nn.ReLU()
+            self.layer2 = lib.nn.Linear(HIDDEN, DIM_OUT)
+
+        def forward(self, x):
+            return self.layer2(self.relu(self.layer1(x)))
+
+    return TinyModel()
+
+
+def library_step(lib, data):
+    some_input, ideal_output = (lib.tensor(a) for a in data)
+    model = tiny_model(lib)
+    optimizer = lib.optim.SGD(model.parameters(), lr=LR)
+
+    def step():
+        prediction = model(some_input)
+        loss = (ideal_output - prediction).pow(2).sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def numpy_step(data, swapped=False):
+    """The step by hand. ``swapped`` writes the forward products as (w @ x.T).T, the orientation
+    engine's linear op picks for small batches (faster in OpenBLAS), for a like-for-like figure."""
+    x, target = data
+    rng = np.random.default_rng(0)
+    w1 = rng.uniform(-0.03, 0.03, (HIDDEN, DIM_IN)).astype(np.float32)
+    b1 = rng.uniform(-0.03, 0.03, HIDDEN).astype(np.float32)
+    w2 = rng.uniform(-0.1, 0.1, (DIM_OUT, HIDDEN)).astype(np.float32)
+    b2 = rng.uniform(-0.1, 0.1, DIM_OUT).astype(np.float32)
+
+    def step():
+        nonlocal w1, b1, w2, b2
+        if swapped:
+            hidden = (w1 @ x.T).T + b1
+        else:
+            hidden = x @ w1.T + b1
+        active = np.maximum(hidden, 0)
+        prediction = active @ w2.T + b2
+        diff = target - prediction
+        float((diff * diff).sum())
+        g_prediction = -2 * diff
+        g_w2 = g_prediction.T @ active
+        g_b2 = g_prediction.sum(0)
+        g_hidden = (g_prediction @ w2) * (hidden > 0)
+        g_w1 = g_hidden.T @ x
+        g_b1 = g_hidden.sum(0)
+        w1 -= LR * g_w1
+        b1 -= LR * g_b1
+        w2 -= LR * g_w2
+        b2 -= LR * g_b2
+
+    return step
+
+
+def run() -> list[Table]:
+    rng = np.random.default_rng(1)
+    data = (rng.standard_normal((BATCH, DIM_IN)).astype(np.float32),
+            rng.standard_normal((BATCH, DIM_OUT)).astype(np.float32))
+    engine.manual_seed(0)
+    torch = optional_torch()
+    cases = {"engine": library_step(engine, data), "numpy": numpy_step(data),
+             "numpy swapped": numpy_step(data, swapped=True)}
+    if torch is not None:
+        cases["torch"] = library_step(torch, data)
+    # Interleaved rounds, best round kept: on a shared machine the load drifts, and timing
+    # the three one after the other would let the drift decide the ratios.
+    best = {}
+    for _ in range(ROUNDS):
+        for name, step in cases.items():
+            seconds = per_call_seconds(step, repeat=5)
+            best[name] = min(best.get(name, seconds), seconds)
+    ours, by_hand, theirs = best["engine"], best["numpy"], best.get("torch")
+    table = Table(
+        "TinyModel training step (batch 16, 1000->100->10, SGD), per step",
+        ["case", "engine", "numpy by hand", "PyTorch (1 thread)", "engine / numpy", "engine / PyTorch"],
+    )
+    table.add("forward + loss + backward + SGD step + zero_grad", fmt_time(ours), fmt_time(by_hand),
+              fmt_time(theirs), ratio(ours, by_hand), ratio(ours, theirs))
+    swapped = best["numpy swapped"]
+    table.add("same, numpy written with (w @ x.T).T as engine's linear runs it", fmt_time(ours), fmt_time(swapped),
+              fmt_time(theirs), ratio(ours, swapped), ratio(ours, theirs))
+    return [table]

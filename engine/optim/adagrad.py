@@ -1,0 +1,52 @@
+"""Adagrad, following PyTorch's algorithm: s += g^2; p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)."""
+
+from __future__ import annotations
+
+from engine import backend
+from engine.optim.optimizer import Optimizer
+
+
+class Adagrad(Optimizer):
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if lr_decay < 0.0:
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if initial_accumulator_value < 0.0:
+            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+                    "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,
+                    "maximize": maximize, "differentiable": differentiable, "fused": fused}
+        super().__init__(params, defaults)
+        # PyTorch creates the accumulators eagerly, so state_dict() lists them before the first step.
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state.setdefault(param, {})["step"] = 0
+                self._state_buffer(param, "sum", group["initial_accumulator_value"])
+
+    def _update(self, group):
+        lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]
+        for param in group["params"]:
+            grad = param._grad
+            if grad is None:
+                continue
+            p, g = param._data, grad._data
+            xp = backend.namespace_of(p)
+            if group["maximize"]:
+                g = -g
+            state = self.state.setdefault(param, {})
+            step = state["step"] = state.get("step", 0) + 1
+            total = self._state_buffer(param, "sum", group["initial_accumulator_value"])
+            if weight_decay != 0:
+                g = g + weight_decay * p
+            clr = lr / (1 + (step - 1) * lr_decay)
+            total += g * g
+            std = xp.sqrt(total)
+            std += eps
+            p += (-clr * g) / std
+            param._version_counter[0] += 1

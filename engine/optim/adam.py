@@ -1,0 +1,82 @@
+"""Adam and AdamW (decoupled weight decay), with AMSGrad, following PyTorch's algorithm.
+
+    m = beta1 m + (1 - beta1) g            (computed as m.lerp_(g, 1 - beta1))
+    v = beta2 v + (1 - beta2) g^2
+    v_max = max(v_max, v)                   (amsgrad)
+    p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Adam adds ``weight_decay * p`` to g; AdamW instead scales p by ``1 - lr * weight_decay``.
+"""
+
+from __future__ import annotations
+
+from engine import backend
+from engine.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=None):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        decoupled = self._decoupled if decoupled_weight_decay is None else bool(decoupled_weight_decay)
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
+                    "maximize": maximize, "foreach": foreach, "capturable": capturable,
+                    "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled}
+        super().__init__(params, defaults)
+
+    def _update(self, group):
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        weight_decay, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
+        decoupled = group["decoupled_weight_decay"]
+        for param in group["params"]:
+            grad = param._grad
+            if grad is None:
+                continue
+            p, g = param._data, grad._data
+            xp = backend.namespace_of(p)
+            if maximize:
+                g = -g
+            state = self.state.setdefault(param, {})
+            step = state["step"] = state.get("step", 0) + 1
+            m = self._state_buffer(param, "exp_avg")
+            v = self._state_buffer(param, "exp_avg_sq")
+            if weight_decay != 0:
+                if decoupled:
+                    p *= 1 - lr * weight_decay
+                else:
+                    g = g + weight_decay * p
+            m += (1 - beta1) * (g - m)
+            v *= beta2
+            v += (1 - beta2) * (g * g)
+            bias_correction1 = 1 - beta1**step
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            if amsgrad:
+                v_max = self._state_buffer(param, "max_exp_avg_sq")
+                xp.maximum(v_max, v, out=v_max)
+                v = v_max
+            denom = xp.sqrt(v) / bias_correction2_sqrt
+            denom += eps
+            p += (-lr / bias_correction1) * m / denom
+            param._version_counter[0] += 1
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused)

@@ -1,0 +1,63 @@
+"""RMSprop, following PyTorch's algorithm.
+
+v = alpha v + (1 - alpha) g^2; centered subtracts the square of the running mean of g;
+avg = sqrt(v) + eps; with momentum b = mu b + g / avg and p -= lr b, else p -= lr g / avg.
+"""
+
+from __future__ import annotations
+
+from engine import backend
+from engine.optim.optimizer import Optimizer
+
+
+class RMSprop(Optimizer):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if alpha < 0.0:
+            raise ValueError(f"Invalid alpha value: {alpha}")
+        defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum,
+                    "centered": centered, "capturable": capturable, "foreach": foreach, "maximize": maximize,
+                    "differentiable": differentiable}
+        super().__init__(params, defaults)
+
+    def _update(self, group):
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        weight_decay, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
+        for param in group["params"]:
+            grad = param._grad
+            if grad is None:
+                continue
+            p, g = param._data, grad._data
+            xp = backend.namespace_of(p)
+            if group["maximize"]:
+                g = -g
+            state = self.state.setdefault(param, {})
+            state["step"] = state.get("step", 0) + 1
+            square_avg = self._state_buffer(param, "square_avg")
+            if weight_decay != 0:
+                g = g + weight_decay * p
+            square_avg *= alpha
+            square_avg += (1 - alpha) * (g * g)
+            if centered:
+                grad_avg = self._state_buffer(param, "grad_avg")
+                grad_avg += (1 - alpha) * (g - grad_avg)
+                avg = xp.sqrt(square_avg - grad_avg * grad_avg)
+            else:
+                avg = xp.sqrt(square_avg)
+            avg += eps
+            if momentum > 0:
+                buf = self._state_buffer(param, "momentum_buffer")
+                buf *= momentum
+                buf += g / avg
+                p -= lr * buf
+            else:
+                p += (-lr * g) / avg
+            param._version_counter[0] += 1
