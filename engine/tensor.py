@@ -220,9 +220,7 @@ class Tensor:
         return self._version_counter[0]
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        from engine.autograd.backward import backward
-
-        backward((self,), None if gradient is None else (gradient,), retain_graph, create_graph, inputs=inputs)
+        _backward((self,), None if gradient is None else (gradient,), retain_graph, create_graph, inputs=inputs)
 
     def detach(self) -> Tensor:
         t = Tensor._make(self._data)
@@ -844,5 +842,8 @@ for _name in ops.UNARY_METHODS:
     _method, _method_ = _unary_method(ops.table[_name])
     setattr(Tensor, _name, _method)
     setattr(Tensor, _name + "_", _method_)
+
+# Set by engine.autograd.backward when it loads (it imports this module, so not the other way).
+_backward = None
 
 from engine.autograd.function import apply as _apply  # noqa: E402 - breaks the import cycle

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
+from heapq import heappop, heappush
 
 from engine import backend, ops
+from engine import tensor as tensor_module
 from engine.autograd import grad_mode
 from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
 from engine.tensor import Tensor
@@ -69,24 +71,7 @@ def _seed(tensor, grad, create_graph):
     return data if data.dtype == tensor._data.dtype else data.astype(tensor._data.dtype)
 
 
-def _collect(roots):
-    """Count, for every node reachable from ``roots``, the edges that point at it."""
-    dependencies = {}
-    seen = set(roots)
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        for child, _ in node.next_functions:
-            if child is None:
-                continue
-            dependencies[child] = dependencies.get(child, 0) + 1
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return dependencies, seen
-
-
-def _needed(roots, targets, nodes):
+def _needed(roots, targets):
     """The nodes from which some target is reachable: the only ones worth running."""
     needed = set(targets)
     order = []  # post-order over the graph, iteratively
@@ -130,69 +115,99 @@ def _check_versions(node):
             )
 
 
-def _values(node, g, create_graph):
-    """The vector ``[g, out, *inputs]`` the node's vjp rules pick from."""
-    saved = node.saved
-    if create_graph:
-        out = saved[0]
-        if out is not None:
-            # The result as a Tensor again, so derivatives through it reach this node's inputs.
-            out = Tensor._make(out)
-            out.grad_fn = node
-            out._requires_grad = True
-            out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
-        return [g, out, *saved[1:]]
+def _missing_rule(op, index):
+    if op.vjp is None:
+        return NotImplementedError(f"vjp of {op.name} not defined")
+    return NotImplementedError(f"vjp of {op.name} not defined for input {op.input_names[index]}")
+
+
+def _check_shape(grad, node, index, batch_shape):
+    expected = tuple(batch_shape) + tuple(node.input_shapes[index])
+    if tuple(grad.shape) != expected:
+        raise RuntimeError(
+            f"vjp of {node.op.name} (input {index}) returned a gradient of shape {tuple(grad.shape)}, "
+            f"expected {expected}"
+        )
+
+
+def _array_grads(node, g):
+    """The inputs' gradients as arrays: the plain backward, the hot path.
+
+    Picks ``[g, out, *inputs]`` for the op's vjp rules, runs the rule of each
+    input that leads somewhere, and sums broadcast gradients back to the
+    input's shape (keeping any leading batch axes of ``g``).
+    """
+    op = node.op
     values = [g]
-    for value in saved:
+    for value in node.saved:
         if isinstance(value, Tensor):
             value = value._data
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
         values.append(value)
-    return values
-
-
-def _fit(grad, node, index, g, create_graph):
-    """Sum a broadcast input gradient back to the input's shape, and check it."""
-    op = node.op
-    shape = node.input_shapes[index]
-    batch = g.ndim - len(node.out_shape)
-    if op.broadcast and grad.shape[batch:] != shape:
-        if create_graph:
-            grad = ops.sum_to_size(grad, shape=tuple(shape), lead=batch)
-        else:
-            if not backend.is_array(grad):
-                grad = backend.numpy.asarray(grad)
-            grad = backend.sum_to_shape(grad, shape, batch)
-    elif not create_graph and not backend.is_array(grad):
-        grad = backend.numpy.asarray(grad)
-    if DEBUG and tuple(grad.shape) != tuple(g.shape[:batch]) + tuple(shape):
-        raise RuntimeError(
-            f"vjp of {op.name} (input {index}) returned a gradient of shape {tuple(grad.shape)}, "
-            f"expected {tuple(g.shape[:batch]) + tuple(shape)}"
-        )
-    return grad
-
-
-def _input_grads(node, g, create_graph):
-    """Run the node's vjp rules for the inputs that lead somewhere."""
-    op = node.op
-    if op.vjp is None:
-        raise NotImplementedError(f"vjp of {op.name} not defined")
-    values = _values(node, g, create_graph)
     params = node.params
     if op.variadic:
+        if op.vjp is None:
+            raise _missing_rule(op, 0)
         grads = op.vjp.call(values, params)
         return [None if child is None else grads[i] for i, (child, _) in enumerate(node.next_functions)]
+    rules = op.vjp
+    batch = g.ndim - len(node.out_shape)
     grads = []
     for i, (child, _) in enumerate(node.next_functions):
         if child is None:
             grads.append(None)
             continue
-        rule = op.vjp[i]
+        rule = rules[i] if rules else None
         if rule is None:
-            raise NotImplementedError(f"vjp of {op.name} not defined for input {op.input_names[i]}")
-        grads.append(_fit(rule.call(values, params), node, i, g, create_graph))
+            raise _missing_rule(op, i)
+        grad = rule.call(values, params)
+        if not backend.is_array(grad):
+            grad = backend.numpy.asarray(grad)
+        if op.broadcast:
+            shape = node.input_shapes[i]
+            if grad.shape[batch:] != shape:
+                grad = backend.sum_to_shape(grad, shape, batch)
+        if DEBUG:
+            _check_shape(grad, node, i, g.shape[:batch])
+        grads.append(grad)
+    return grads
+
+
+def _tensor_grads(node, g):
+    """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
+    op = node.op
+    saved = node.saved
+    out = saved[0]
+    if out is not None:
+        # The result as a Tensor again, so derivatives through it reach this node's inputs.
+        out = Tensor._make(out)
+        out.grad_fn = node
+        out._requires_grad = True
+        out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
+    values = [g, out, *saved[1:]]
+    params = node.params
+    if op.variadic:
+        if op.vjp is None:
+            raise _missing_rule(op, 0)
+        grads = op.vjp.call(values, params)
+        return [None if child is None else grads[i] for i, (child, _) in enumerate(node.next_functions)]
+    batch = g.ndim - len(node.out_shape)
+    grads = []
+    for i, (child, _) in enumerate(node.next_functions):
+        if child is None:
+            grads.append(None)
+            continue
+        rule = op.vjp[i] if op.vjp else None
+        if rule is None:
+            raise _missing_rule(op, i)
+        grad = rule.call(values, params)
+        shape = node.input_shapes[i]
+        if op.broadcast and tuple(grad.shape[batch:]) != tuple(shape):
+            grad = ops.sum_to_size(grad, shape=tuple(shape), lead=batch)
+        if DEBUG:
+            _check_shape(grad, node, i, g.shape[:batch])
+        grads.append(grad)
     return grads
 
 
@@ -211,6 +226,8 @@ def _run_hooks(hooks, g, create_graph):
 def _accumulate(node, g, create_graph, owned):
     """AccumulateGrad: add ``g`` into the leaf's ``.grad`` (PyTorch's accumulation semantics)."""
     variable = node.variable
+    if variable is None:
+        return  # the leaf is gone: nobody can read its gradient
     if variable._hooks:
         g = _run_hooks(variable._hooks, g, create_graph)
     if create_graph:
@@ -256,20 +273,25 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 raise RuntimeError(f"One of the differentiated Tensors (input {i}) does not require grad")
             targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
 
-    dependencies, nodes = _collect(roots)
-    needed = _needed(roots, targets, nodes) if targets is not None else None
+    needed = _needed(roots, targets) if targets is not None else None
 
+    # Nodes run from the highest sequence number down (see graph._sequence): every node
+    # runs once, after all the nodes that feed it a gradient.
+    ready = []
     buffers = {}
     owned = set()
     for root, seed in zip(roots, seeds):
-        buffers[root] = buffers[root] + seed if root in buffers else seed
-    ready = [r for r in dict.fromkeys(roots) if dependencies.get(r, 0) == 0]
+        if root in buffers:
+            buffers[root] = buffers[root] + seed
+        else:
+            buffers[root] = seed
+            heappush(ready, (-root.sequence_nr, root))
     captured = {}
 
     token = grad_mode._grad_enabled.set(create_graph and record)
     try:
         while ready:
-            node = ready.pop()
+            node = heappop(ready)[1]
             if node_observers:
                 for observer in node_observers:
                     observer.node(node, buffers)
@@ -292,8 +314,9 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 continue
             if node.freed:
                 raise RuntimeError(FREED_MESSAGE)
-            _check_versions(node)
-            grads = _input_grads(node, g, create_graph)
+            if node.checks:
+                _check_versions(node)
+            grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
             if not retain_graph and (node.op.saves_out or node.op.saved_inputs):
                 node.saved = None
                 node.freed = True
@@ -303,11 +326,11 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 if needed is not None and child not in needed:
                     continue
                 previous = buffers.get(child)
-                buffers[child] = grad if previous is None else previous + grad
-                remaining = dependencies[child] - 1
-                dependencies[child] = remaining
-                if remaining == 0:
-                    ready.append(child)
+                if previous is None:
+                    buffers[child] = grad
+                    heappush(ready, (-child.sequence_nr, child))
+                else:
+                    buffers[child] = previous + grad
     finally:
         grad_mode._grad_enabled.reset(token)
         if node_observers:
@@ -412,3 +435,6 @@ class _BatchedGrad:
 def _zeros_like(t):
     xp = backend.namespace_of(t._data)
     return Tensor._make(xp.zeros_like(t._data))
+
+
+tensor_module._backward = backward  # Tensor.backward calls it without an import per call

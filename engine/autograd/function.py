@@ -59,31 +59,33 @@ def _check_devices(tensors, op):
 def apply(op, args, params):
     """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``."""
     if op.variadic:
-        return _apply_variadic(op, args, params)
-    arrays = []
-    shapes = []
-    first = None
-    requires = False
-    for value in args:
-        if isinstance(value, Tensor):
-            data = value._data
-            arrays.append(data)
-            shapes.append(data.shape)
-            if first is None:
-                first = value
-            if value._requires_grad:
-                requires = True
-        else:
-            value = _operand(value)
-            arrays.append(value)
-            shapes.append(getattr(value, "shape", ()))
-    if first is None:
-        raise TypeError(f"{op.name} expects at least one Tensor operand")
-    return _run(op, args, arrays, shapes, first, requires, params)
+        inputs, arrays, shapes, first, requires = _unwrap_variadic(op, args)
+    else:
+        inputs = args
+        arrays = []
+        shapes = []
+        first = None
+        requires = False
+        for value in args:
+            if isinstance(value, Tensor):
+                data = value._data
+                arrays.append(data)
+                shapes.append(data.shape)
+                if first is None:
+                    first = value
+                if value._requires_grad:
+                    requires = True
+            else:
+                value = _operand(value)
+                arrays.append(value)
+                shapes.append(getattr(value, "shape", ()))
+        if first is None:
+            raise TypeError(f"{op.name} expects at least one Tensor operand")
+    return _run(op, inputs, arrays, shapes, first, requires, params)
 
 
-def _apply_variadic(op, args, params):
-    tensors = list(args[0])
+def _unwrap_variadic(op, args):
+    tensors = tuple(args[0])
     if not tensors:
         raise RuntimeError(f"{op.name} expects a non-empty list of Tensors")
     parts = []
@@ -93,8 +95,7 @@ def _apply_variadic(op, args, params):
             raise TypeError(f"{op.name} expects a list of Tensors, got {type(value).__name__}")
         parts.append(value._data)
         requires = requires or value._requires_grad
-    shapes = [tuple(p.shape for p in parts)]
-    return _run(op, tuple(tensors), [parts], shapes, tensors[0], requires, params)
+    return tensors, [parts], [tuple(p.shape for p in parts)], tensors[0], requires
 
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}

@@ -8,6 +8,7 @@ A node is created for every recorded op. Its class is named after the op's
 
 from __future__ import annotations
 
+import itertools
 import weakref
 
 from engine import backend
@@ -36,9 +37,11 @@ class Node:
         "pre_hooks",
         "retained",
         "saved",
+        "sequence_nr",
     )
 
     def __init__(self, op, params, next_functions, saved, checks, input_shapes, out_shape, out_dtype):
+        self.sequence_nr = next(_sequence)
         self.op = op
         self.params = params
         self.next_functions = next_functions
@@ -56,6 +59,9 @@ class Node:
     def name(self) -> str:
         return type(self).__name__
 
+    def _sequence_nr(self) -> int:
+        return self.sequence_nr
+
     def register_prehook(self, hook):
         if self.pre_hooks is None:
             self.pre_hooks = []
@@ -69,10 +75,11 @@ class Node:
 class AccumulateGrad(Node):
     """The node that ends every path at a leaf: it adds the gradient into ``variable.grad``."""
 
-    __slots__ = ("variable",)
+    __slots__ = ("_variable",)
 
     def __init__(self, variable):
-        self.variable = variable
+        self.sequence_nr = -1 - next(_sequence)
+        self._variable = weakref.ref(variable)
         self.op = None
         self.params = None
         self.next_functions = ()
@@ -88,6 +95,16 @@ class AccumulateGrad(Node):
         self.out_tangents = None
         self.input_shapes = ()
 
+    @property
+    def variable(self):
+        """The leaf (held weakly: the leaf keeps its node alive, not the other way round)."""
+        return self._variable()
+
+
+# Creation order. A node's inputs always exist before it, so running nodes from the highest
+# sequence number down is a topological order of any backward pass (PyTorch does the same).
+# AccumulateGrad nodes, made lazily, take negative numbers: they run after every other node.
+_sequence = itertools.count()
 
 _node_classes: dict[str, type] = {}
 
@@ -101,13 +118,11 @@ def node_class(name: str) -> type:
 
 
 def accumulator(tensor) -> AccumulateGrad:
-    """The leaf's AccumulateGrad node. The tensor holds it weakly, as PyTorch does,
-    so a leaf that is no longer in any graph does not keep one alive."""
-    ref = tensor._accumulator
-    node = ref() if ref is not None else None
+    """The leaf's AccumulateGrad node, made once per leaf and kept by it (the node refers
+    back weakly, so there is no reference cycle to wait for the garbage collector)."""
+    node = tensor._accumulator
     if node is None:
-        node = AccumulateGrad(tensor)
-        tensor._accumulator = weakref.ref(node)
+        node = tensor._accumulator = AccumulateGrad(tensor)
     return node
 
 
