@@ -11,8 +11,9 @@ from service import compute, errors
 from service.config import Settings, get_settings
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from service.models import ModelService
 from service.routes import compute as compute_routes
-from service.routes import health, ops, profile, transforms
+from service.routes import health, models, ops, profile, transforms
 
 DESCRIPTION = """Gradients over HTTP.
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "compute", "description": "evaluate, differentiate, gradcheck"},
             {"name": "transforms", "description": "Jacobians, Hessians, vector products"},
             {"name": "profile", "description": "the engine's profiler"},
+            {"name": "models", "description": "trainable models kept in the store: the training loop over HTTP"},
             {"name": "ops", "description": "the derivative table and service info"},
             {"name": "health", "description": "liveness, readiness, metrics"},
         ],
@@ -42,11 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.compute_slots = None
+    app.state.models = ModelService(settings)  # opens the model store on first use
     compute.install_op_tracking()
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
     app.include_router(health.router)
-    for module in (compute_routes, transforms, profile, ops):
+    for module in (compute_routes, transforms, profile, models, ops):
         app.include_router(module.router, dependencies=secured)
     errors.install(app)
 

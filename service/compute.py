@@ -11,6 +11,7 @@ budget, op tracking and error wrapping. Grad mode and graphs are per call
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib
@@ -70,17 +71,24 @@ def install_op_tracking() -> None:
             function.op_observers.append(_observer)
 
 
-def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
-    """Run ``handler(request, settings)`` under the budget and op tracking; return the JSON body."""
+@contextlib.contextmanager
+def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
+    """What every piece of engine work in a request runs under: the budget, op tracking
+    (reported to ``on_ops``) and the mapping of engine errors to problems."""
     tracker = OpTracker()
     token = _tracker.set(tracker)
     try:
         with enforce(budget_for(settings)), engine_errors(lambda: tracker.last), codec.quiet_floating_point():
-            content = handler(request, settings)
-        return codec.dumps(content)
+            yield
     finally:
         _tracker.reset(token)
         on_ops(tracker.counts)
+
+
+def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
+    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body."""
+    with engine_work(settings, on_ops):
+        return codec.dumps(handler(request, settings))
 
 
 def budget_for(settings: Settings) -> Budget:

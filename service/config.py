@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(2.0, ge=0)
 
     # The model store (used by the /v1/models resources).
+    store: str = Field("sqlite", description="'sqlite' (a file under data_dir), 'sqlite:///<file>' or 'redis://...'")
     data_dir: str = "./data"
-    max_models: int = Field(100, ge=1, description="models kept in the store")
+    max_models: int = Field(100, ge=1, description="models kept in the store (more: 507)")
+    max_parameters_per_model: int = Field(10_000_000, ge=1, description="numbers one model may hold (more: 413)")
+    model_ttl_s: float = Field(0.0, ge=0, description="drop models not mutated for this long; 0 keeps them")
+    model_retries: int = Field(20, ge=1, description="compare-and-set attempts of one mutation against other replicas")
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
 
     def public_limits(self) -> dict:
         """Every limit a client may need to know; never the API key."""
-        return self.model_dump(exclude={"api_key", "host", "port", "data_dir"})
+        return self.model_dump(exclude={"api_key", "host", "port", "data_dir", "store"})
 
 
 @lru_cache

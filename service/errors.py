@@ -6,7 +6,8 @@ Every error the service answers has ``type``, ``title``, ``status`` and
 ``input`` (a request tensor), ``kind``/``limit`` (a budget), ``errors`` (422).
 
 Status codes: 400 engine and client-function errors; 401 missing/wrong API
-key; 404/405 routing; 408 deadline; 413 too large (body, tensors, a program's
+key; 404/405 routing and unknown models; 408 deadline; 409/412 model version conflicts;
+507 the model store is full; 413 too large (body, tensors, a program's
 allocations); 422 schema violations and undecodable tensors; 503 overload.
 A 500 is always a bug: it says so and carries no internals.
 
@@ -100,6 +101,38 @@ class UnauthorizedError(ServiceError):
 
 class BodyTooLargeError(ServiceError):
     status, slug, title = 413, "body-too-large", "Request body too large"
+
+
+class ModelNotFoundError(ServiceError):
+    status, slug, title = 404, "model-not-found", "Model not found"
+
+
+class PreconditionFailedError(ServiceError):
+    """``If-Match`` named another version than the model's (or the model changed meanwhile)."""
+
+    status, slug, title = 412, "precondition-failed", "Model version does not match If-Match"
+
+
+class VersionConflictError(ServiceError):
+    """A mutation kept losing the compare-and-set to other replicas."""
+
+    status, slug, title = 409, "version-conflict", "Model changed concurrently"
+
+
+class ModelLimitError(ServiceError):
+    """The store holds ``max_models`` models: 507, the server's capacity, not the client's request."""
+
+    status, slug, title = 507, "model-limit", "Too many models"
+
+
+class ModelTooLargeError(ServiceError):
+    status, slug, title = 413, "model-too-large", "Model too large"
+
+
+class InvalidSpecError(ServiceError):
+    """A model spec the engine rejected (``SpecError``); ``layer`` names the part at fault."""
+
+    status, slug, title = 422, "invalid-model-spec", "Invalid model spec"
 
 
 class EngineError(Exception):
@@ -287,7 +320,7 @@ def install(app: FastAPI) -> None:
         headers = {"Retry-After": "1"} if body["status"] == 503 else None
         if body["status"] == 401:
             headers = {"WWW-Authenticate": 'APIKey header="X-API-Key"'}
-        if body["status"] >= 500 and body["status"] != 503:
+        if body["status"] >= 500 and body["status"] not in (503, 507):
             logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return problem_response(body, headers)
 
@@ -310,3 +343,4 @@ def problem_responses(*statuses: int) -> dict:
 
 COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 422, 503)
 READ_ERRORS = problem_responses(401)
+MODEL_ERRORS = problem_responses(400, 401, 404, 408, 409, 412, 413, 422, 503, 507)

@@ -418,3 +418,143 @@ class HealthResponse(BaseModel):
 
 
 GraphNodeOut.model_rebuild()
+
+
+# ---- models (/v1/models) --------------------------------------------------------------
+
+TINY_MODEL_SPEC = {
+    "layers": [{"type": "linear", "in_features": 1000, "out_features": 100}, {"type": "relu"},
+               {"type": "linear", "in_features": 100, "out_features": 10}],
+    "loss": {"type": "mse", "reduction": "sum"},
+    "optimizer": {"type": "sgd", "lr": 0.001},
+    "seed": 0,
+}
+NonFinite = Literal["NaN", "Infinity", "-Infinity"]
+
+
+class ModelCreateRequest(BaseModel):
+    """A model spec (engine.spec): layers, loss, optimizer, optional scheduler, seed and dtype.
+
+    The parts are checked by the engine, which names the one at fault (422, ``layer``).
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        TINY_MODEL_SPEC,
+        {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}],
+         "optimizer": {"type": "adam", "lr": 0.01}, "seed": 1},
+    ]})
+
+    layers: list[dict[str, Any]] = Field(
+        min_length=1, description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, softmax, "
+                                  "dropout, flatten, identity; each {\"type\": ..., fields}")
+    loss: dict[str, Any] | None = Field(None, description="mse (default), l1, cross_entropy, bce, bce_with_logits, "
+                                                          "huber; with reduction mean|sum|none")
+    optimizer: dict[str, Any] | None = Field(None, description="sgd (default, lr 0.001), adam, adamw, rmsprop, "
+                                                               "adagrad, with PyTorch's hyperparameter names")
+    scheduler: dict[str, Any] | None = Field(None, description="step, exponential or cosine")
+    seed: int | None = Field(None, ge=0, description="weights as engine.manual_seed(seed) would draw them")
+    dtype: Literal["float32", "float64"] | None = None
+
+
+class ModelResponse(BaseModel):
+    """A model: id, version (its ETag), optimizer steps taken, parameter shapes and count, the full spec."""
+
+    model_config = _response_examples({
+        "id": "5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8", "version": 1, "etag": '"1"', "step": 0,
+        "parameters": {"0.weight": [100, 1000], "0.bias": [100], "2.weight": [10, 100], "2.bias": [10]},
+        "parameter_count": 101110, "spec": TINY_MODEL_SPEC, "created_at": 1.7e9, "updated_at": 1.7e9,
+        "location": "/v1/models/5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8"})
+
+    id: str
+    version: int
+    etag: str
+    step: int
+    parameters: dict[str, list[int]] = Field(description="named_parameters() names -> shapes")
+    parameter_count: int
+    spec: dict[str, Any] = Field(description="the spec with every default filled in")
+    created_at: float
+    updated_at: float
+    location: str
+
+
+class ModelListResponse(BaseModel):
+    models: list[ModelResponse]
+    total: int
+    offset: int
+    limit: int
+    next: str | None = Field(None, description="the next page's URL, or null on the last page")
+
+
+class ForwardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": [[0.5, -1.0]], "target": [[1.0]]}]})
+
+    input: TensorIn
+    target: TensorIn | None = None
+    encoding: Literal["json", "base64"] = "json"
+
+
+class ForwardResponse(BaseModel):
+    output: TensorOut
+    loss: float | NonFinite | None = None
+    step: int
+    version: int
+
+
+class BackwardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": [[0.5, -1.0]], "target": [[1.0]]}]})
+
+    input: TensorIn
+    target: TensorIn
+
+
+class LossResponse(BaseModel):
+    loss: float | NonFinite
+    version: int
+
+
+class StepResponse(BaseModel):
+    step: int = Field(description="optimizer steps taken")
+    version: int
+
+
+class ZeroGradRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set_to_none: bool = Field(True, description="grads become null (true) or zeros (false), as in PyTorch")
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 10, "batch_size": 1}]})
+
+    inputs: TensorIn
+    targets: TensorIn
+    steps: int = Field(1, ge=1, le=100_000, description="rounds of zero_grad, forward, backward, step")
+    batch_size: int | None = Field(None, ge=1, description="rows per step (batch k is rows k*size.., wrapping)")
+
+
+class TrainResponse(BaseModel):
+    losses: list[float | NonFinite] = Field(description="each step's loss, before its update")
+    step: int
+    version: int
+
+
+class ParametersResponse(BaseModel):
+    parameters: dict[str, TensorOut]
+    grads: dict[str, TensorOut | None] | None = None
+    step: int
+    version: int
+
+
+class StateResponse(BaseModel):
+    """``TrainableModel.state()`` with arrays as tensors (``Accept: application/x-npz`` gives an .npz instead)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: str
+    spec: dict[str, Any]
+    step: int
+    parameters: dict[str, Any]
+    grads: dict[str, Any]

@@ -43,7 +43,7 @@ class OrjsonRoute(APIRoute):
         return orjson_handler
 
 
-def _slots(request: Request) -> anyio.Semaphore:
+def compute_slots(request: Request) -> anyio.Semaphore:
     state = request.app.state
     if getattr(state, "compute_slots", None) is None:
         state.compute_slots = anyio.Semaphore(state.settings.max_concurrency)
@@ -53,7 +53,7 @@ def _slots(request: Request) -> anyio.Semaphore:
 async def run_compute(request: Request, handler, body) -> Response:
     """``handler(body, settings)`` in a worker thread, under the concurrency limit; a JSON response."""
     settings = request.app.state.settings
-    slots = _slots(request)
+    slots = compute_slots(request)
     acquired = False
     with anyio.move_on_after(settings.queue_timeout_s):
         await slots.acquire()

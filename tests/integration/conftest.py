@@ -68,8 +68,11 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def server():
-    live = LiveServer({"GRADSERVE_MAX_CONCURRENCY": "8", "GRADSERVE_QUEUE_TIMEOUT_S": "30"})
+def server(tmp_path_factory):
+    # Models the tests (and schemathesis) create go to a temporary store, not ./data.
+    data_dir = tmp_path_factory.mktemp("data")
+    live = LiveServer({"GRADSERVE_MAX_CONCURRENCY": "8", "GRADSERVE_QUEUE_TIMEOUT_S": "30",
+                       "GRADSERVE_DATA_DIR": str(data_dir)})
     yield live
     log = live.stop()
     # A 500 is a bug: the server logs every one, so the whole session must not have logged any.

@@ -1,0 +1,254 @@
+"""``/v1/models``: trainable models as resources: create, inspect, step through the training loop, export.
+
+Every call on one model runs under that model's in-process lock (requests to
+one model queue up; others run in parallel) and in a worker thread under the
+compute concurrency limit. Mutations answer with the model's new ``ETag``
+(its version); ``If-Match`` makes them conditional (412 when it does not
+match). ``POST .../train`` with ``Accept: text/event-stream`` streams one
+``progress`` event per step, then a ``result`` event with the whole history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Header, Path, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from service import codec, schemas
+from service.codec import ElementBudget
+from service.errors import MODEL_ERRORS, OverloadedError, ServiceError, problem_for
+from service.models import (
+    NPZ_MEDIA_TYPE,
+    ModelService,
+    check_if_match,
+    describe,
+    etag,
+    run_model_work,
+    state_from_json,
+    unpack_state,
+    wire_number,
+)
+from service.routes.base import OrjsonRoute, compute_slots
+
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
+logger = logging.getLogger("gradserve")
+
+ModelId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="the id POST returned")
+IfMatch = Header(None, description='make the call conditional on the model\'s ETag (e.g. "3"); 412 otherwise')
+EVENT_STREAM = "text/event-stream"
+
+
+def _service(request: Request) -> ModelService:
+    return request.app.state.models
+
+
+@contextlib.asynccontextmanager
+async def _compute_slot(request: Request):
+    settings = request.app.state.settings
+    slots = compute_slots(request)
+    acquired = False
+    with anyio.move_on_after(settings.queue_timeout_s):
+        await slots.acquire()
+        acquired = True
+    if not acquired:
+        raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
+                              limit=settings.max_concurrency)
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+async def _run(request: Request, work, model_id: str | None = None):
+    """``work()`` in a worker thread (under the model's lock when ``model_id`` is given)."""
+    lock = _service(request).lock(model_id) if model_id is not None else contextlib.nullcontext()
+    async with lock, _compute_slot(request):
+        return await anyio.to_thread.run_sync(run_model_work, work, request.app.state.settings,
+                                              request.app.state.metrics.count_ops)
+
+
+def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(codec.dumps(content), status_code=status, media_type="application/json",
+                    headers={"ETag": etag(version), **(headers or {})})
+
+
+@router.post("", status_code=201, response_model=schemas.ModelResponse)
+async def create_model(body: schemas.ModelCreateRequest, request: Request):
+    """Build a model from its spec; 201 with its id, ``Location``, parameter shapes and count."""
+    content, record = await _run(request, lambda: _service(request).create(body))
+    return _json(content, record.version, 201, {"Location": f"/v1/models/{record.id}"})
+
+
+@router.get("", response_model=schemas.ModelListResponse)
+async def list_models(request: Request, offset: int = Query(0, ge=0), limit: int = Query(20, ge=1, le=100)):
+    """A page of models in creation order; ``next`` links the following page."""
+    return Response(codec.dumps(await _run(request, lambda: _service(request).list_models(offset, limit))),
+                    media_type="application/json")
+
+
+@router.get("/{model_id}", response_model=schemas.ModelResponse)
+async def get_model(request: Request, model_id: str = ModelId):
+    """The model's spec, step count, version and parameter shapes."""
+    record = await _run(request, lambda: _service(request).get_record(model_id))
+    return _json(describe(record), record.version)
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response)
+async def delete_model(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
+    """Delete the model (only at the ``If-Match`` version when given)."""
+    await _run(request, lambda: _service(request).delete(model_id, if_match), model_id)
+    return Response(status_code=204)
+
+
+@router.post("/{model_id}/forward", response_model=schemas.ForwardResponse)
+async def run_forward(body: schemas.ForwardRequest, request: Request, model_id: str = ModelId):
+    """The model's output (eval mode, no graph) and, with a target, the loss. Changes nothing."""
+    content, record = await _run(request, lambda: _service(request).forward(model_id, body), model_id)
+    return _json(content, record.version)
+
+
+@router.post("/{model_id}/backward", response_model=schemas.LossResponse)
+async def run_backward(body: schemas.BackwardRequest, request: Request, model_id: str = ModelId,
+                       if_match: str | None = IfMatch):
+    """Forward and backward: the loss; gradients add into the stored grads, as repeated ``loss.backward()``."""
+    content, record = await _run(request, lambda: _service(request).backward(model_id, body, if_match), model_id)
+    return _json(content, record.version)
+
+
+@router.post("/{model_id}/step", response_model=schemas.StepResponse)
+async def take_step(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
+    """One ``optimizer.step()`` (and the scheduler's); the new step count."""
+    content, record = await _run(request, lambda: _service(request).step(model_id, if_match), model_id)
+    return _json(content, record.version)
+
+
+@router.post("/{model_id}/zero_grad", response_model=schemas.StepResponse)
+async def zero_grad(request: Request, body: schemas.ZeroGradRequest | None = None, model_id: str = ModelId,
+                    if_match: str | None = IfMatch):
+    """``optimizer.zero_grad(set_to_none=...)``: grads become null (default) or zeros."""
+    body = body or schemas.ZeroGradRequest()
+    content, record = await _run(request, lambda: _service(request).zero_grad(model_id, body, if_match), model_id)
+    return _json(content, record.version)
+
+
+@router.post("/{model_id}/train", response_model=schemas.TrainResponse,
+             responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+                              "description": "JSON, or with Accept: text/event-stream, progress events"}})
+async def train_model(body: schemas.TrainRequest, request: Request, model_id: str = ModelId,
+                      if_match: str | None = IfMatch):
+    """``steps`` rounds of zero_grad, forward, backward, step; the loss history (streamed with SSE on request)."""
+    service = _service(request)
+    if EVENT_STREAM in request.headers.get("accept", ""):
+        return await _stream_training(request, service, model_id, body, if_match)
+    content, record = await _run(request, lambda: service.train(model_id, body, if_match), model_id)
+    return _json(content, record.version)
+
+
+def _event(kind: str, data) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + codec.dumps(data) + b"\n\n"
+
+
+async def _stream_training(request: Request, service: ModelService, model_id: str, body, if_match):
+    """SSE: ``progress`` {step, loss} per step, then ``result`` {losses, step, version} or ``error`` (a problem).
+
+    Unknown models and a stale ``If-Match`` are answered before the stream
+    starts, as plain problems. Training runs in a task of its own, so a client
+    that disconnects does not cut a step in half: the run finishes and is stored.
+    """
+    record = await _run(request, lambda: service.get_record(model_id))
+    check_if_match(if_match, record.version)
+    send, receive = anyio.create_memory_object_stream(max_buffer_size=math.inf)
+
+    def progress(step: int, loss: float) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            anyio.from_thread.run_sync(send.send_nowait, ("progress", {"step": step, "loss": loss}))
+
+    async def train() -> None:
+        async with send:
+            try:
+                content, _ = await _run(request, lambda: service.train(model_id, body, if_match, progress),
+                                             model_id)
+                outcome = ("result", content)
+            except Exception as error:  # reported in the stream: the 200 header is already out
+                if not isinstance(error, ServiceError) and problem_for(error)["status"] == 500:
+                    logger.error("unhandled error in a training stream", exc_info=error)
+                outcome = ("error", problem_for(error))
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await send.send(outcome)
+
+    task = asyncio.get_running_loop().create_task(train())
+    tasks = request.app.state.__dict__.setdefault("_training_tasks", set())
+    tasks.add(task)  # a strong reference until it is done
+    task.add_done_callback(tasks.discard)
+
+    async def events():
+        async with receive:
+            async for kind, data in receive:
+                if kind == "progress":
+                    data = {"step": data["step"], "loss": wire_number(data["loss"])}
+                yield _event(kind, data)
+
+    return StreamingResponse(events(), media_type=EVENT_STREAM,
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{model_id}/parameters", response_model=schemas.ParametersResponse)
+async def get_parameters(
+    request: Request,
+    model_id: str = ModelId,
+    name: str | None = Query(None, max_length=200, description='one parameter, e.g. "2.weight"'),
+    index: str | None = Query(None, max_length=200, description='a slice of it (or of each), e.g. "0,0:10"'),
+    encoding: str = Query("json", pattern="^(json|base64)$"),
+    grads: bool = Query(True, description="include the gradients"),
+):
+    """Parameter values and gradients (null before any backward), by PyTorch's ``named_parameters()`` names."""
+    content, record = await _run(request, lambda: _service(request).parameters(model_id, name, index, encoding, grads))
+    return _json(content, record.version)
+
+
+@router.get("/{model_id}/state", response_model=schemas.StateResponse,
+            responses={200: {"content": {NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the whole state as JSON, or as .npz with Accept: application/x-npz"}})
+async def export_state(request: Request, model_id: str = ModelId,
+                       encoding: str = Query("json", pattern="^(json|base64)$")):
+    """The whole training state (spec, parameters, grads, optimizer, scheduler, RNG) for ``PUT .../state``."""
+    service = _service(request)
+    if NPZ_MEDIA_TYPE in request.headers.get("accept", ""):
+        record, blob = await _run(request, lambda: service.snapshot(model_id))
+        return Response(blob, media_type=NPZ_MEDIA_TYPE, headers={
+            "ETag": etag(record.version), "Content-Disposition": f'attachment; filename="{model_id}.npz"'})
+    content, record = await _run(request, lambda: service.export_state(model_id, encoding))
+    return _json(content, record.version)
+
+
+@router.put("/{model_id}/state", response_model=schemas.StepResponse, openapi_extra={"requestBody": {
+    "required": True, "content": {
+        "application/json": {"schema": {"type": "object", "description": "what GET .../state returns"}},
+        NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+async def import_state(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
+    """Replace the model's whole state with an exported one (JSON, or .npz with that Content-Type)."""
+    service = _service(request)
+    settings = request.app.state.settings
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "application/json")
+
+    def work():
+        if content_type.startswith((NPZ_MEDIA_TYPE, "application/octet-stream")):
+            state = unpack_state(raw)
+        else:
+            try:
+                parsed = codec.loads(raw)
+            except ValueError:
+                raise ServiceError("the body is not valid JSON (send application/json or application/x-npz)") from None
+            budget = ElementBudget(settings.max_tensor_elements, settings.max_request_elements)
+            state = state_from_json(parsed, budget)
+        return service.import_state(model_id, state, if_match)
+
+    content, record = await _run(request, work, model_id)
+    return _json(content, record.version)

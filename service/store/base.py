@@ -1,0 +1,94 @@
+"""The model store's interface: records, versions and compare-and-set.
+
+A stored model is a ``ModelRecord`` (id, version, step, parameter count,
+spec, timestamps) plus its state: an opaque byte string (``service.models``
+packs ``TrainableModel.state()`` into it). Every mutation of a model goes
+through ``replace``, a compare-and-set on the version: it writes only when
+the stored version is still the one the caller read, and bumps it by one.
+That is what keeps two replicas (two processes sharing one Redis) from losing
+each other's updates; within one process the routes also hold a per-model
+lock, so the compare-and-set fails only across processes.
+
+Backends: ``SQLiteStore`` (default, embedded) and ``RedisStore`` (replicas).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """What the store knows about a model besides its state bytes."""
+
+    id: str
+    version: int
+    step: int
+    parameter_count: int
+    spec: dict
+    created_at: float
+    updated_at: float
+
+
+class StoreError(Exception):
+    """A store failure the caller can act on."""
+
+
+class ModelNotFound(StoreError):  # noqa: N818 - reads as a condition: raise ModelNotFound(id)
+    """No model with this id (never created, deleted, or expired)."""
+
+    def __init__(self, model_id: str):
+        super().__init__(f"no model with id {model_id!r} (it may have been deleted or expired)")
+        self.model_id = model_id
+
+
+class StoreFull(StoreError):  # noqa: N818
+    """Creating one more model would exceed ``max_models``."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"the store already holds its limit of {limit} models; delete one first")
+        self.limit = limit
+
+
+class ModelStore(abc.ABC):
+    """Models by id. Every method is synchronous and thread-safe (routes call them from worker threads).
+
+    ``ttl_s`` (0 = never) drops models whose last mutation is older than that:
+    an expired model behaves exactly like a deleted one.
+    """
+
+    def __init__(self, max_models: int, ttl_s: float = 0.0):
+        self.max_models = max_models
+        self.ttl_s = ttl_s
+
+    @abc.abstractmethod
+    def create(self, record: ModelRecord, state: bytes) -> None:
+        """Insert a new model at ``record.version``; ``StoreFull`` when at the limit."""
+
+    @abc.abstractmethod
+    def get(self, model_id: str) -> ModelRecord:
+        """The record (not the state); ``ModelNotFound`` when absent."""
+
+    @abc.abstractmethod
+    def load(self, model_id: str) -> tuple[ModelRecord, bytes]:
+        """The record and its state, read together (one consistent version)."""
+
+    @abc.abstractmethod
+    def replace(self, model_id: str, expected_version: int, record: ModelRecord, state: bytes) -> bool:
+        """Compare-and-set: write ``record``/``state`` iff the stored version is ``expected_version``.
+
+        ``record.version`` must be ``expected_version + 1``. Returns False when
+        another writer got there first; ``ModelNotFound`` when the model is gone.
+        """
+
+    @abc.abstractmethod
+    def delete(self, model_id: str, expected_version: int | None = None) -> bool:
+        """Remove the model (only at ``expected_version`` when given); False on a version mismatch."""
+
+    @abc.abstractmethod
+    def list(self, offset: int, limit: int) -> tuple[list[ModelRecord], int]:
+        """A page of records in creation order, and the total count."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""

@@ -1,0 +1,222 @@
+"""The model store backends (SQLite, and Redis when redis-server is installed) and the state codec."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.spec import TrainableModel
+from service.codec import ElementBudget
+from service.errors import PreconditionFailedError, ServiceError
+from service.models import check_if_match, pack_state, parse_index, state_from_json, state_to_json, unpack_state
+from service.store import ModelNotFound, ModelRecord, StoreFull
+from service.store.sqlite import SQLiteStore
+from tests.redis_server import running_redis
+
+SPEC = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}]}
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with running_redis() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """A factory: ``make_store(max_models=.., ttl_s=..)`` -> a fresh, empty store of the parametrised kind."""
+    made = []
+
+    def make(max_models=100, ttl_s=0.0):
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / f"models{len(made)}.sqlite3", max_models, ttl_s)
+        else:
+            from service.store.redis import RedisStore
+
+            url = request.getfixturevalue("redis_url")
+            store = RedisStore(url, max_models, ttl_s, prefix=f"test{time.monotonic_ns()}")
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def record(model_id: str, version: int = 1, step: int = 0, at: float | None = None) -> ModelRecord:
+    now = time.time() if at is None else at
+    return ModelRecord(model_id, version, step, 3, SPEC, now, now)
+
+
+def test_create_get_load_round_trip(make_store):
+    store = make_store()
+    store.create(record("a"), b"\x00state\xff")
+    got, blob = store.load("a")
+    assert (got.id, got.version, got.step, got.parameter_count, got.spec) == ("a", 1, 0, 3, SPEC)
+    assert blob == b"\x00state\xff"
+    assert store.get("a") == got
+    with pytest.raises(ModelNotFound):
+        store.get("missing")
+
+
+def test_replace_is_compare_and_set(make_store):
+    store = make_store()
+    store.create(record("a"), b"v1")
+    assert store.replace("a", 1, record("a", 2, step=1), b"v2")
+    assert not store.replace("a", 1, record("a", 2, step=9), b"lost")  # stale expected version
+    got, blob = store.load("a")
+    assert (got.version, got.step, blob) == (2, 1, b"v2")
+    with pytest.raises(ModelNotFound):
+        store.replace("missing", 1, record("missing", 2), b"x")
+
+
+def test_concurrent_compare_and_set_loses_no_update(make_store):
+    store = make_store()
+    store.create(record("a"), b"0")
+    threads, per_thread = 6, 15
+
+    def increment():
+        for _ in range(per_thread):
+            while True:
+                current, blob = store.load("a")
+                new = dataclasses.replace(current, version=current.version + 1)
+                if store.replace("a", current.version, new, str(int(blob) + 1).encode()):
+                    break
+
+    workers = [threading.Thread(target=increment) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    got, blob = store.load("a")
+    assert int(blob) == threads * per_thread
+    assert got.version == 1 + threads * per_thread
+
+
+def test_delete_honours_expected_version(make_store):
+    store = make_store()
+    store.create(record("a"), b"x")
+    assert not store.delete("a", expected_version=7)
+    assert store.delete("a", expected_version=1)
+    with pytest.raises(ModelNotFound):
+        store.get("a")
+    with pytest.raises(ModelNotFound):
+        store.delete("a")
+
+
+def test_list_pages_in_creation_order_and_limit(make_store):
+    store = make_store(max_models=5)
+    for i in range(5):
+        store.create(record(f"m{i}", at=1000.0 + i), b"x")
+    with pytest.raises(StoreFull):
+        store.create(record("m5", at=2000.0), b"x")
+    page, total = store.list(offset=1, limit=2)
+    assert total == 5 and [r.id for r in page] == ["m1", "m2"]
+    page, _ = store.list(offset=4, limit=10)
+    assert [r.id for r in page] == ["m4"]
+    store.delete("m0")
+    store.create(record("m5", at=2000.0), b"x")  # room again
+
+
+def test_sqlite_ttl_expires_idle_models(tmp_path):
+    store = SQLiteStore(tmp_path / "m.sqlite3", max_models=1, ttl_s=60.0)
+    store.create(record("old", at=time.time() - 120), b"x")
+    with pytest.raises(ModelNotFound):
+        store.get("old")
+    store.create(record("new"), b"x")  # the expired one no longer counts against max_models
+    assert store.list(0, 10)[1] == 1
+
+
+def test_redis_ttl_expires_idle_models(redis_url):
+    from service.store.redis import RedisStore
+
+    store = RedisStore(redis_url, max_models=1, ttl_s=1.0, prefix="ttl")
+    store.create(record("a"), b"x")
+    assert store.get("a").version == 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            store.get("a")
+        except ModelNotFound:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the model did not expire")
+    store.create(record("b"), b"x")  # the expired id was pruned from the count
+    assert [r.id for r in store.list(0, 10)[0]] == ["b"]
+
+
+def test_sqlite_survives_reopening(tmp_path):
+    path = tmp_path / "m.sqlite3"
+    store = SQLiteStore(path, max_models=10)
+    store.create(record("a"), b"one")
+    store.replace("a", 1, record("a", 2, step=5), b"two")
+    store.close()
+    again = SQLiteStore(path, max_models=10)
+    got, blob = again.load("a")
+    assert (got.version, got.step, blob) == (2, 5, b"two")
+    mode = again._db().execute("PRAGMA journal_mode").fetchone()[0]
+    sync = again._db().execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2)  # WAL, synchronous=FULL
+
+
+# ---- the state codec ---------------------------------------------------------------
+
+
+def trained_model():
+    model = TrainableModel({"layers": [{"type": "linear", "in_features": 3, "out_features": 2}, {"type": "tanh"}],
+                            "optimizer": {"type": "adam", "lr": 0.01},
+                            "scheduler": {"type": "step", "step_size": 2}, "seed": 3})
+    model.train([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], [[0.1, 0.2], [0.3, -0.4]], steps=3)
+    model.backward([[1.0, 2.0, 3.0]], [[0.0, 0.0]])
+    return model
+
+
+def assert_same_continuation(a: TrainableModel, b: TrainableModel):
+    x, y = [[0.3, 0.1, -0.2]], [[1.0, -1.0]]
+    assert a.train(x, y, steps=2) == b.train(x, y, steps=2)
+    for name, value in a.named_parameters().items():
+        np.testing.assert_array_equal(b.named_parameters()[name], value)
+
+
+def test_packed_state_round_trips_bit_for_bit():
+    model = trained_model()
+    blob = pack_state(model.state())
+    restored = TrainableModel.from_state(unpack_state(blob))
+    with np.load(io.BytesIO(blob)) as archive:  # an ordinary .npz
+        np.testing.assert_array_equal(archive["parameters/0.weight"], model.named_parameters()["0.weight"])
+    assert_same_continuation(model, restored)
+
+
+@pytest.mark.parametrize("encoding", ["json", "base64"])
+def test_json_state_round_trips_bit_for_bit(encoding):
+    import orjson
+
+    model = trained_model()
+    wire = orjson.loads(orjson.dumps(state_to_json(model.state(), encoding), option=orjson.OPT_SERIALIZE_NUMPY))
+    restored = TrainableModel.from_state(state_from_json(wire, ElementBudget(10**6, 10**6)))
+    assert_same_continuation(model, restored)
+
+
+def test_unpack_rejects_what_is_not_a_state():
+    with pytest.raises(ServiceError):
+        unpack_state(b"not a zip file")
+
+
+def test_if_match_and_index_parsing():
+    check_if_match(None, 3)
+    check_if_match('"3"', 3)
+    check_if_match('"1", "3"', 3)
+    check_if_match("*", 3)
+    for stale in ('"2"', 'W/"3"', "3"):
+        with pytest.raises(PreconditionFailedError):
+            check_if_match(stale, 3)
+    assert parse_index("0,0:10") == (0, slice(0, 10))
+    assert parse_index("::2, -1") == (slice(None, None, 2), -1)
+    with pytest.raises(ServiceError):
+        parse_index("__import__('os')")
