@@ -107,27 +107,31 @@ def _product_timings(n, torch):
     return hvp, vhp, torch_hvp
 
 
+def _ours_against(title, others, sizes, timings):
+    """A row per size: our time, the others' (``others`` maps each column to its ratio's label), ours / each."""
+    table = Table(title, ["n", "ours", *others, *(f"ours / {label}" for label in others.values())])
+    for n in sizes:
+        ours, *theirs = timings(n)
+        table.add(n, fmt_time(ours), *(fmt_time(t) for t in theirs), *(ratio(ours, t) for t in theirs))
+    return table
+
+
 def run() -> list[Table]:
     torch = optional_torch()
     jax = optional_jax()
-    jac = Table(
+    jac = _ours_against(
         "Jacobian of tanh(W @ x) (float32, 1 thread)",
-        ["n", "ours", "torch.autograd.functional (vectorize)", "torch.func.jacrev", "jax.jit(jacrev)",
-         "ours / torch AF", "ours / jacrev", "ours / jax"],
+        {"torch.autograd.functional (vectorize)": "torch AF", "torch.func.jacrev": "jacrev", "jax.jit(jacrev)": "jax"},
+        JACOBIAN_SIZES,
+        lambda n: _jacobian_timings(n, torch, jax),
     )
-    for n in JACOBIAN_SIZES:
-        ours, af, rev, jx = _jacobian_timings(n, torch, jax)
-        jac.add(n, fmt_time(ours), fmt_time(af), fmt_time(rev), fmt_time(jx), ratio(ours, af), ratio(ours, rev),
-                ratio(ours, jx))
-    hes = Table(
+    hes = _ours_against(
         "Hessian of sum(sin(x) * x**2) + sum((A @ x)**2) (float32, 1 thread)",
-        ["n", "ours", "torch.autograd.functional (vectorize)", "torch.func.hessian", "jax.jit(hessian)",
-         "ours / torch AF", "ours / torch.func", "ours / jax"],
+        {"torch.autograd.functional (vectorize)": "torch AF", "torch.func.hessian": "torch.func",
+         "jax.jit(hessian)": "jax"},
+        HESSIAN_SIZES,
+        lambda n: _hessian_timings(n, torch, jax),
     )
-    for n in HESSIAN_SIZES:
-        ours, af, hs, jx = _hessian_timings(n, torch, jax)
-        hes.add(n, fmt_time(ours), fmt_time(af), fmt_time(hs), fmt_time(jx), ratio(ours, af), ratio(ours, hs),
-                ratio(ours, jx))
     products = Table(
         "Hessian-vector products of the same function (float32, 1 thread)",
         ["n", "hvp (forward-over-reverse)", "vhp (reverse-over-reverse)", "torch.autograd.functional.hvp",

@@ -137,23 +137,19 @@ def jvp(func, primals, tangents, *, has_aux=False):
 
 def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None):
     """The Jacobian by reverse mode (all rows in one batched backward, ``chunk_size`` at a time)."""
-
-    def wrapper(*args):
-        selection = _Selection(func, args, argnums, has_aux)
-        jac = functional.jacobian(selection, selection.inputs, create_graph=_carries_derivatives(selection.selected),
-                                  strategy="reverse-mode", chunk_size=chunk_size)
-        return selection.finish(jac)
-
-    return wrapper
+    return _jacobian_transform(func, argnums, has_aux, chunk_size, "reverse-mode")
 
 
 def jacfwd(func, argnums=0, has_aux=False, *, chunk_size=None):
     """The Jacobian by forward mode (all columns in one batched forward pass)."""
+    return _jacobian_transform(func, argnums, has_aux, chunk_size, "forward-mode")
 
+
+def _jacobian_transform(func, argnums, has_aux, chunk_size, strategy):
     def wrapper(*args):
         selection = _Selection(func, args, argnums, has_aux)
         jac = functional.jacobian(selection, selection.inputs, create_graph=_carries_derivatives(selection.selected),
-                                  strategy="forward-mode", chunk_size=chunk_size)
+                                  strategy=strategy, chunk_size=chunk_size)
         return selection.finish(jac)
 
     return wrapper

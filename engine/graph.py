@@ -42,6 +42,7 @@ from engine import backend, creation, ops
 from engine import budget as budget_module
 from engine.autograd.function import apply
 from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
+from engine.program_library import ENGINE_ERRORS
 from engine.tensor import Tensor
 
 # Table ops a client graph may not use (device placement is the service's business).
@@ -431,19 +432,6 @@ def _run_node(node, env, device):
     return apply(node.op, tuple(operands), dict(node.params))
 
 
-_ENGINE_ERRORS = (
-    RuntimeError,
-    TypeError,
-    ValueError,
-    IndexError,
-    KeyError,
-    ArithmeticError,
-    NotImplementedError,
-    AttributeError,
-    MemoryError,
-)
-
-
 def compile_graph(spec: dict, input_names, budget: Budget = DEFAULT_BUDGET) -> Callable:
     """Validate ``spec``; return ``f(*inputs) -> Tensor | tuple`` running it under ``budget``."""
     nodes, outputs = validate(spec, input_names, budget)
@@ -464,7 +452,7 @@ def compile_graph(spec: dict, input_names, budget: Budget = DEFAULT_BUDGET) -> C
                     raise
                 except GraphError:
                     raise
-                except _ENGINE_ERRORS as error:
+                except ENGINE_ERRORS as error:
                     raise GraphRuntimeError(error, node.index, label, node.op_name) from error
                 if isinstance(result, tuple):
                     for name, value in zip(node.outputs, result):

@@ -65,6 +65,7 @@ from engine.program_library import (
     ATTRIBUTE_NAMES,
     CONSTANTS,
     CREATION,
+    ENGINE_ERRORS,
     FORBIDDEN_BUILTINS,
     FUNCTIONS,
     GRAD_MODES,
@@ -437,17 +438,6 @@ def _check_input_names(input_names) -> list[str]:
 
 # ---- evaluation -----------------------------------------------------------------
 
-_ENGINE_ERRORS = (
-    RuntimeError,
-    TypeError,
-    ValueError,
-    IndexError,
-    KeyError,
-    ArithmeticError,
-    NotImplementedError,
-    AttributeError,
-    MemoryError,
-)
 _NUMBER = (int, float, bool)
 
 
@@ -533,6 +523,27 @@ class _Interpreter:
         if state.steps > state.budget.max_steps or (state.deadline_at is not None and not state.steps & 31):
             budget_module._charge(state, 0, getattr(node, "lineno", None))
 
+    def visit(self, node):
+        """Run a statement (its control signal, or None) or evaluate an expression (its value).
+
+        Engine errors become a ``ProgramRuntimeError`` at the innermost node that
+        raised them; a budget error gets that node's line.
+        """
+        self.tick(node)
+        try:
+            return _HANDLERS[type(node)](self, node)
+        except ProgramError:
+            raise
+        except BudgetExceeded as error:
+            if error.line is None:
+                error.line = node.lineno
+            raise
+        except ENGINE_ERRORS as error:
+            line, column = _where(node)
+            raise ProgramRuntimeError(error, line, column, _construct(node)) from error
+
+    run = eval = visit  # statements and expressions dispatch alike; the names say which is meant
+
     # -- statements --
 
     def run_block(self, statements):
@@ -541,20 +552,6 @@ class _Interpreter:
             if signal is not None:
                 return signal
         return None
-
-    def run(self, node):
-        self.tick(node)
-        try:
-            return _STATEMENT_HANDLERS[type(node)](self, node)
-        except ProgramError:
-            raise
-        except BudgetExceeded as error:
-            if error.line is None:
-                error.line = node.lineno
-            raise
-        except _ENGINE_ERRORS as error:
-            line, column = _where(node)
-            raise ProgramRuntimeError(error, line, column, _construct(node)) from error
 
     def run_assign(self, node):
         value = self.eval(node.value)
@@ -655,20 +652,6 @@ class _Interpreter:
         raise _error(f"cannot iterate over a {type(value).__name__}", node, "for")
 
     # -- expressions --
-
-    def eval(self, node):
-        self.tick(node)
-        try:
-            return _EXPRESSION_HANDLERS[type(node)](self, node)
-        except ProgramError:
-            raise
-        except BudgetExceeded as error:
-            if error.line is None:
-                error.line = node.lineno
-            raise
-        except _ENGINE_ERRORS as error:
-            line, column = _where(node)
-            raise ProgramRuntimeError(error, line, column, _construct(node)) from error
 
     def lookup(self, node: ast.Name):
         name = node.id
@@ -834,6 +817,7 @@ _EXPRESSION_HANDLERS = {
     ast.Attribute: _Interpreter.eval_attribute,
     ast.Call: _Interpreter.eval_call,
 }
+_HANDLERS = {**_STATEMENT_HANDLERS, **_EXPRESSION_HANDLERS}  # ast.stmt and ast.expr types: disjoint
 
 
 # ---- results and the public entry points ------------------------------------------

@@ -383,6 +383,21 @@ _FORBIDDEN_WORDS = """
 # Python built-ins programs cannot use, named in the error so nobody wonders whether they were misspelt.
 FORBIDDEN_BUILTINS = frozenset(_FORBIDDEN_WORDS.split())
 
+# What the functions, methods and ops above raise on a client's bad arguments (a shape mismatch, a bad
+# dim, an overflow...): the interpreter and the graph runner report these as the client's error, at the
+# line or node that raised them, and let anything else propagate unchanged.
+ENGINE_ERRORS = (
+    RuntimeError,
+    TypeError,
+    ValueError,
+    IndexError,
+    KeyError,
+    ArithmeticError,
+    NotImplementedError,
+    AttributeError,
+    MemoryError,
+)
+
 
 _EXTRA_DOCS = {
     "allclose": "whether two tensors are equal within tolerances (a bool)",

@@ -55,8 +55,9 @@ def _seed(tensor, grad, create_graph):
     if grad is None:
         if tensor._data.size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
-        xp = backend.namespace_of(tensor._data)
-        seed = xp.ones(tensor._data.shape, dtype=tensor._data.dtype)
+        data = tensor._data
+        # asarray(1) is a C call; xp.ones goes through numpy's Python layer (a scalar loss is the usual root).
+        seed = backend.namespace_of(data).asarray(1, dtype=data.dtype).reshape(data.shape)
         return Tensor._make(seed) if create_graph else seed
     if not isinstance(grad, Tensor):
         grad = Tensor(grad, dtype=tensor.dtype)
@@ -131,13 +132,7 @@ def _check_shape(grad, node, index, batch_shape):
 
 
 def _array_grads(node, g):
-    """The inputs' gradients as arrays: the plain backward, the hot path.
-
-    Picks ``[g, out, *inputs]`` for the op's vjp rules, runs the rule of each
-    input that leads somewhere, and sums broadcast gradients back to the
-    input's shape (keeping any leading batch axes of ``g``).
-    """
-    op = node.op
+    """The inputs' gradients as arrays: the plain backward, the hot path."""
     values = [g]
     for value in node.saved:
         if isinstance(value, Tensor):
@@ -145,6 +140,30 @@ def _array_grads(node, g):
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
         values.append(value)
+    return _input_grads(node, g, values, as_arrays=True)
+
+
+def _tensor_grads(node, g):
+    """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
+    saved = node.saved
+    out = saved[0]
+    if out is not None:
+        # The result as a Tensor again, so derivatives through it reach this node's inputs.
+        out = Tensor._make(out)
+        out.grad_fn = node
+        out._requires_grad = True
+        out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
+    return _input_grads(node, g, [g, out, *saved[1:]], as_arrays=False)
+
+
+def _input_grads(node, g, values, as_arrays):
+    """Run the vjp rule of each input that leads somewhere on ``values`` (``[g, out, *inputs]``).
+
+    A broadcasting op's gradients are summed back to the input's shape
+    (keeping any leading batch axes of ``g``): on arrays by
+    ``backend.sum_to_shape``, on Tensors by the recorded ``sum_to_size`` op.
+    """
+    op = node.op
     params = node.params
     if op.variadic:
         if op.vjp is None:
@@ -162,49 +181,15 @@ def _array_grads(node, g):
         if rule is None:
             raise _missing_rule(op, i)
         grad = rule.call(values, params)
-        if not backend.is_array(grad):
+        if as_arrays and not backend.is_array(grad):
             grad = backend.numpy.asarray(grad)
         if op.broadcast:
-            shape = node.input_shapes[i]
+            shape = node.input_shapes[i]  # a tuple, as grad.shape[batch:] is for arrays and Tensors
             if grad.shape[batch:] != shape:
-                grad = backend.sum_to_shape(grad, shape, batch)
-        if DEBUG:
-            _check_shape(grad, node, i, g.shape[:batch])
-        grads.append(grad)
-    return grads
-
-
-def _tensor_grads(node, g):
-    """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
-    op = node.op
-    saved = node.saved
-    out = saved[0]
-    if out is not None:
-        # The result as a Tensor again, so derivatives through it reach this node's inputs.
-        out = Tensor._make(out)
-        out.grad_fn = node
-        out._requires_grad = True
-        out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
-    values = [g, out, *saved[1:]]
-    params = node.params
-    if op.variadic:
-        if op.vjp is None:
-            raise _missing_rule(op, 0)
-        grads = op.vjp.call(values, params)
-        return [None if child is None else grads[i] for i, (child, _) in enumerate(node.next_functions)]
-    batch = g.ndim - len(node.out_shape)
-    grads = []
-    for i, (child, _) in enumerate(node.next_functions):
-        if child is None:
-            grads.append(None)
-            continue
-        rule = op.vjp[i] if op.vjp else None
-        if rule is None:
-            raise _missing_rule(op, i)
-        grad = rule.call(values, params)
-        shape = node.input_shapes[i]
-        if op.broadcast and tuple(grad.shape[batch:]) != tuple(shape):
-            grad = ops.sum_to_size(grad, shape=tuple(shape), lead=batch)
+                if as_arrays:
+                    grad = backend.sum_to_shape(grad, shape, batch)
+                else:
+                    grad = ops.sum_to_size(grad, shape=shape, lead=batch)
         if DEBUG:
             _check_shape(grad, node, i, g.shape[:batch])
         grads.append(grad)

@@ -487,20 +487,22 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
         outputs = func(*inputs)
         is_outputs_tuple, outputs = _as_tuple(outputs, "outputs of the user-provided function", "vjp")
         _check_requires_grad(outputs, "outputs", strict)
-        if v is not None:
-            _, v = _as_tuple(v, "v", "vjp")
-            v = _grad_preprocess(v, create_graph, need_graph=False)
-            _validate_v(v, outputs, is_outputs_tuple)
-        elif len(outputs) != 1 or outputs[0].numel() != 1:
-            raise RuntimeError(
-                "The vector v can only be None if the user-provided function returns a single Tensor with a "
-                "single element."
-            )
+        v = _prepare_v(v, outputs, is_outputs_tuple, "vjp", create_graph, "the user-provided function returns")
+    result = _reverse_product(outputs, inputs, v, create_graph, strict, "back")
+    return _products(outputs, is_outputs_tuple, result, is_inputs_tuple, create_graph)
+
+
+def _reverse_product(outputs, inputs, v, create_graph, strict, stage):
+    """``v^T d outputs / d inputs`` by one backward pass, zeros where an input is unused."""
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
         grads = _grad_of_differentiable(outputs, inputs, v, create_graph)
-        result = _fill_in_zeros(grads, inputs, strict, create_graph, "back")
+        return _fill_in_zeros(grads, inputs, strict, create_graph, stage)
+
+
+def _products(outputs, is_outputs_tuple, result, is_result_tuple, create_graph):
+    """``(outputs, result)`` of a product, each detached unless ``create_graph`` and unpacked as given."""
     return (_tuple_postprocess(_grad_postprocess(outputs, create_graph), is_outputs_tuple),
-            _tuple_postprocess(_grad_postprocess(result, create_graph), is_inputs_tuple))
+            _tuple_postprocess(_grad_postprocess(result, create_graph), is_result_tuple))
 
 
 def _grad_of_differentiable(outputs, inputs, grad_outputs, create_graph, record=True, retain_graph=None):
@@ -522,15 +524,9 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
         is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
         # Forward mode needs no graph; strict mode records one only to find inputs an output ignores.
         inputs = _grad_preprocess(inputs, create_graph, need_graph=strict)
-        v = _prepare_v(v, inputs, is_inputs_tuple, "jvp", create_graph,
-                       "the input to the user-provided function is")
-        if v is None:
-            v = (Tensor._make(backend.namespace_of(inputs[0]._data).ones_like(inputs[0]._data)),)
+        v = _prepare_tangents(v, inputs, is_inputs_tuple, "jvp", create_graph)
         with fwAD.dual_level():
-            for x, t in zip(inputs, v):
-                fwAD._set_tangent(x, _tangent_value(t, x, create_graph))
-            outputs = func(*inputs)
-            is_outputs_tuple, outputs = _as_tuple(outputs, "outputs of the user-provided function", "jvp")
+            is_outputs_tuple, outputs = _call_with_tangents(func, inputs, v, create_graph, "jvp")
             tangents = [_tangent_tensor(fwAD._tangent(out)) for out in outputs]
         if strict:
             _check_requires_grad(outputs, "outputs", strict)
@@ -542,8 +538,23 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
                         "This is not allowed in strict mode."
                     )
         result = _fill_in_zeros(tangents, outputs, strict, create_graph, "forward")
-    return (_tuple_postprocess(_grad_postprocess(outputs, create_graph), is_outputs_tuple),
-            _tuple_postprocess(_grad_postprocess(result, create_graph), is_outputs_tuple))
+    return _products(outputs, is_outputs_tuple, result, is_outputs_tuple, create_graph)
+
+
+def _prepare_tangents(v, inputs, is_inputs_tuple, fn_name, create_graph):
+    """``v`` checked against the inputs; omitted (one single-element input), a tangent of one."""
+    v = _prepare_v(v, inputs, is_inputs_tuple, fn_name, create_graph, "the input to the user-provided function is")
+    if v is None:
+        v = (Tensor._make(backend.namespace_of(inputs[0]._data).ones_like(inputs[0]._data)),)
+    return v
+
+
+def _call_with_tangents(func, inputs, v, create_graph, fn_name):
+    """``(is_outputs_tuple, outputs)`` of ``func`` on ``inputs`` carrying tangents ``v`` (call in a dual level)."""
+    for x, t in zip(inputs, v):
+        fwAD._set_tangent(x, _tangent_value(t, x, create_graph))
+    outputs = func(*inputs)
+    return _as_tuple(outputs, "outputs of the user-provided function", fn_name)
 
 
 def _tangent_value(t, x, differentiable):
@@ -571,11 +582,8 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
         _single_output(outputs, is_outputs_tuple, "vhp", strict)
         jac = _grad_of_differentiable(outputs, inputs, None, create_graph=True)
         _check_requires_grad(jac, "jacobian", strict)
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grads = _grad_of_differentiable(jac, inputs, v, create_graph)
-        result = _fill_in_zeros(grads, inputs, strict, create_graph, "double_back")
-    return (_tuple_postprocess(_grad_postprocess(outputs, create_graph), is_outputs_tuple),
-            _tuple_postprocess(_grad_postprocess(result, create_graph), is_inputs_tuple))
+    result = _reverse_product(jac, inputs, v, create_graph, strict, "double_back")
+    return _products(outputs, is_outputs_tuple, result, is_inputs_tuple, create_graph)
 
 
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
@@ -583,20 +591,13 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
     with enable_grad():
         is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "hvp")
         inputs = _grad_preprocess(inputs, create_graph, need_graph=True)
-        v = _prepare_v(v, inputs, is_inputs_tuple, "hvp", create_graph,
-                       "the input to the user-provided function is")
-        if v is None:
-            v = (Tensor._make(backend.namespace_of(inputs[0]._data).ones_like(inputs[0]._data)),)
+        v = _prepare_tangents(v, inputs, is_inputs_tuple, "hvp", create_graph)
         with fwAD.dual_level():
-            for x, t in zip(inputs, v):
-                fwAD._set_tangent(x, _tangent_value(t, x, create_graph))
-            outputs = func(*inputs)
-            is_outputs_tuple, outputs = _as_tuple(outputs, "outputs of the user-provided function", "hvp")
+            is_outputs_tuple, outputs = _call_with_tangents(func, inputs, v, create_graph, "hvp")
             _single_output(outputs, is_outputs_tuple, "hvp", strict)
             # The gradient's graph is needed only to be differentiated again or checked (strict).
             jac = _grad_of_differentiable(outputs, inputs, None, create_graph=True, record=create_graph or strict)
             _check_requires_grad(jac, "jacobian", strict)
             tangents = [None if g is None else _tangent_tensor(fwAD._tangent(g)) for g in jac]
         result = _fill_in_zeros(tangents, inputs, strict, create_graph, "forward_over_back")
-    return (_tuple_postprocess(_grad_postprocess(outputs, create_graph), is_outputs_tuple),
-            _tuple_postprocess(_grad_postprocess(result, create_graph), is_inputs_tuple))
+    return _products(outputs, is_outputs_tuple, result, is_inputs_tuple, create_graph)

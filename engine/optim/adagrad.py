@@ -29,24 +29,10 @@ class Adagrad(Optimizer):
                 self.state.setdefault(param, {})["step"] = 0
                 self._state_buffer(param, "sum", group["initial_accumulator_value"])
 
-    def _update(self, group):
-        lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]
-        for param in group["params"]:
-            grad = param._grad
-            if grad is None:
-                continue
-            p, g = param._data, grad._data
-            xp = backend.namespace_of(p)
-            if group["maximize"]:
-                g = -g
-            state = self.state.setdefault(param, {})
-            step = state["step"] = state.get("step", 0) + 1
-            total = self._state_buffer(param, "sum", group["initial_accumulator_value"])
-            if weight_decay != 0:
-                g = g + weight_decay * p
-            clr = lr / (1 + (step - 1) * lr_decay)
-            total += g * g
-            std = xp.sqrt(total)
-            std += eps
-            p += (-clr * g) / std
-            param._version_counter[0] += 1
+    def _update_parameter(self, group, param, p, g, step):
+        total = self._state_buffer(param, "sum", group["initial_accumulator_value"])
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        total += g * g
+        std = backend.namespace_of(p).sqrt(total)
+        std += group["eps"]
+        p += (-clr * g) / std

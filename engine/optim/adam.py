@@ -35,40 +35,23 @@ class Adam(Optimizer):
                     "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled}
         super().__init__(params, defaults)
 
-    def _update(self, group):
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        weight_decay, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
-        decoupled = group["decoupled_weight_decay"]
-        for param in group["params"]:
-            grad = param._grad
-            if grad is None:
-                continue
-            p, g = param._data, grad._data
-            xp = backend.namespace_of(p)
-            if maximize:
-                g = -g
-            state = self.state.setdefault(param, {})
-            step = state["step"] = state.get("step", 0) + 1
-            m = self._state_buffer(param, "exp_avg")
-            v = self._state_buffer(param, "exp_avg_sq")
-            if weight_decay != 0:
-                if decoupled:
-                    p *= 1 - lr * weight_decay
-                else:
-                    g = g + weight_decay * p
-            m += (1 - beta1) * (g - m)
-            v *= beta2
-            v += (1 - beta2) * (g * g)
-            bias_correction1 = 1 - beta1**step
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-            if amsgrad:
-                v_max = self._state_buffer(param, "max_exp_avg_sq")
-                xp.maximum(v_max, v, out=v_max)
-                v = v_max
-            denom = xp.sqrt(v) / bias_correction2_sqrt
-            denom += eps
-            p += (-lr / bias_correction1) * m / denom
-            param._version_counter[0] += 1
+    def _update_parameter(self, group, param, p, g, step):
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        xp = backend.namespace_of(p)
+        m = self._state_buffer(param, "exp_avg")
+        v = self._state_buffer(param, "exp_avg_sq")
+        m += (1 - beta1) * (g - m)
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        if group["amsgrad"]:
+            v_max = self._state_buffer(param, "max_exp_avg_sq")
+            xp.maximum(v_max, v, out=v_max)
+            v = v_max
+        denom = xp.sqrt(v) / bias_correction2_sqrt
+        denom += group["eps"]
+        p += (-lr / bias_correction1) * m / denom
 
 
 class AdamW(Adam):

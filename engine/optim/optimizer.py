@@ -1,10 +1,13 @@
 """``Optimizer``: parameter groups, per-parameter state, ``zero_grad`` and state dicts.
 
-Subclasses implement ``_update(group)``, which ``step()`` calls under no_grad
-for each parameter group. Updates work on the parameters' arrays in place
-(as PyTorch's kernels do) and bump each parameter's version counter, exactly
-as an in-place op would, so a graph that saved a parameter before the step
-refuses to run backward afterwards.
+``step()`` calls ``_update(group)`` under no_grad for each parameter group.
+The default ``_update`` does what Adam, Adagrad and RMSprop share for each
+parameter that has a grad (negate it for ``maximize``, count the step, add
+the weight decay) and hands the rest to the subclass's ``_update_parameter``;
+SGD overrides ``_update`` whole. Updates work on the parameters' arrays in
+place (as PyTorch's kernels do) and bump each parameter's version counter,
+exactly as an in-place op would, so a graph that saved a parameter before the
+step refuses to run backward afterwards.
 """
 
 from __future__ import annotations
@@ -84,6 +87,33 @@ class Optimizer:
         return loss
 
     def _update(self, group: dict) -> None:
+        """Update each parameter of ``group`` that has a grad, in place.
+
+        ``g`` reaches ``_update_parameter`` negated for ``maximize`` and with
+        L2 weight decay added (``g + wd p``); with ``decoupled_weight_decay``
+        in the group (AdamW) ``p`` is scaled by ``1 - lr wd`` instead.
+        """
+        weight_decay, maximize = group["weight_decay"], group["maximize"]
+        decoupled = group.get("decoupled_weight_decay", False)
+        for param in group["params"]:
+            grad = param._grad
+            if grad is None:
+                continue
+            p, g = param._data, grad._data
+            if maximize:
+                g = -g
+            state = self.state.setdefault(param, {})
+            step = state["step"] = state.get("step", 0) + 1
+            if weight_decay != 0:
+                if decoupled:
+                    p *= 1 - group["lr"] * weight_decay
+                else:
+                    g = g + weight_decay * p
+            self._update_parameter(group, param, p, g, step)
+            param._version_counter[0] += 1
+
+    def _update_parameter(self, group: dict, param, p, g, step: int) -> None:
+        """Apply the update rule to ``p`` (``param``'s array) given its gradient ``g`` at ``step`` (1 first)."""
         raise NotImplementedError
 
     def _state_buffer(self, param, name: str, fill: float = 0.0):

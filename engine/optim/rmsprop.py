@@ -28,36 +28,23 @@ class RMSprop(Optimizer):
                     "differentiable": differentiable}
         super().__init__(params, defaults)
 
-    def _update(self, group):
-        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-        weight_decay, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
-        for param in group["params"]:
-            grad = param._grad
-            if grad is None:
-                continue
-            p, g = param._data, grad._data
-            xp = backend.namespace_of(p)
-            if group["maximize"]:
-                g = -g
-            state = self.state.setdefault(param, {})
-            state["step"] = state.get("step", 0) + 1
-            square_avg = self._state_buffer(param, "square_avg")
-            if weight_decay != 0:
-                g = g + weight_decay * p
-            square_avg *= alpha
-            square_avg += (1 - alpha) * (g * g)
-            if centered:
-                grad_avg = self._state_buffer(param, "grad_avg")
-                grad_avg += (1 - alpha) * (g - grad_avg)
-                avg = xp.sqrt(square_avg - grad_avg * grad_avg)
-            else:
-                avg = xp.sqrt(square_avg)
-            avg += eps
-            if momentum > 0:
-                buf = self._state_buffer(param, "momentum_buffer")
-                buf *= momentum
-                buf += g / avg
-                p -= lr * buf
-            else:
-                p += (-lr * g) / avg
-            param._version_counter[0] += 1
+    def _update_parameter(self, group, param, p, g, step):
+        lr, alpha, momentum = group["lr"], group["alpha"], group["momentum"]
+        xp = backend.namespace_of(p)
+        square_avg = self._state_buffer(param, "square_avg")
+        square_avg *= alpha
+        square_avg += (1 - alpha) * (g * g)
+        if group["centered"]:
+            grad_avg = self._state_buffer(param, "grad_avg")
+            grad_avg += (1 - alpha) * (g - grad_avg)
+            avg = xp.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = xp.sqrt(square_avg)
+        avg += group["eps"]
+        if momentum > 0:
+            buf = self._state_buffer(param, "momentum_buffer")
+            buf *= momentum
+            buf += g / avg
+            p -= lr * buf
+        else:
+            p += (-lr * g) / avg
