@@ -89,7 +89,10 @@ def _as_tuple(dim) -> tuple:
 
 def _kept_shape(shape, dim) -> tuple:
     """``shape`` with the reduced axes (negative ``dim``) set to 1, as keepdim leaves it."""
-    reduced = {d + len(shape) for d in _as_tuple(dim)}
+    dims = _as_tuple(dim)
+    if len(dims) == len(shape):  # a full reduction, the usual loss
+        return (1,) * len(shape)
+    reduced = {d + len(shape) for d in dims}
     return tuple(1 if i in reduced else n for i, n in enumerate(shape))
 
 

@@ -167,36 +167,36 @@ def _run(op, inputs, arrays, shapes, first, requires, params):
 def _record(op, inputs, params, out, result, shapes):
     """The backward node for one op: edges to the inputs' nodes, and what the vjp rules need."""
     next_functions = []
-    for value in inputs:
+    if op.saves_out:
+        saved = [out]
+        counter = result._version_counter  # a view's is its base's: not necessarily at 0
+        checks = [(counter, counter[0], -1)]
+    else:
+        saved = [None]
+        checks = []
+    variadic = op.variadic
+    keep = op.keeps_input
+    for i, value in enumerate(inputs):
         if isinstance(value, Tensor):
             grad_fn = value.grad_fn
             if grad_fn is not None:
                 next_functions.append((grad_fn, 0))
             elif value._requires_grad:
-                next_functions.append((accumulator(value), 0))
+                node = value._accumulator
+                next_functions.append((node if node is not None else accumulator(value), 0))
             else:
                 next_functions.append(_NO_EDGE)
+            if not variadic and keep[i]:
+                saved.append(value)
+                counter = value._version_counter
+                checks.append((counter, counter[0], i))
+                continue
         else:
             next_functions.append(_NO_EDGE)
-    checks = []
-    if op.saves_out:
-        saved = [out]
-        counter = result._version_counter  # a view's is its base's: not necessarily at 0
-        checks.append((counter, counter[0], -1))
-    else:
-        saved = [None]
-    if op.variadic:
+        if not variadic:
+            saved.append(value if keep[i] else None)
+    if variadic:
         saved.append(inputs if op.saved_inputs else None)
-    else:
-        keep = op.keeps_input
-        for i, value in enumerate(inputs):
-            if keep[i]:
-                saved.append(value)
-                if isinstance(value, Tensor):
-                    counter = value._version_counter
-                    checks.append((counter, counter[0], i))
-            else:
-                saved.append(None)
     cls = op.node_cls
     if cls is None:
         cls = node_class(op.grad_fn_name(params, shapes))
