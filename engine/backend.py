@@ -8,6 +8,8 @@ folds a broadcast gradient back onto an input's shape.
 
 from __future__ import annotations
 
+import contextvars
+
 import numpy
 import scipy.special
 
@@ -79,7 +81,11 @@ def dtype_of(array) -> DType:
 
 
 class Device:
-    """Where a tensor lives: ``device(type='cpu')`` or ``device(type='cuda', index=0)``."""
+    """Where a tensor lives: ``device(type='cpu')`` or ``device(type='cuda', index=0)``.
+
+    ``with engine.device("cuda"):`` makes it the default device of the creation functions
+    inside the block, as in PyTorch (per context, like grad mode).
+    """
 
     __slots__ = ("index", "type")
 
@@ -102,16 +108,41 @@ class Device:
     def __hash__(self) -> int:
         return hash((self.type, self.index or 0))
 
+    def __enter__(self) -> Device:
+        _device_tokens.set((*_device_tokens.get(), _default_device.set(self)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        *rest, token = _device_tokens.get()
+        _device_tokens.set(tuple(rest))
+        _default_device.reset(token)
+
 
 CPU = Device("cpu")
+# Where creation functions put tensors when not told (engine.set_default_device, ``with device``):
+# a ContextVar, so that concurrent requests on different devices do not see each other's.
+_default_device = contextvars.ContextVar("default_device", default=CPU)
+_device_tokens: contextvars.ContextVar = contextvars.ContextVar("device_tokens", default=())
 
 
-def device(spec=None) -> Device:
-    """Resolve "cpu", "cuda", "cuda:1" or a Device. Asking for cuda without a GPU raises."""
+def get_default_device() -> Device:
+    return _default_device.get()
+
+
+def set_default_device(spec) -> None:
+    """Creation functions put tensors on ``spec`` (None: the CPU) from now on, in this context."""
+    _default_device.set(device(spec) if spec is not None else CPU)
+
+
+def device(spec=None, index: int | None = None) -> Device:
+    """Resolve "cpu", "cuda", "cuda:1", ("cuda", 1) or a Device (which device exists is checked
+    where arrays are placed, by ``namespace``)."""
     if spec is None:
-        return CPU
+        return _default_device.get()
     if isinstance(spec, Device):
         return spec
+    if index is not None and isinstance(spec, str) and ":" not in spec:
+        spec = f"{spec}:{int(index)}"
     if not isinstance(spec, str):
         raise TypeError(f"expected a device string such as 'cpu' or 'cuda', got {spec!r}")
     kind, _, index = spec.partition(":")
@@ -122,24 +153,38 @@ def device(spec=None) -> Device:
     raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
 
 
-def cuda_available() -> bool:
+def cuda_device_count() -> int:
     if cupy is None:
-        return False
+        return 0
     try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return int(cupy.cuda.runtime.getDeviceCount())
     except Exception:  # no driver, or a driver too old for this cupy
-        return False
+        return 0
+
+
+def cuda_available() -> bool:
+    return cuda_device_count() > 0
+
+
+def cuda_unavailable_reason() -> str | None:
+    """What is missing for device 'cuda' (None when a GPU is usable): the text of every such error."""
+    if cupy is None:
+        return "cupy is not installed (pip install 'gradserve[gpu]', which pulls cupy-cuda12x)"
+    if not cuda_available():
+        return "cupy is installed but finds no CUDA device (no NVIDIA driver or no visible GPU)"
+    return None
 
 
 def namespace(dev: Device):
     """The array namespace for a device: numpy on the CPU, cupy on CUDA."""
     if dev.type == "cpu":
         return numpy
-    if not cuda_available():
-        raise RuntimeError(
-            "device 'cuda' was requested but no CUDA GPU is available here "
-            "(cupy is not installed or finds no device); use device='cpu'"
-        )
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"device '{dev}' was requested but CUDA is not available here: {reason}; use device='cpu'")
+    count = cuda_device_count()
+    if (dev.index or 0) >= count:
+        raise RuntimeError(f"CUDA error: invalid device ordinal: {dev} requested, {count} device(s) visible")
     return cupy
 
 
@@ -166,8 +211,41 @@ def to_device(array, dev: Device):
         return array
     if dev.type == "cpu":
         return cupy.asnumpy(array)
+    namespace(dev)  # says what is missing when there is no GPU
     with cupy.cuda.Device(dev.index or 0):
         return cupy.asarray(array)
+
+
+# ---- the GPU runtime: synchronization, the memory pool, out-of-memory ------
+
+
+def synchronize(dev: Device | None = None) -> None:
+    """Wait for every kernel queued on ``dev`` (the current CUDA device when None)."""
+    if cuda_available():
+        cupy.cuda.Device(None if dev is None else dev.index or 0).synchronize()
+
+
+def set_memory_limit(limit_bytes: int | None) -> None:
+    """Cap cupy's default memory pool (None or 0: no cap). Allocations past it raise
+    ``out_of_memory_error()``, as an exhausted GPU does."""
+    namespace(Device("cuda", 0))
+    cupy.get_default_memory_pool().set_limit(size=int(limit_bytes or 0))
+
+
+def memory_stats() -> dict:
+    """The default memory pool's bytes in use, held, and its limit (0: none); zeros without a GPU."""
+    if not cuda_available():
+        return {"used_bytes": 0, "total_bytes": 0, "limit_bytes": 0}
+    pool = cupy.get_default_memory_pool()
+    return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes()),
+            "limit_bytes": int(pool.get_limit())}
+
+
+def out_of_memory_error() -> type | None:
+    """cupy's ``OutOfMemoryError`` class (a MemoryError), or None without cupy."""
+    if cupy is None:
+        return None
+    return cupy.cuda.memory.OutOfMemoryError
 
 
 def to_numpy(array):

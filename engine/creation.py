@@ -41,6 +41,15 @@ class Generator:
 default_generator = Generator()
 
 
+def set_default_device(device) -> None:
+    """Where creation functions put tensors when no ``device=`` is given (None: the CPU)."""
+    backend.set_default_device(device)
+
+
+def get_default_device():
+    return backend.get_default_device()
+
+
 def manual_seed(seed: int) -> Generator:
     """Seed the default generator (and each device's), as ``torch.manual_seed``."""
     return default_generator.manual_seed(seed)
@@ -95,6 +104,8 @@ def to_array(data, dtype=None, device=None):
         return xp.array(data, dtype=target.np)
     except (ValueError, TypeError) as error:
         raise ValueError(f"could not make a tensor from {type(data).__name__}: {error}") from None
+    except OverflowError:  # a Python int wider than int64
+        raise RuntimeError(f"Overflow when unpacking long: a value does not fit {target}") from None
 
 
 def _array_dtype(array):

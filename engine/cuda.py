@@ -1,4 +1,15 @@
-"""``engine.cuda``: what PyTorch's ``torch.cuda`` answers, backed by cupy when present."""
+"""``engine.cuda``: what PyTorch's ``torch.cuda`` answers, backed by cupy when present.
+
+Everything here asks ``engine.backend`` (the one module that imports cupy), so
+on a machine without cupy or without a GPU it answers "no devices" instead of
+failing: ``is_available()`` is False, ``device_count()`` 0, ``synchronize()``
+does nothing, and placing a tensor on ``"cuda"`` raises a RuntimeError that
+says what is missing (``unavailable_reason()``).
+
+Random numbers: every device draws from the same seeded generator (on the
+host, then copied), so ``manual_seed(s)`` makes both CPU and CUDA draws
+reproducible, and a CUDA draw equals the CPU draw that the same seed gives.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +21,58 @@ def is_available() -> bool:
 
 
 def device_count() -> int:
-    return backend.cupy.cuda.runtime.getDeviceCount() if is_available() else 0
+    return backend.cuda_device_count()
 
 
-def synchronize() -> None:
-    if is_available():
-        backend.cupy.cuda.Device().synchronize()
+def unavailable_reason() -> str | None:
+    """Why device 'cuda' cannot be used here (None when it can)."""
+    return backend.cuda_unavailable_reason()
+
+
+def current_device() -> int:
+    _require()
+    return 0
+
+
+def synchronize(device=None) -> None:
+    """Wait for the GPU's queued work; a no-op without a GPU (as timing code expects)."""
+    backend.synchronize(None if device is None else backend.device(_device_spec(device)))
 
 
 def manual_seed(seed: int) -> None:
+    """Seed the random numbers of CUDA tensors (shared with the CPU's: see the module docstring)."""
     from engine.creation import manual_seed as seed_all
 
     seed_all(seed)
 
 
 manual_seed_all = manual_seed
+
+
+def set_per_process_memory_limit(limit_bytes: int | None) -> None:
+    """Cap the GPU memory pool at ``limit_bytes`` (None or 0 lifts the cap); needs a GPU."""
+    backend.set_memory_limit(limit_bytes)
+
+
+def memory_allocated(device=None) -> int:
+    return backend.memory_stats()["used_bytes"]
+
+
+def memory_reserved(device=None) -> int:
+    return backend.memory_stats()["total_bytes"]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the GPU memory pool running out (cupy's OutOfMemoryError)."""
+    cls = backend.out_of_memory_error()
+    return cls is not None and isinstance(error, cls)
+
+
+def _device_spec(device):
+    return f"cuda:{device}" if isinstance(device, int) else device
+
+
+def _require() -> None:
+    reason = backend.cuda_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"CUDA is not available: {reason}")

@@ -969,7 +969,8 @@ def _full_index(params, shape, *rest):
         size = shape[axis]
         if isinstance(part, int) and not -size <= part < size:
             raise IndexError(f"index {part} is out of bounds for dimension {axis} with size {size}")
-        if backend.is_array(part) and part.size and not (-size <= int(part.min()) and int(part.max()) < size):
+        # One read of a device index (not two, min and max): cupy's indexing would wrap silently.
+        if backend.is_array(part) and part.size and bool(((part < -size) | (part >= size)).any()):
             raise IndexError(f"index out of range in self (dimension {axis} has size {size})")
         axis += 1
     return {**params, "index": (Ellipsis, *parts)}

@@ -828,18 +828,25 @@ def _output(value, where: str, device):
     if isinstance(value, Tensor):
         return value
     if isinstance(value, _NUMBER):
-        return creation.tensor(value, device=device)
+        return _number_tensor(value, where, device)
     if isinstance(value, (tuple, list)) and value and not isinstance(value, Size):
         parts = []
         for item in value:
             if isinstance(item, Tensor):
                 parts.append(item)
             elif isinstance(item, _NUMBER):
-                parts.append(creation.tensor(item, device=device))
+                parts.append(_number_tensor(item, where, device))
             else:
                 raise ProgramError(f"{where} must give Tensors or numbers, got a {type(item).__name__} in a tuple")
         return tuple(parts)
     raise ProgramError(f"{where} must give a Tensor or a tuple of Tensors, got {type(value).__name__}")
+
+
+def _number_tensor(value, where: str, device):
+    try:
+        return creation.tensor(value, device=device)
+    except RuntimeError as error:  # an int wider than int64
+        raise ProgramError(f"{where}: {error}") from None
 
 
 def _bind(names, args):

@@ -8,7 +8,7 @@ A spec (what ``POST /v1/models`` takes) looks like::
      "loss": {"type": "mse", "reduction": "sum"},
      "optimizer": {"type": "sgd", "lr": 0.001},
      "scheduler": {"type": "step", "step_size": 10, "gamma": 0.5},     (optional)
-     "seed": 0, "dtype": "float32"}                                    (optional)
+     "seed": 0, "dtype": "float32", "device": "cpu"}                   (optional)
 
 Layer types: linear (in_features, out_features, bias), relu, tanh, sigmoid,
 gelu (approximate), softmax (dim), dropout (p), flatten (start_dim, end_dim),
@@ -189,7 +189,8 @@ def _typed_part(where, given, table, kind):
 class ModelSpec:
     """A checked spec with every default filled in (``as_dict()`` gives it back as plain JSON)."""
 
-    def __init__(self, layers, loss, optimizer, scheduler, seed, dtype):
+    def __init__(self, layers, loss, optimizer, scheduler, seed, dtype, device="cpu"):
+        self.device = device
         self.layers = layers
         self.loss = loss
         self.optimizer = optimizer
@@ -203,9 +204,10 @@ class ModelSpec:
             return spec
         if not isinstance(spec, dict):
             raise SpecError("", f"a model spec must be an object, got {type(spec).__name__}")
-        unknown = sorted(set(spec) - {"layers", "loss", "optimizer", "scheduler", "seed", "dtype"})
+        unknown = sorted(set(spec) - {"layers", "loss", "optimizer", "scheduler", "seed", "dtype", "device"})
         if unknown:
-            raise SpecError(unknown[0], "unknown field (expected layers, loss, optimizer, scheduler, seed, dtype)")
+            raise SpecError(unknown[0],
+                            "unknown field (expected layers, loss, optimizer, scheduler, seed, dtype, device)")
         layers = spec.get("layers")
         if not isinstance(layers, list) or not layers:
             raise SpecError("layers", "must be a non-empty list of layers")
@@ -222,13 +224,16 @@ class ModelSpec:
         seed = spec.get("seed")
         seed = backend.seed_sequence_entropy() if seed is None else _integer("seed", "seed", seed, 0)
         dtype = _choice("dtype", "dtype", spec.get("dtype", "float32"), ("float32", "float64"))
-        return cls(parsed, loss, optimizer, scheduler, seed, dtype)
+        device = _choice("device", "device", spec.get("device", "cpu"), ("cpu", "cuda"))
+        return cls(parsed, loss, optimizer, scheduler, seed, dtype, device)
 
     def as_dict(self) -> dict:
         spec = {"layers": [dict(layer) for layer in self.layers], "loss": dict(self.loss),
                 "optimizer": dict(self.optimizer), "seed": self.seed, "dtype": self.dtype}
         if self.scheduler is not None:
             spec["scheduler"] = dict(self.scheduler)
+        if self.device != "cpu":  # specs from before devices existed read back unchanged
+            spec["device"] = self.device
         return spec
 
     @property
@@ -323,9 +328,12 @@ def build(spec) -> tuple:
 
 
 def _build(spec: ModelSpec):
+    backend.namespace(backend.device(spec.device))  # without a GPU, says what is missing before any work
     generator = creation.Generator().manual_seed(spec.seed)
     with use_generator(generator):
         model = nn.Sequential(*(_layer(layer, spec.dtype) for layer in spec.layers))
+    if spec.device != "cpu":  # drawn on the host, so a seed gives the same weights on every device
+        model.to(spec.device)
     loss_fn = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer, model.parameters())
     scheduler = _scheduler(spec.scheduler, optimizer)
@@ -353,6 +361,7 @@ class TrainableModel:
         x = data.detach() if isinstance(data, Tensor) else creation.tensor(data, dtype=self.spec.dtype)
         if x.dtype.name != self.spec.dtype:
             x = x.to(self.spec.dtype)
+        x = x.to(self.spec.device)
         width = self.spec.in_features
         if width is not None and (x.dim() == 0 or x.shape[-1] != width):
             raise ValueError(
@@ -361,7 +370,7 @@ class TrainableModel:
         return x
 
     def _target(self, data) -> Tensor:
-        return data.detach() if isinstance(data, Tensor) else creation.tensor(data)
+        return (data.detach() if isinstance(data, Tensor) else creation.tensor(data)).to(self.spec.device)
 
     def _loss(self, output, target) -> Tensor:
         if self.spec.loss["type"] == "cross_entropy" and target.dim() == output.dim() - 1:

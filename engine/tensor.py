@@ -304,7 +304,8 @@ class Tensor:
 
     # ---- dtype and device -------------------------------------------------
 
-    def to(self, *args, dtype=None, device=None, copy=False):
+    def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
+        # non_blocking is accepted for PyTorch's signature; copies are ordered on the device anyway.
         for a in args:
             if isinstance(a, (backend.DType,)) or (isinstance(a, str) and a in backend.DTYPES):
                 dtype = a
@@ -347,7 +348,7 @@ class Tensor:
     def cpu(self):
         return self.to(device="cpu")
 
-    def cuda(self, device=None):
+    def cuda(self, device=None, non_blocking=False):
         return self.to(device="cuda" if device is None else f"cuda:{int(device)}")
 
     def clone(self):

@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.compute_slots = None
     app.state.models = ModelService(settings)  # opens the model store on first use
     compute.install_op_tracking()
+    compute.configure_gpu(settings)
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
     app.include_router(health.router)

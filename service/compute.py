@@ -87,7 +87,8 @@ def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
 
 def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
     """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body."""
-    with engine_work(settings, on_ops):
+    # Tensors the client's function creates (ones(3), zeros_like...) go where its inputs are.
+    with engine_work(settings, on_ops), engine.device(getattr(request, "device", "cpu")):
         return codec.dumps(handler(request, settings))
 
 
@@ -117,12 +118,20 @@ class Call:
 
 
 def check_device(device: str) -> None:
-    if device == "cuda" and not engine.cuda.is_available():
+    """400 naming what is missing when a request asks for a GPU this server does not have."""
+    reason = engine.cuda.unavailable_reason() if device != "cpu" else None
+    if reason is not None:
+        missing = "cupy" if "not installed" in reason else "a CUDA GPU"
         raise DeviceUnavailableError(
-            "device 'cuda' was requested but this server has no usable CUDA GPU: it needs cupy "
-            "(pip install cupy-cuda12x) and an NVIDIA driver with a visible device; use device 'cpu'",
-            missing="cupy and a CUDA GPU",
+            f"device '{device}' was requested but this server cannot use CUDA: {reason}; use device 'cpu'",
+            missing=missing,
         )
+
+
+def configure_gpu(settings: Settings) -> None:
+    """Apply the GPU settings at startup; without a GPU there is nothing to configure."""
+    if settings.gpu_memory_limit_bytes is not None and engine.cuda.is_available():
+        engine.cuda.set_per_process_memory_limit(settings.gpu_memory_limit_bytes)
 
 
 def compile_function(request: schemas.FunctionRequest, names: list[str], settings: Settings) -> Callable:

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     model_ttl_s: float = Field(0.0, ge=0, description="drop models not mutated for this long; 0 keeps them")
     model_retries: int = Field(20, ge=1, description="compare-and-set attempts of one mutation against other replicas")
 
+    # The GPU (device "cuda"), when one is present: a cap on cupy's memory pool, applied at
+    # startup. A request that needs more than the cap gets 413; one that finds it full, 503.
+    gpu_memory_limit_bytes: int | None = Field(None, ge=1, description="cupy memory pool limit; unset: no cap")
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value):

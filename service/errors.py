@@ -5,10 +5,12 @@ Every error the service answers has ``type``, ``title``, ``status`` and
 ``node`` (a JSON-graph node), ``line``/``column``/``construct`` (a program),
 ``input`` (a request tensor), ``kind``/``limit`` (a budget), ``errors`` (422).
 
-Status codes: 400 engine and client-function errors; 401 missing/wrong API
-key; 404/405 routing and unknown models; 408 deadline; 409/412 model version conflicts;
-507 the model store is full; 413 too large (body, tensors, a program's
-allocations); 422 schema violations and undecodable tensors; 503 overload.
+Status codes: 400 engine and client-function errors (and device "cuda"
+without a GPU); 401 missing/wrong API key; 404/405 routing and unknown models;
+408 deadline; 409/412 model version conflicts; 507 the model store is full;
+413 too large (body, tensors, a program's allocations, more than the GPU memory
+limit at once); 422 schema violations and undecodable tensors; 503 overload
+(and a GPU memory pool full of other work).
 A 500 is always a bug: it says so and carries no internals.
 
 Engine exceptions reach this module wrapped: compute code runs the client's
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from engine import cuda as engine_cuda
 from service.codec import CodecError, dumps
 
 logger = logging.getLogger("gradserve")
@@ -236,6 +239,8 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
                        output=getattr(error, "output", None), op=getattr(error, "op", None) or op)
     if kind == "budget":
         return _budget_problem(error)
+    if engine_cuda.is_out_of_memory(error):
+        return gpu_memory_problem(error, op)
     if isinstance(error, MemoryError):
         return problem(413, "too-large", "Too large", "the computation needs more memory than the server has",
                        op=op)
@@ -243,6 +248,19 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
         return problem(400, "engine-error", "Engine error", "the computation nests too deeply", op=op)
     detail = str(error) if not isinstance(error, KeyError) else f"unknown key {error}"
     return problem(400, "engine-error", "Engine error", detail or type(error).__name__, op=op)
+
+
+def gpu_memory_problem(error: BaseException, op: str | None = None) -> dict:
+    """cupy's OutOfMemoryError: 413 when the request alone needs more than the pool's limit (it can
+    never fit), else 503 (the GPU is full of other work now; retry)."""
+    size, limit = getattr(error, "_size", None), getattr(error, "_limit", 0) or None
+    if size is not None and limit is not None and size > limit:
+        return problem(413, "gpu-memory-limit", "Too large for the GPU memory limit",
+                       f"the computation needs {size} bytes at once on the GPU; the limit is {limit} bytes "
+                       "(GRADSERVE_GPU_MEMORY_LIMIT_BYTES)", kind="gpu_memory", limit=limit, op=op)
+    return problem(503, "gpu-memory-exhausted", "GPU memory exhausted",
+                   f"the GPU ran out of memory ({error}); retry shortly or use device 'cpu'",
+                   kind="gpu_memory", limit=limit, op=op)
 
 
 def problem_for(error: BaseException) -> dict:
@@ -257,6 +275,8 @@ def problem_for(error: BaseException) -> dict:
         return _engine_problem(error.error, error.op)
     if _known_engine_class(error) is not None:
         return _engine_problem(error, getattr(error, "op", None))
+    if engine_cuda.is_out_of_memory(error):  # outside engine_errors(): moving inputs to the GPU
+        return gpu_memory_problem(error)
     return problem(500, "internal-error", "Internal server error",
                    "the server hit a bug handling this request; it has been logged")
 

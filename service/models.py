@@ -330,6 +330,7 @@ class ModelService:
         spec_body = body.model_dump(exclude_none=True)
         with spec_errors():
             spec = ModelSpec.parse(spec_body)
+            compute.check_device(spec.device)
             count = spec.parameter_count()
             if count > self.settings.max_parameters_per_model:
                 raise ModelTooLargeError(
@@ -437,6 +438,7 @@ class ModelService:
         def change(model):
             with spec_errors():
                 spec = ModelSpec.parse(state.get("spec"))
+                compute.check_device(spec.device)
                 if spec.parameter_count() > self.settings.max_parameters_per_model:
                     raise ModelTooLargeError(f"the state's spec has {spec.parameter_count()} parameters; at most "
                                              f"{self.settings.max_parameters_per_model} are allowed",

@@ -144,7 +144,8 @@ class FunctionRequest(BaseModel):
     graph: GraphSpec | SkipJsonSchema[None] = None
     encoding: Literal["json", "base64"] = Field("json", description="how response tensors are written")
     dtype: str | None = Field(None, description="dtype of inputs that do not name one (default float32)")
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where to compute; 'cuda' without a GPU is a 400 "
+                                                               "naming what is missing")
     profile: bool = Field(False, description="attach a profiler summary under `profile`")
 
     @model_validator(mode="after")
@@ -407,6 +408,8 @@ class InfoResponse(BaseModel):
     name: str
     version: str
     devices: dict[str, bool]
+    cuda: dict[str, Any] | None = Field(None, description="device_count, unavailable_reason (why 'cuda' cannot be "
+                                                          "used, or null), memory_limit_bytes")
     limits: dict[str, Any]
     auth: bool = Field(description="whether an API key is required")
 
@@ -454,6 +457,8 @@ class ModelCreateRequest(BaseModel):
     scheduler: dict[str, Any] | None = Field(None, description="step, exponential or cosine")
     seed: int | None = Field(None, ge=0, description="weights as engine.manual_seed(seed) would draw them")
     dtype: Literal["float32", "float64"] | None = None
+    device: Literal["cpu", "cuda"] | None = Field(None, description="where the model lives (default cpu); 'cuda' "
+                                                                    "without a GPU is a 400 naming what is missing")
 
 
 class ModelResponse(BaseModel):

@@ -182,7 +182,7 @@ def _input_grads(node, g, values, as_arrays):
             raise _missing_rule(op, i)
         grad = rule.call(values, params)
         if as_arrays and not backend.is_array(grad):
-            grad = backend.numpy.asarray(grad)
+            grad = backend.namespace_of(g).asarray(grad)  # on g's device, not always the host
         if op.broadcast:
             shape = node.input_shapes[i]  # a tuple, as grad.shape[batch:] is for arrays and Tensors
             if grad.shape[batch:] != shape:

@@ -135,7 +135,7 @@ def _run(op, inputs, arrays, shapes, first, requires, params):
     extras = ()
     if op.extra_outputs:
         out, *extras = out
-    if type(out) is not _ndarray:
+    if type(out) is not _ndarray and not backend.is_array(out):  # a device array stays (to_device's output)
         out = xp.asarray(out)
     operands = arrays[0] if op.variadic else arrays  # a variadic op's inputs are one list
     sets_dtype = "dtype" in params  # to_dtype and the like choose the result dtype themselves

@@ -65,6 +65,8 @@ def get_info(request: Request) -> dict:
         "name": "gradserve",
         "version": engine.__version__,
         "devices": {"cpu": True, "cuda": engine.cuda.is_available()},
+        "cuda": {"device_count": engine.cuda.device_count(), "unavailable_reason": engine.cuda.unavailable_reason(),
+                 "memory_limit_bytes": settings.gpu_memory_limit_bytes},
         "limits": settings.public_limits(),
         "auth": settings.api_key is not None,
     }

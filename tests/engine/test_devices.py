@@ -1,0 +1,557 @@
+"""Devices: tensors on "cuda", transfers, the same-device rule, and every op off the host.
+
+Most tests run everywhere, with ``tests/fake_cupy.py`` standing in for cupy
+(the ``fake_cuda`` fixture): it covers the seam between the engine and the GPU
+backend (which namespace a tensor's ops use, explicit and differentiable
+transfers, device errors, seeded random numbers, the memory pool, and that no
+op copies device data back to the host). Tests marked ``gpu`` run on a real
+CUDA device and skip, saying why, without one; there CPU and GPU results must
+agree to float32 tolerance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine import backend, ops
+from engine.autograd import functional
+from tests import fake_cupy
+from tests.engine.opcases import all_cases
+
+requires_gpu = pytest.mark.skipif(not engine.cuda.is_available(),
+                                  reason=f"needs a CUDA GPU: {engine.cuda.unavailable_reason()}")
+requires_no_gpu = pytest.mark.skipif(engine.cuda.is_available(), reason="checks the no-GPU errors")
+
+SAME_DEVICE = "Expected all tensors to be on the same device, but found at least two devices, "
+
+
+def on_device(t) -> bool:
+    return isinstance(t._data, fake_cupy.ndarray)
+
+
+# ---- the fake itself: honest where the seam needs it -------------------------------------
+
+
+def test_fake_arrays_are_their_own_type_and_refuse_host_arrays(fake_cuda):
+    a = fake_cuda.asarray(np.arange(3.0))
+    assert type(a) is not np.ndarray and backend.namespace_of(a) is fake_cuda
+    assert backend.device_of(a) == "cuda:0" and backend.is_array(a)
+    assert type(a.sum()) is fake_cupy.ndarray  # reductions stay on the device, 0-d
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a + np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        fake_cuda.maximum(np.ones(3), a)
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        a.__array__()
+    with pytest.raises(TypeError, match="can't convert cuda:0 device type tensor to numpy"):
+        np.asarray(engine.tensor([1.0], device="cuda"))
+    fake_cupy.reset_transfers()
+    float(a[0])
+    assert fake_cupy.transfers["to_host"] == 1
+
+
+# ---- no GPU: every way of asking for one says what is missing -------------------------------
+
+
+@requires_no_gpu
+@pytest.mark.parametrize("make", [
+    lambda: engine.tensor([1.0], device="cuda"),
+    lambda: engine.zeros(2, device="cuda"),
+    lambda: engine.randn(2, device="cuda"),
+    lambda: engine.arange(3, device="cuda"),
+    lambda: engine.ones(2).cuda(),
+    lambda: engine.ones(2).to("cuda"),
+    lambda: engine.cuda.current_device(),
+], ids=["tensor", "zeros", "randn", "arange", "cuda()", "to", "current_device"])
+def test_cuda_without_a_gpu_raises_naming_what_is_missing(make):
+    missing = r"CUDA is not available( here)?: cupy is (not installed|installed but finds no)"
+    with pytest.raises(RuntimeError, match=missing):
+        make()
+
+
+@requires_no_gpu
+def test_cuda_module_reports_no_devices_without_a_gpu():
+    assert engine.cuda.is_available() is False and engine.cuda.device_count() == 0
+    assert "cupy" in engine.cuda.unavailable_reason()
+    engine.cuda.synchronize()  # a no-op, as timing code expects
+    assert engine.cuda.memory_allocated() == 0
+
+
+def test_cupy_without_a_device_names_the_driver(fake_cuda, monkeypatch):
+    monkeypatch.setattr(fake_cupy.runtime, "device_count", 0)
+    assert not engine.cuda.is_available()
+    with pytest.raises(RuntimeError, match="cupy is installed but finds no CUDA device"):
+        engine.ones(2, device="cuda")
+
+
+def test_model_spec_on_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    from engine.spec import ModelSpec, SpecError, build
+
+    monkeypatch.setattr(backend, "cupy", None)
+    spec = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "device": "cuda", "seed": 0}
+    assert ModelSpec.parse(spec).as_dict()["device"] == "cuda"
+    with pytest.raises(RuntimeError, match="cupy is not installed"):
+        build(spec)
+    with pytest.raises(SpecError, match="device must be one of"):
+        ModelSpec.parse({**spec, "device": "tpu"})
+    assert "device" not in ModelSpec.parse({**spec, "device": "cpu"}).as_dict()
+
+
+# ---- placement: creation, .to / .cuda / .cpu, engine.cuda ----------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda device: engine.tensor([[1.0, 2.0], [3.0, 4.0]], device=device),
+    lambda device: engine.zeros(2, 3, device=device),
+    lambda device: engine.ones(2, dtype=engine.float64, device=device),
+    lambda device: engine.full((2,), 7, device=device),
+    lambda device: engine.eye(3, device=device),
+    lambda device: engine.arange(0, 5, 2, device=device),
+    lambda device: engine.linspace(-1, 1, 5, device=device),
+    lambda device: engine.rand(3, device=device),
+    lambda device: engine.randn(2, 2, device=device),
+    lambda device: engine.randint(0, 9, (4,), device=device),
+    lambda device: engine.zeros_like(engine.ones(2, device=device)),
+    lambda device: engine.randn_like(engine.ones(2, device=device)),
+], ids=["tensor", "zeros", "ones", "full", "eye", "arange", "linspace", "rand", "randn", "randint", "zeros_like",
+        "randn_like"])
+def test_creation_places_tensors_on_the_device_with_the_cpu_values(fake_cuda, make):
+    engine.manual_seed(3)
+    on_cpu = make("cpu")
+    engine.manual_seed(3)
+    on_gpu = make("cuda")
+    assert on_device(on_gpu) and on_gpu.device == engine.device("cuda", 0) and on_gpu.is_cuda
+    assert on_gpu.dtype is on_cpu.dtype and on_gpu.shape == on_cpu.shape
+    np.testing.assert_array_equal(on_gpu.cpu().numpy(), on_cpu.numpy())
+
+
+def test_to_cuda_cpu_and_the_device_property(fake_cuda):
+    x = engine.tensor([1.0, 2.0])
+    for moved in (x.cuda(), x.cuda(0), x.to("cuda"), x.to("cuda:0"), x.to(device="cuda"),
+                  x.to("cuda", non_blocking=True), x.to(engine.device("cuda")), x.to(engine.ones(1, device="cuda"))):
+        assert on_device(moved) and str(moved.device) == "cuda:0" and repr(moved.device) == \
+            "device(type='cuda', index=0)"
+    y = x.cuda()
+    assert y.cuda() is y and y.to("cuda") is y  # already there: no copy, as PyTorch
+    back = y.cpu()
+    assert type(back._data) is np.ndarray and back.device == "cpu" and not back.is_cuda
+    assert y.to("cuda", engine.float64).dtype is engine.float64 and on_device(y.to(engine.float64))
+    assert x.to("cpu") is x
+
+
+def test_numpy_of_a_cuda_tensor_asks_for_cpu_first(fake_cuda):
+    y = engine.tensor([1.0, 2.0], device="cuda")
+    with pytest.raises(TypeError, match=r"can't convert cuda:0 device type tensor to numpy\. Use Tensor\.cpu\(\)"):
+        y.numpy()
+    assert y.cpu().numpy().tolist() == [1.0, 2.0] and y.tolist() == [1.0, 2.0]
+    assert y.sum().item() == 3.0 and float(y[1]) == 2.0
+    assert "device='cuda:0'" in repr(y)
+
+
+def test_cuda_module_with_a_device(fake_cuda):
+    assert engine.cuda.is_available() and engine.cuda.device_count() == 1 and engine.cuda.current_device() == 0
+    engine.cuda.synchronize()
+    engine.cuda.synchronize(0)
+    assert fake_cupy.Device.synchronized == 2
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        engine.zeros(1, device="cuda:1")
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        engine.ones(1).to("cuda:3")
+
+
+def test_manual_seed_makes_cuda_draws_reproducible(fake_cuda):
+    engine.cuda.manual_seed(7)
+    first = engine.randn(5, device="cuda").cpu().numpy()
+    engine.cuda.manual_seed(7)
+    again = engine.randn(5, device="cuda").cpu().numpy()
+    engine.manual_seed(7)
+    on_cpu = engine.randn(5).numpy()
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, on_cpu)  # one generator for every device (engine/cuda.py)
+    generator = engine.Generator(device="cuda").manual_seed(1)
+    drawn = engine.rand(3, generator=generator, device="cuda")
+    assert on_device(drawn)
+    np.testing.assert_array_equal(drawn.cpu().numpy(), engine.rand(3, generator=engine.Generator().manual_seed(1))
+                                  .numpy())
+    inplace = engine.zeros(4, device="cuda").uniform_()
+    assert on_device(inplace) and float(inplace.min()) >= 0.0
+
+
+def test_default_device_for_creation_functions(fake_cuda):
+    assert engine.get_default_device() == "cpu"
+    with engine.device("cuda") as dev:
+        assert dev == "cuda:0" and engine.get_default_device() == "cuda:0"
+        assert on_device(engine.zeros(2)) and on_device(engine.tensor([1.0])) and on_device(engine.randn(2))
+        with engine.device("cpu"):
+            assert type(engine.ones(1)._data) is np.ndarray
+        assert on_device(engine.ones(1))
+        assert type(engine.ones(1, device="cpu")._data) is np.ndarray  # an explicit device wins
+    assert type(engine.zeros(2)._data) is np.ndarray
+    engine.set_default_device("cuda")
+    try:
+        assert on_device(engine.arange(3))
+    finally:
+        engine.set_default_device(None)
+    assert engine.get_default_device() == "cpu"
+
+
+def test_default_device_is_per_thread_context(fake_cuda):
+    import threading
+
+    seen = {}
+
+    def other():
+        seen["other"] = engine.get_default_device()
+
+    with engine.device("cuda"):
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+    assert seen["other"] == "cpu"
+
+
+# ---- the same-device rule ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, devices", [
+    (lambda a, b: a + b, "cpu and cuda:0"),
+    (lambda a, b: b * a, "cuda:0 and cpu"),
+    (lambda a, b: a.unsqueeze(0) @ b.unsqueeze(1), "cpu and cuda:0"),
+    (lambda a, b: engine.cat([a, b]), "cpu and cuda:0"),
+    (lambda a, b: engine.stack([b, a]), "cuda:0 and cpu"),
+    (lambda a, b: engine.where(a > 0, a, b), "cpu and cuda:0"),
+], ids=["add", "mul", "matmul", "cat", "stack", "where"])
+def test_ops_mixing_devices_raise_pytorchs_error(fake_cuda, call, devices):
+    a = engine.tensor([1.0, -2.0])
+    b = engine.tensor([3.0, 4.0], device="cuda")
+    with pytest.raises(RuntimeError, match=SAME_DEVICE + devices + "!"):
+        call(a, b)
+
+
+# ---- transfers are ops: differentiable, gradients go back where the input lives -----------
+
+
+def test_to_device_is_differentiable_both_ways(fake_cuda):
+    x = engine.tensor([0.5, 1.0, 2.0], requires_grad=True)
+    moved = x.cuda()
+    assert moved.grad_fn.name() == "ToCopyBackward0" and moved.requires_grad
+    (moved.sin() * moved).sum().backward()
+    assert type(x.grad._data) is np.ndarray  # the gradient came back to the CPU leaf
+    xs = np.array([0.5, 1.0, 2.0], dtype=np.float32)
+    np.testing.assert_allclose(x.grad.numpy(), np.sin(xs) + xs * np.cos(xs), rtol=1e-6)
+
+    w = engine.tensor([1.0, 3.0], device="cuda", requires_grad=True)
+    (w.cpu() ** 2).sum().backward()
+    assert on_device(w.grad)
+    np.testing.assert_allclose(w.grad.cpu().numpy(), [2.0, 6.0])
+
+
+def test_second_derivatives_through_a_transfer(fake_cuda):
+    x = engine.tensor([0.3, -1.2], dtype=engine.float64, requires_grad=True)
+    y = (x.cuda() ** 3).sum()
+    (g,) = engine.autograd.grad(y, x, create_graph=True)
+    assert type(g._data) is np.ndarray
+    (h,) = engine.autograd.grad(g.sum(), x)
+    np.testing.assert_allclose(h.numpy(), 6 * np.array([0.3, -1.2]))
+
+
+# ---- every op of the table runs on the device, without host round trips --------------------
+
+# Ops whose rules must read a device value on the host, and why. A new entry needs a reason.
+HOST_READS = {
+    # An IndexError for an out-of-range index array needs one boolean read on the host (PyTorch
+    # raises a device-side assert instead; cupy would wrap silently). One per normalization of
+    # the index: the forward's, and the backward's getitem_adjoint or getitem.
+    "getitem": ("index bounds check", 2),
+    "getitem_adjoint": ("index bounds check", 2),
+    "index_put": ("index bounds check", 2),
+    "to_device": ("the copy to the CPU that the case asks for (the value; in forward mode its tangent too)", 2),
+}
+
+CASES = list(all_cases(ops.table))
+
+
+def _to_device_value(value, xp):
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return xp.asarray(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device_value(v, xp) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device_value(v, xp) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_every_op_runs_on_the_device_like_on_the_cpu(fake_cuda, case):
+    """Forward and backward of each table op on device tensors: results stay on the device, equal the
+    CPU results, and nothing is copied back to the host on the way."""
+    op = ops.table[case.op]
+    arrays = case.arrays(seed=0)
+    params = dict(case.params)
+
+    def run(device):
+        def as_tensor(a, differentiable):
+            t = engine.tensor(a, dtype=engine.float64 if a.dtype.kind == "f" else None, device=device)
+            return t.requires_grad_(True) if differentiable and t.is_floating_point() and not op.nondiff else t
+
+        flags = case.differentiable()
+        if case.variadic:
+            inputs = [[as_tensor(a, True) for a in arrays[0]]]
+            leaves = inputs[0]
+        else:
+            inputs = [as_tensor(a, d) for a, d in zip(arrays, flags)]
+            leaves = [t for t in inputs if t.requires_grad]
+        run_params = params if device == "cpu" else _to_device_value(params, fake_cuda)
+        fake_cupy.reset_transfers()
+        out = engine.autograd.function.apply(op, inputs, run_params)
+        out = out[0] if isinstance(out, tuple) else out
+        grads = []
+        if leaves and out.requires_grad:
+            g = engine.ones(tuple(out.shape), dtype=out.dtype, device=device) * 0.5
+            grads = engine.autograd.grad(out, leaves, g, allow_unused=True)
+        reads = fake_cupy.transfers["to_host"]
+        return out, grads, reads
+
+    out_cpu, grads_cpu, _ = run("cpu")
+    out_gpu, grads_gpu, reads = run("cuda")
+    if case.op != "to_device":  # the one op whose output goes where its params say
+        assert on_device(out_gpu), f"{case.op}: forward left the device"
+    array_index = any(isinstance(part, np.ndarray) for part in params.get("index", ()))
+    allowed = HOST_READS[case.op][1] if case.op in HOST_READS and (array_index or case.op == "to_device") else 0
+    assert reads <= allowed, f"{case.op}: {reads} device->host copies in forward+backward, at most {allowed}"
+    np.testing.assert_allclose(out_gpu.detach().cpu().numpy(), out_cpu.detach().numpy(), rtol=1e-12, atol=0)
+    for got, want in zip(grads_gpu, grads_cpu):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert on_device(got), f"{case.op}: a gradient left the device"
+            np.testing.assert_allclose(got.cpu().numpy(), want.numpy(), rtol=1e-12, atol=1e-15)
+
+
+FORWARD_CASES = [c for c in CASES if not ops.table[c.op].nondiff and ops.table[c.op].jvp is not None]
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES, ids=[c.id for c in FORWARD_CASES])
+def test_every_jvp_rule_runs_on_the_device_like_on_the_cpu(fake_cuda, case):
+    """Forward mode (dual tensors driven by the jvp rules) on device tensors: the tangent stays on
+    the device, equals the CPU tangent, and is computed without host round trips."""
+    from engine.autograd import forward_ad
+
+    op = ops.table[case.op]
+    arrays = case.arrays(seed=0)
+    rng = np.random.default_rng(1)
+    flags = [True] * len(arrays[0]) if case.variadic else case.differentiable()
+    flat = list(arrays[0]) if case.variadic else list(arrays)
+    tangents = [rng.standard_normal(np.shape(a)) if d else None for a, d in zip(flat, flags)]
+
+    def run(device):
+        params = case.params if device == "cpu" else _to_device_value(case.params, fake_cuda)
+        with forward_ad.dual_level():
+            duals = []
+            for a, d, t in zip(flat, flags, tangents):
+                x = engine.tensor(a, dtype=engine.float64 if a.dtype.kind == "f" else None, device=device)
+                if d and x.is_floating_point():
+                    x = forward_ad.make_dual(x, engine.tensor(t, dtype=engine.float64, device=device))
+                duals.append(x)
+            fake_cupy.reset_transfers()
+            out = engine.autograd.function.apply(op, [duals] if case.variadic else duals, params)
+            out = out[0] if isinstance(out, tuple) else out
+            tangent = forward_ad.unpack_dual(out).tangent
+            return tangent, fake_cupy.transfers["to_host"]
+
+    want, _ = run("cpu")
+    got, reads = run("cuda")
+    if want is None:
+        assert got is None
+        return
+    if case.op != "to_device":
+        assert on_device(got), f"{case.op}: the tangent left the device"
+    array_index = any(isinstance(part, np.ndarray) for part in case.params.get("index", ()))
+    allowed = HOST_READS[case.op][1] if case.op in HOST_READS and (array_index or case.op == "to_device") else 0
+    assert reads <= allowed, f"{case.op}: {reads} device->host copies in the forward-mode pass"
+    np.testing.assert_allclose(got.cpu().numpy(), want.numpy(), rtol=1e-12, atol=1e-15)
+
+
+# ---- composite work on the device: transforms, forward mode, nn and optim, the profiler -----
+
+
+def test_jacobian_and_hessian_on_the_device(fake_cuda):
+    engine.manual_seed(0)
+    w = engine.randn(4, 3, dtype=engine.float64)
+    x = engine.randn(3, dtype=engine.float64)
+
+    def f(v):
+        return engine.tanh(w_dev @ v)
+
+    w_dev = w.cuda()
+    fake_cupy.reset_transfers()
+    jac = functional.jacobian(f, x.cuda(), vectorize=True)
+    assert on_device(jac) and fake_cupy.transfers["to_host"] == 0
+    w_dev = w
+    np.testing.assert_allclose(jac.cpu().numpy(), functional.jacobian(f, x, vectorize=True).numpy(), rtol=1e-12)
+    hess = functional.hessian(lambda v: (v.sin() * v).sum(), x.cuda())
+    assert on_device(hess)
+    np.testing.assert_allclose(hess.cpu().numpy(), functional.hessian(lambda v: (v.sin() * v).sum(), x).numpy(),
+                               rtol=1e-12)
+
+
+def test_forward_mode_on_the_device(fake_cuda):
+    x = engine.tensor([0.1, 0.7], dtype=engine.float64)
+    v = engine.tensor([1.0, -2.0], dtype=engine.float64)
+    out, tangent = functional.jvp(lambda t: t.exp() * t, x.cuda(), v.cuda())
+    assert on_device(out) and on_device(tangent)
+    _, want = functional.jvp(lambda t: t.exp() * t, x, v)
+    np.testing.assert_allclose(tangent.cpu().numpy(), want.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "adagrad"])
+def test_a_model_trains_on_the_device_as_on_the_cpu(fake_cuda, optimizer):
+    from engine.spec import TrainableModel
+
+    spec = {"layers": [{"type": "linear", "in_features": 3, "out_features": 4}, {"type": "tanh"},
+                       {"type": "linear", "in_features": 4, "out_features": 1}],
+            "optimizer": {"type": optimizer, "lr": 0.05}, "seed": 0, "dtype": "float64"}
+    rng = np.random.default_rng(0)
+    inputs, targets = rng.normal(size=(8, 3)).tolist(), rng.normal(size=(8, 1)).tolist()
+    on_cpu = TrainableModel(spec)
+    on_gpu = TrainableModel({**spec, "device": "cuda"})
+    assert all(on_device(p) for p in on_gpu.model.parameters())
+    losses_cpu = on_cpu.train(inputs, targets, steps=3)
+    losses_gpu = on_gpu.train(inputs, targets, steps=3)
+    np.testing.assert_allclose(losses_gpu, losses_cpu, rtol=1e-12)
+    for (name, p_gpu), (_, p_cpu) in zip(on_gpu.model.named_parameters(), on_cpu.model.named_parameters()):
+        assert on_device(p_gpu) and on_device(p_gpu.grad), name
+        np.testing.assert_allclose(p_gpu.detach().cpu().numpy(), p_cpu.detach().numpy(), rtol=1e-12, err_msg=name)
+    output, _ = on_gpu.forward(inputs)
+    assert on_device(output)
+    state = on_gpu.state()  # exported through the host: plain numpy arrays
+    assert all(type(v) is np.ndarray for v in state["parameters"].values())
+
+
+def test_nn_module_to_moves_parameters_and_grads(fake_cuda):
+    layer = engine.nn.Linear(3, 2)
+    layer(engine.ones(1, 3)).sum().backward()
+    layer.to("cuda")
+    assert on_device(layer.weight) and on_device(layer.weight.grad)
+    assert isinstance(layer.weight, engine.nn.Parameter)
+    assert on_device(layer(engine.ones(1, 3, device="cuda")))
+
+
+def test_profiler_records_device_time_with_cuda_events(fake_cuda):
+    from engine.profiler import profile
+
+    x = engine.ones(3, device="cuda", requires_grad=True)
+    with profile(use_device="cuda") as prof:
+        (x * 2).sum().backward()
+    assert prof.use_device == "cuda"
+    rows = {row.key: row for row in prof.key_averages()}
+    assert rows["engine::mul"].device_time_total > 0  # the fake clock: 1 us per event
+    assert "CUDA" in prof.key_averages().table()
+
+
+# ---- the memory pool ------------------------------------------------------------------------
+
+
+def test_memory_limit_goes_to_the_pool(fake_cuda):
+    engine.cuda.set_per_process_memory_limit(1 << 20)
+    assert fake_cupy.memory_pool.get_limit() == 1 << 20
+    assert backend.memory_stats()["limit_bytes"] == 1 << 20
+    engine.cuda.set_per_process_memory_limit(None)
+    assert fake_cupy.memory_pool.get_limit() == 0
+    error = fake_cupy.OutOfMemoryError(2048, 0, 1024)
+    assert engine.cuda.is_out_of_memory(error) and not engine.cuda.is_out_of_memory(MemoryError())
+
+
+@requires_no_gpu
+def test_memory_limit_without_a_gpu_says_what_is_missing():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        engine.cuda.set_per_process_memory_limit(1 << 20)
+    assert engine.cuda.is_out_of_memory(MemoryError()) is False
+
+
+# ---- on a real GPU ---------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_every_op_agrees_with_the_cpu_on_a_real_gpu(case):
+    op = ops.table[case.op]
+    arrays = case.arrays(seed=0)
+
+    def run(device):
+        inputs = ([[engine.tensor(a, dtype=engine.float32, device=device).requires_grad_() for a in arrays[0]]]
+                  if case.variadic else
+                  [engine.tensor(a, dtype=engine.float32 if a.dtype.kind == "f" else None, device=device)
+                   for a in arrays])
+        leaves = inputs[0] if case.variadic else [t for t, d in zip(inputs, case.differentiable())
+                                                  if d and t.is_floating_point() and not op.nondiff]
+        for t in leaves:
+            t.requires_grad_(True)
+        params = case.params if device == "cpu" else _to_real_device(case.params)
+        out = engine.autograd.function.apply(op, inputs, params)
+        out = out[0] if isinstance(out, tuple) else out
+        grads = engine.autograd.grad(out, leaves, engine.ones_like(out), allow_unused=True) \
+            if leaves and out.requires_grad else []
+        return out, grads
+
+    out_cpu, grads_cpu = run("cpu")
+    out_gpu, grads_gpu = run("cuda")
+    assert out_gpu.is_cuda
+    np.testing.assert_allclose(out_gpu.detach().cpu().numpy(), out_cpu.detach().numpy(), rtol=2e-5, atol=1e-5)
+    for got, want in zip(grads_gpu, grads_cpu):
+        if got is not None:
+            assert got.is_cuda
+            np.testing.assert_allclose(got.cpu().numpy(), want.numpy(), rtol=2e-5, atol=1e-5)
+
+
+def _to_real_device(value):
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return backend.to_device(value, backend.device("cuda"))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_real_device(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_real_device(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_real_gpu_transfers_and_same_device_rule():
+    x = engine.randn(1000, requires_grad=True)
+    y = x.cuda()
+    assert y.is_cuda and type(y._data).__module__.startswith("cupy")
+    (y.sin() * y).sum().backward()
+    assert not x.grad.is_cuda
+    with pytest.raises(RuntimeError, match=SAME_DEVICE):
+        x + y
+    engine.cuda.synchronize()
+
+
+# ---- the GPU benchmark's workloads, small, on the fake device and against PyTorch's CPU ------
+
+
+def test_gpu_benchmark_workloads_run_on_the_device(fake_cuda, monkeypatch, torch):
+    from bench import bench_gpu
+
+    for name, value in (("ELEMENTS", 1000), ("MATMUL", 16), ("BATCH", 8), ("WIDTH", 12), ("JACOBIAN_N", 6)):
+        monkeypatch.setattr(bench_gpu, name, value)
+    for _, make in bench_gpu.WORKLOADS:
+        ours_step, ours_result = make(engine, "cuda", engine.cuda.synchronize,
+                                      *((functional,) if make is bench_gpu.tanh_jacobian else ()))
+        ours_step()
+        assert on_device(ours_result()), make.__name__
+        theirs_step, theirs_result = make(torch, "cpu", lambda: None,
+                                          *((torch.autograd.functional,) if make is bench_gpu.tanh_jacobian else ()))
+        theirs_step()
+        np.testing.assert_allclose(ours_result().cpu().numpy(), theirs_result().detach().numpy(),
+                                   rtol=2e-4, atol=1e-5, err_msg=make.__name__)
+
+
+def test_gpu_benchmark_without_a_gpu_says_so(monkeypatch):
+    from bench import bench_gpu
+
+    monkeypatch.setattr(backend, "cupy", None)
+    (table,) = bench_gpu.run()
+    assert "skipped: cupy is not installed" in table.markdown()
