@@ -336,36 +336,30 @@ def _transform_options(request: schemas.JacobianRequest, strategy_name: str) -> 
     return options
 
 
-def jacobian(request: schemas.JacobianRequest, settings: Settings) -> dict:
-    """torch.autograd.functional.jacobian of the function at the inputs."""
+def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> dict:
+    """``torch.autograd.functional.<transform>`` (jacobian or hessian) of the function at the inputs."""
     call = prepare(request, settings)
     tensors = _detached(call)
     content: dict = {}
 
     def work():
-        options = _transform_options(request, "strategy")
-        return _functional().jacobian(call.fn, _args(tensors), **options)
+        options = _transform_options(request, strategy_name)
+        return getattr(_functional(), transform)(call.fn, _args(tensors), **options)
 
     result = _profiled(request, content, work)
     content["outputs"] = _encode_outputs(_forward_outputs(call, tensors), request.encoding)
-    content["jacobian"] = codec.encode_nested(result, request.encoding)
+    content[transform] = codec.encode_nested(result, request.encoding)
     return content
+
+
+def jacobian(request: schemas.JacobianRequest, settings: Settings) -> dict:
+    """torch.autograd.functional.jacobian of the function at the inputs."""
+    return _matrix(request, settings, "jacobian", "strategy")
 
 
 def hessian(request: schemas.HessianRequest, settings: Settings) -> dict:
     """torch.autograd.functional.hessian of a scalar function at the inputs."""
-    call = prepare(request, settings)
-    tensors = _detached(call)
-    content: dict = {}
-
-    def work():
-        options = _transform_options(request, "outer_jacobian_strategy")
-        return _functional().hessian(call.fn, _args(tensors), **options)
-
-    result = _profiled(request, content, work)
-    content["outputs"] = _encode_outputs(_forward_outputs(call, tensors), request.encoding)
-    content["hessian"] = codec.encode_nested(result, request.encoding)
-    return content
+    return _matrix(request, settings, "hessian", "outer_jacobian_strategy")
 
 
 def _product(name: str, v_like: str):

@@ -12,6 +12,7 @@ longer than ``queue_timeout_s`` for a slot gets 503. The response's
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import anyio
@@ -50,8 +51,9 @@ def compute_slots(request: Request) -> anyio.Semaphore:
     return state.compute_slots
 
 
-async def run_compute(request: Request, handler, body) -> Response:
-    """``handler(body, settings)`` in a worker thread, under the concurrency limit; a JSON response."""
+@contextlib.asynccontextmanager
+async def compute_slot(request: Request):
+    """Hold one of the ``max_concurrency`` compute slots; 503 when none frees up in time."""
     settings = request.app.state.settings
     slots = compute_slots(request)
     acquired = False
@@ -60,13 +62,20 @@ async def run_compute(request: Request, handler, body) -> Response:
         acquired = True
     if not acquired:
         raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
-                         limit=settings.max_concurrency)
-    started = time.perf_counter()
+                              limit=settings.max_concurrency)
     try:
+        yield
+    finally:
+        slots.release()
+
+
+async def run_compute(request: Request, handler, body) -> Response:
+    """``handler(body, settings)`` in a worker thread, under the concurrency limit; a JSON response."""
+    settings = request.app.state.settings
+    async with compute_slot(request):
+        started = time.perf_counter()
         payload = await anyio.to_thread.run_sync(
             compute.run_in_worker, handler, body, settings, request.app.state.metrics.count_ops
         )
-    finally:
-        slots.release()
     elapsed_ms = (time.perf_counter() - started) * 1000
     return Response(payload, media_type="application/json", headers={"Server-Timing": f"compute;dur={elapsed_ms:.2f}"})

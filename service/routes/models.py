@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service import codec, schemas
 from service.codec import ElementBudget
-from service.errors import MODEL_ERRORS, OverloadedError, ServiceError, problem_for
+from service.errors import MODEL_ERRORS, ServiceError, problem_for
 from service.models import (
     NPZ_MEDIA_TYPE,
     ModelService,
@@ -34,7 +34,7 @@ from service.models import (
     unpack_state,
     wire_number,
 )
-from service.routes.base import OrjsonRoute, compute_slots
+from service.routes.base import OrjsonRoute, compute_slot
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 logger = logging.getLogger("gradserve")
@@ -48,27 +48,10 @@ def _service(request: Request) -> ModelService:
     return request.app.state.models
 
 
-@contextlib.asynccontextmanager
-async def _compute_slot(request: Request):
-    settings = request.app.state.settings
-    slots = compute_slots(request)
-    acquired = False
-    with anyio.move_on_after(settings.queue_timeout_s):
-        await slots.acquire()
-        acquired = True
-    if not acquired:
-        raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
-                              limit=settings.max_concurrency)
-    try:
-        yield
-    finally:
-        slots.release()
-
-
 async def _run(request: Request, work, model_id: str | None = None):
     """``work()`` in a worker thread (under the model's lock when ``model_id`` is given)."""
     lock = _service(request).lock(model_id) if model_id is not None else contextlib.nullcontext()
-    async with lock, _compute_slot(request):
+    async with lock, compute_slot(request):
         return await anyio.to_thread.run_sync(run_model_work, work, request.app.state.settings,
                                               request.app.state.metrics.count_ops)
 
