@@ -136,10 +136,6 @@ def _reduce_forward(fn):
     return forward
 
 
-def _indexed_name(kind):
-    return lambda params, shapes: kind
-
-
 # ---- elementwise: unary ----------------------------------------------------
 
 neg = define("neg", lambda xp, x: xp.negative(x), lambda g: -g, linear=True, doc="-x")

@@ -45,7 +45,6 @@ class Tensor:
         "_data",
         "_grad",
         "_hooks",
-        "_name",
         "_requires_grad",
         "_retains_grad",
         "_tangents",
@@ -73,7 +72,6 @@ class Tensor:
         self._hooks = None
         self._retains_grad = False
         self._tangents = None
-        self._name = None
 
     @classmethod
     def _make(cls, array):
@@ -88,7 +86,6 @@ class Tensor:
         t._hooks = None
         t._retains_grad = False
         t._tangents = None
-        t._name = None
         return t
 
     # ---- metadata -------------------------------------------------------

@@ -27,7 +27,6 @@ class Node:
         "checks",
         "freed",
         "input_shapes",
-        "metadata",
         "next_functions",
         "op",
         "out_dtype",
@@ -54,7 +53,6 @@ class Node:
         self.freed = False
         self.pre_hooks = None
         self.retained = None
-        self.metadata = None
 
     def name(self) -> str:
         return type(self).__name__
@@ -88,7 +86,6 @@ class AccumulateGrad(Node):
         self.freed = False
         self.pre_hooks = None
         self.retained = None
-        self.metadata = None
         data = variable._data
         self.out_shape = data.shape
         self.out_dtype = data.dtype
@@ -124,16 +121,6 @@ def accumulator(tensor) -> AccumulateGrad:
     if node is None:
         node = tensor._accumulator = AccumulateGrad(tensor)
     return node
-
-
-def edge(value) -> tuple:
-    """The ``next_functions`` entry for one input of a recorded op."""
-    grad_fn = getattr(value, "grad_fn", None)
-    if grad_fn is not None:
-        return (grad_fn, 0)
-    if getattr(value, "_requires_grad", False):
-        return (accumulator(value), 0)
-    return (None, 0)
 
 
 class _RemovableHandle:
