@@ -119,7 +119,10 @@ class Op:
       each input's gradient back to that input's shape;
     - ``nondiff``: the output carries no gradient (comparisons, sign);
     - ``view``: the output aliases the first input's memory, so they share a
-      version counter, as PyTorch's views do.
+      version counter, as PyTorch's views do;
+    - ``write_back(values, **params) -> (op, args, params)``: for a view op, the
+      in-place op that writes new values of the view into its base, so that
+      in-place ops on the view while recording update the base's history.
 
     ``normalize(params, *shapes)`` (optional) rewrites axis parameters to
     negative form and validates them, so rules stay correct when tangents and
@@ -139,6 +142,7 @@ class Op:
         broadcast=False,
         nondiff=False,
         view=False,
+        write_back=None,
         variadic=False,
         extra_outputs=0,
         normalize=None,
@@ -151,6 +155,7 @@ class Op:
         self.broadcast = broadcast
         self.nondiff = nondiff
         self.view = view
+        self.write_back = write_back
         self.variadic = variadic
         self.extra_outputs = extra_outputs
         self.normalize = normalize
@@ -169,7 +174,11 @@ class Op:
         camel = "".join(part.capitalize() for part in name.split("_"))
         self.grad_fn = grad_fn or f"{camel}Backward0"
 
-        vjp_vocabulary = [GRAD, RESULT, *self.input_names]
+        # ``<input>_shape`` and ``out_shape``: a shape only, so backward neither keeps the tensor
+        # alive nor checks its version (PyTorch saves just the sizes there too: sum, reshape, ...).
+        vjp_vocabulary = [
+            GRAD, RESULT, *self.input_names, *(n + "_shape" for n in self.input_names), RESULT + "_shape",
+        ]
         if nondiff:
             self.vjp = ()
         elif variadic:

@@ -44,8 +44,9 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def lead(g, out) -> tuple:
-    """The batch axes ``g`` carries in front of ``out``'s shape."""
-    return tuple(g.shape[: g.ndim - out.ndim])
+    """The batch axes ``g`` carries in front of ``out`` (an array, a Tensor or a shape)."""
+    ndim = len(out) if isinstance(out, tuple) else out.ndim
+    return tuple(g.shape[: g.ndim - ndim])
 
 
 def _check_dim(d: int, ndim: int) -> int:
@@ -100,10 +101,10 @@ def _count(shape, dim) -> int:
     return _fold(lambda a, d: a * shape[d], _as_tuple(dim), 1) if shape else 1
 
 
-def unreduce(g, out, x, dim):
-    """Spread ``g`` (the gradient of a reduction over ``dim``) back over ``x``'s shape."""
+def unreduce(g, out, x_shape, dim):
+    """Spread ``g`` (the gradient of a reduction over ``dim``) back over the input's shape."""
     batch = lead(g, out)
-    return expand(reshape(g, shape=batch + _kept_shape(x.shape, dim)), shape=batch + tuple(x.shape))
+    return expand(reshape(g, shape=batch + _kept_shape(x_shape, dim)), shape=batch + tuple(x_shape))
 
 
 def kept(out, x, dim):
@@ -119,7 +120,7 @@ def reduction_rules(weights):
     """
 
     def vjp(g, out, x, *, dim, keepdim, **params):
-        return unreduce(g, out, x, dim) * weights(kept(out, x, dim), x, dim=dim, **params)
+        return unreduce(g, out, x.shape, dim) * weights(kept(out, x, dim), x, dim=dim, **params)
 
     def jvp(dx, out, x, *, dim, keepdim, **params):
         return sum(dx * weights(kept(out, x, dim), x, dim=dim, **params), dim=dim, keepdim=keepdim)
@@ -499,7 +500,7 @@ linear = define(
     (
         lambda g, w: g @ w,
         lambda g, x: (g[..., None] * x[..., None, :]) if x.ndim == 1 else g.mT @ x,
-        lambda g, out: g,
+        lambda g: g,
     ),
     linear_jvp,
     broadcast=True,
@@ -512,7 +513,7 @@ linear = define(
 sum = define(
     "sum",
     _reduce_forward("sum"),
-    lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim),
+    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g, out_shape, x_shape, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "SumBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "SumBackward1",
@@ -521,7 +522,7 @@ sum = define(
 mean = define(
     "mean",
     _reduce_forward("mean"),
-    lambda g, out, x, *, dim, keepdim: unreduce(g, out, x, dim) / _count(x.shape, dim),
+    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g, out_shape, x_shape, dim) / _count(x_shape, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "MeanBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "MeanBackward1",
@@ -763,7 +764,7 @@ def _resolve_shape(params, shape):
 reshape = define(
     "reshape",
     lambda xp, x, *, shape: x.reshape(shape),
-    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    lambda g, out_shape, x_shape: reshape(g, shape=lead(g, out_shape) + tuple(x_shape)),
     lambda dx, out, x: reshape(dx, shape=lead(dx, x) + tuple(out.shape)),
     view=True,
     normalize=_resolve_shape,
@@ -797,7 +798,7 @@ def expand_jvp(dx, out, x):
 expand = define(
     "expand",
     lambda xp, x, *, shape: backend.broadcast_to(x, shape),
-    lambda g, out, x: sum_to_size(g, shape=tuple(x.shape), lead=len(lead(g, out))),
+    lambda g, out_shape, x_shape: sum_to_size(g, shape=tuple(x_shape), lead=len(lead(g, out_shape))),
     expand_jvp,
     view=True,
     normalize=_check_expand,
@@ -805,10 +806,10 @@ expand = define(
 )
 
 
-def sum_to_size_vjp(g, out, x, *, shape, lead):
-    batch = g.shape[: g.ndim - out.ndim]
-    kept = tuple(x.shape[:lead]) + (1,) * (x.ndim - lead - len(shape)) + tuple(shape)
-    return expand(reshape(g, shape=tuple(batch) + kept), shape=tuple(batch) + tuple(x.shape))
+def sum_to_size_vjp(g, out_shape, x_shape, *, shape, lead):
+    batch = g.shape[: g.ndim - len(out_shape)]
+    kept = tuple(x_shape[:lead]) + (1,) * (len(x_shape) - lead - len(shape)) + tuple(shape)
+    return expand(reshape(g, shape=tuple(batch) + kept), shape=tuple(batch) + tuple(x_shape))
 
 
 sum_to_size = define(
@@ -880,7 +881,7 @@ def _squeeze_dims(params, shape):
 squeeze = define(
     "squeeze",
     lambda xp, x, *, dim: x.squeeze(axis=dim) if dim else x,
-    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    lambda g, out_shape, x_shape: reshape(g, shape=lead(g, out_shape) + tuple(x_shape)),
     linear=True,
     view=True,
     normalize=_squeeze_dims,
@@ -889,7 +890,7 @@ squeeze = define(
 unsqueeze = define(
     "unsqueeze",
     lambda xp, x, *, dim: xp.expand_dims(x, dim),
-    lambda g, out, x: reshape(g, shape=lead(g, out) + tuple(x.shape)),
+    lambda g, out_shape, x_shape: reshape(g, shape=lead(g, out_shape) + tuple(x_shape)),
     linear=True,
     view=True,
     normalize=axes("dim", extra=1),
@@ -901,13 +902,13 @@ def _tile_forward(xp, x, *, reps):
     return xp.tile(x, reps)
 
 
-def tile_vjp(g, out, x, *, reps):
-    batch = lead(g, out)
-    shape = (1,) * (len(reps) - x.ndim) + tuple(x.shape)
+def tile_vjp(g, out_shape, x_shape, *, reps):
+    batch = lead(g, out_shape)
+    shape = (1,) * (len(reps) - len(x_shape)) + tuple(x_shape)
     pairs = tuple(n for r, s in zip(reps, shape) for n in (r, s))
     repeated_axes = tuple(len(batch) + 2 * i for i in range(len(reps)))
     total = sum(reshape(g, shape=batch + pairs), dim=repeated_axes)
-    return reshape(total, shape=batch + tuple(x.shape))
+    return reshape(total, shape=batch + tuple(x_shape))
 
 
 def tile_jvp(dx, x, *, reps):
@@ -1002,9 +1003,10 @@ def _getitem(xp, x, *, index):
 getitem = define(
     "getitem",
     _getitem,
-    lambda g, out, x, *, index: getitem_adjoint(g, shape=lead(g, out) + tuple(x.shape), index=index),
+    lambda g, out_shape, x_shape, *, index: getitem_adjoint(g, shape=lead(g, out_shape) + tuple(x_shape), index=index),
     linear=True,
     view=True,
+    write_back=lambda values, *, index: (index_put, (values,), {"index": index}),
     normalize=_full_index,
     grad_fn=_index_kind,
     method=False,
@@ -1038,12 +1040,12 @@ def _index_put(xp, x, values, *, index):
     return out
 
 
-def index_put_values_vjp(g, out, values, *, index):
+def index_put_values_vjp(g, out_shape, values_shape, *, index):
     """The gradient of values: g at index. ``x[index] = values`` may drop leading size-1 axes of
     values (``y[1] = v`` with v of shape (1,)); restore them, the machinery sums the rest."""
     picked = getitem(g, index=index)
-    batch = lead(g, out)
-    extra = len(getattr(values, "shape", ())) - (picked.ndim - len(batch))
+    batch = lead(g, out_shape)
+    extra = len(values_shape) - (picked.ndim - len(batch))
     if extra > 0:
         picked = reshape(picked, shape=batch + (1,) * extra + tuple(picked.shape[len(batch) :]))
     return picked
@@ -1062,11 +1064,11 @@ index_put = define(
 )
 
 
-def cat_vjp(g, xs, *, dim):
+def cat_vjp(g, xs_shape, *, dim):
     pieces, start = [], 0
     tail = (slice(None),) * (-dim - 1)
-    for x in xs:
-        size = x.shape[dim]
+    for shape in xs_shape:
+        size = shape[dim]
         pieces.append(getitem(g, index=(Ellipsis, slice(start, start + size), *tail)))
         start += size
     return pieces
@@ -1102,9 +1104,9 @@ cat = define(
 )
 
 
-def stack_vjp(g, xs, *, dim):
+def stack_vjp(g, xs_shape, *, dim):
     tail = (slice(None),) * (-dim - 1)
-    return [getitem(g, index=(Ellipsis, i, *tail)) for i in range(len(xs))]
+    return [getitem(g, index=(Ellipsis, i, *tail)) for i in range(len(xs_shape))]
 
 
 def _stack(xp, xs, *, dim=0):

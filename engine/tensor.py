@@ -49,6 +49,7 @@ class Tensor:
         "_retains_grad",
         "_tangents",
         "_version_counter",
+        "_view_origin",
         "grad_fn",
     )
     # numpy defers to our reflected operators (``np.float32(2) * t`` gives a Tensor).
@@ -69,6 +70,7 @@ class Tensor:
         self._version_counter = [0]
         self._accumulator = None
         self._base = None
+        self._view_origin = None
         self._hooks = None
         self._retains_grad = False
         self._tangents = None
@@ -83,6 +85,7 @@ class Tensor:
         t._version_counter = [0]
         t._accumulator = None
         t._base = None
+        t._view_origin = None
         t._hooks = None
         t._retains_grad = False
         t._tangents = None

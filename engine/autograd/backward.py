@@ -140,6 +140,8 @@ def _array_grads(node, g):
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
         values.append(value)
+    values.extend(node.input_shapes)
+    values.append(node.out_shape)
     return _input_grads(node, g, values, as_arrays=True)
 
 
@@ -153,7 +155,7 @@ def _tensor_grads(node, g):
         out.grad_fn = node
         out._requires_grad = True
         out._tangents = node.out_tangents  # forward-over-reverse needs the result's tangent
-    return _input_grads(node, g, [g, out, *saved[1:]], as_arrays=False)
+    return _input_grads(node, g, [g, out, *saved[1:], *node.input_shapes, node.out_shape], as_arrays=False)
 
 
 def _input_grads(node, g, values, as_arrays):

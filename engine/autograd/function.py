@@ -150,7 +150,11 @@ def _run(op, inputs, arrays, shapes, first, requires, params):
     result = Tensor._make(out)
     if op.view:
         result._version_counter = first._version_counter
-        result._base = first if first._base is None else first._base
+        if first._base is None:
+            result._base = first
+            result._view_origin = (op, params)  # how to write through it (see autograd.inplace)
+        else:
+            result._base = first._base
     if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
         result._requires_grad = True
         result.grad_fn = _record(op, inputs, params, out, result, shapes)

@@ -59,23 +59,51 @@ def apply_inplace(tensor, op, args, params):
             tensor._tangents = result._tangents  # forward AD: the tangent follows the new value
         return tensor
 
-    if base is not None and base._requires_grad:
-        raise RuntimeError(
-            f"in-place {op.name} on a view of a tensor that requires grad is not supported; "
-            "write the result out of place (y = x.clone(); y[...] = ...) instead"
-        )
-    # The node must see the value before the write: give it a snapshot that takes over
-    # the tensor's place in the graph.
+    if base is not None:
+        return _write_through_view(tensor, base, op, args, params)
+    result = apply(op, (_snapshot(tensor, op), *args), params)
+    _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+    _take_history(tensor, result)
+    return tensor
+
+
+def _snapshot(tensor, op):
+    """The tensor before the write, taking its place in the graph: the new node must see the
+    old value (copied only when the op's vjp needs it)."""
     old = Tensor._make(tensor._data.copy() if 0 in op.saved_inputs else tensor._data)
     old.grad_fn = tensor.grad_fn
     old._requires_grad = tensor._requires_grad
     old._tangents = tensor._tangents
-    result = apply(op, (old, *args), params)
-    _write(tensor, result._data.astype(tensor._data.dtype, copy=False))
+    return old
+
+
+def _take_history(tensor, result):
     if result._tangents is not None or tensor._tangents is not None:
-        tensor._tangents = result._tangents
+        tensor._tangents = result._tangents  # forward AD: the tangent follows the new value
     tensor.grad_fn = result.grad_fn
     tensor._requires_grad = result._requires_grad
     if tensor.grad_fn is not None and tensor._retains_grad:
         tensor.grad_fn.retained = weakref.ref(tensor)
-    return tensor
+
+
+def _write_through_view(view, base, op, args, params):
+    """An in-place op on a view while recording (``y[0] += 1``, ``y[:, 1].mul_(2)``).
+
+    As PyTorch's CopySlices does, the base's history gains the write: the new
+    values are computed out of place, written into the base by the view op's
+    ``write_back`` (for indexing, ``index_put``), and the view is read again
+    from the updated base. Views of views are not traced back to their base.
+    """
+    origin = view._view_origin
+    if origin is None or origin[0].write_back is None:
+        raise RuntimeError(
+            f"in-place {op.name} on this view of a tensor that requires grad is not supported "
+            "(only a direct index of the base can be written through); write the result out of "
+            "place (y = x.clone(); y[...] = ...) instead"
+        )
+    view_op, view_params = origin
+    values = apply(op, (_snapshot(view, op), *args), params)
+    write_op, write_args, write_params = view_op.write_back(values, **view_params)
+    apply_inplace(base, write_op, write_args, write_params)
+    _take_history(view, apply(view_op, (base,), view_params))
+    return view

@@ -581,3 +581,66 @@ def test_saved_tensor_error_matches_pytorch_wording(torch):
     head = theirs.split(" Hint")[0].replace("torch.", "engine.")
     head = head.replace("output 0 of Exp,", "output 0 of ExpBackward0,")
     assert ours.startswith(head)
+
+
+# ---- in-place ops on views write through to the base (PyTorch's CopySlices) -------------
+
+
+def _write_through_example(lib):
+    x = lib.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=lib.float64, requires_grad=True)
+    y = x * 2
+    y[0] += 1
+    y[:, 1].mul_(y[1, :].sum())
+    (y.sin() * y).sum().backward()
+    return y.detach().numpy(), x.grad.numpy()
+
+
+def test_in_place_on_an_index_view_updates_the_base_and_its_history():
+    x = engine.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=engine.float64, requires_grad=True)
+    y = x * 2
+    y[0] += 1  # y = 2x + [[1, 1], [0, 0]]
+    (y * y).sum().backward()
+    expected_y = 2 * np.array([[1.0, 2.0], [3.0, 4.0]]) + np.array([[1.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(y.detach().numpy(), expected_y)
+    np.testing.assert_allclose(x.grad.numpy(), 4 * expected_y)  # d sum(y^2)/dx = 2y * 2
+
+
+def test_buffer_filled_through_views_gets_gradients():
+    w = engine.tensor([1.0, -2.0, 0.5], dtype=engine.float64, requires_grad=True)
+    buf = engine.zeros(2, 3, dtype=engine.float64)
+    buf[1].add_(w * 3)
+    buf[0].copy_(w.exp())
+    assert buf.grad_fn is not None
+    (buf**2).sum().backward()
+    ws = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(w.grad.numpy(), 18 * ws + 2 * np.exp(2 * ws), rtol=1e-12)
+
+
+@pytest.mark.torch
+def test_write_through_views_matches_pytorch(torch):
+    ours, theirs = _write_through_example(engine), _write_through_example(torch)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12)
+
+
+def test_in_place_on_a_view_of_a_leaf_still_raises():
+    x = engine.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+        x[0].add_(1)
+
+
+def test_ops_that_need_only_shapes_do_not_pin_versions():
+    # sum, indexing and reshape keep sizes, not values (as PyTorch): a later in-place write
+    # to their input does not invalidate them...
+    x = engine.ones(3, requires_grad=True)
+    y = x * 2
+    s = y[1:].sum() + y.reshape(3, 1).sum()
+    y.mul_(3)
+    s.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 4.0])
+    # ...while an op that needs the values still refuses.
+    z = x * 2
+    w = z.sin()
+    z.mul_(3)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        w.sum().backward()
