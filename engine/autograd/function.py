@@ -81,7 +81,45 @@ def apply(op, args, params):
                 shapes.append(getattr(value, "shape", ()))
         if first is None:
             raise TypeError(f"{op.name} expects at least one Tensor operand")
-    return _run(op, inputs, arrays, shapes, first, requires, params)
+    if backend.cupy is not None:
+        _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
+    if len(params) != len(op.param_defaults):
+        params = {**op.optional_params, **params}
+    if op.normalize is not None:
+        params = op.normalize(params, *shapes)
+    if op_observers:
+        for observer in op_observers:
+            observer.before(op, inputs, params)
+    data = first._data
+    xp = _numpy if type(data) is _ndarray else backend.namespace_of(data)
+    out = op.forward(xp, *arrays, **params)
+    extras = ()
+    if op.extra_outputs:
+        out, *extras = out
+    if type(out) is not _ndarray and not backend.is_array(out):  # a device array stays (to_device's output)
+        out = xp.asarray(out)
+    if out.dtype is not data.dtype or not data.ndim:
+        out = _promote_like_pytorch(op, out, data, arrays, params)
+
+    result = Tensor._make(out)
+    if op.view:
+        result._version_counter = first._version_counter
+        if first._base is None:
+            result._base = first
+            result._view_origin = (op, params)  # how to write through it (see autograd.inplace)
+        else:
+            result._base = first._base
+    if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
+        result._requires_grad = True
+        result.grad_fn = _record(op, inputs, params, out, result, shapes)
+    if forward_ad_hook is not None:
+        forward_ad_hook(op, inputs, params, result)
+    if op_observers:
+        for observer in op_observers:
+            observer.after(op, result)
+    if extras:
+        return (result, *(Tensor._make(xp.asarray(e)) for e in extras))
+    return result
 
 
 def _unwrap_variadic(op, args):
@@ -119,53 +157,20 @@ def _zero_dim_promotion(out, operands):
     return out if out.dtype == expected else out.astype(expected)
 
 
-def _run(op, inputs, arrays, shapes, first, requires, params):
-    if backend.cupy is not None:
-        _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
-    if len(params) != len(op.param_defaults):
-        params = {**op.optional_params, **params}
-    if op.normalize is not None:
-        params = op.normalize(params, *shapes)
-    if op_observers:
-        for observer in op_observers:
-            observer.before(op, inputs, params)
-    data = first._data
-    xp = _numpy if type(data) is _ndarray else backend.namespace_of(data)
-    out = op.forward(xp, *arrays, **params)
-    extras = ()
-    if op.extra_outputs:
-        out, *extras = out
-    if type(out) is not _ndarray and not backend.is_array(out):  # a device array stays (to_device's output)
-        out = xp.asarray(out)
+def _promote_like_pytorch(op, out, data, arrays, params):
+    """Where numpy's result dtype differs from PyTorch's (only possible when the result's dtype is
+    not the first input's, or that input is 0-d)."""
     operands = arrays[0] if op.variadic else arrays  # a variadic op's inputs are one list
-    sets_dtype = "dtype" in params  # to_dtype and the like choose the result dtype themselves
-    if len(operands) > 1 and (out.dtype is not data.dtype or data.ndim == 0) and not sets_dtype:
+    if "dtype" in params:  # to_dtype and the like choose the result dtype themselves
+        return out
+    if len(operands) > 1:
         out = _zero_dim_promotion(out, operands)
-    if out.dtype is _F64 and not sets_dtype and not any(a.dtype is _F64 for a in operands if hasattr(a, "dtype")):
+    if out.dtype is _F64 and not any(a.dtype is _F64 for a in operands if hasattr(a, "dtype")):
         # PyTorch promotes int tensors and Python floats to the default dtype, not float64.
         out = out.astype(backend.default_dtype.np)
-    elif out.dtype is _F16 and not sets_dtype and not any(a.dtype is _F16 for a in operands if hasattr(a, "dtype")):
+    elif out.dtype is _F16 and not any(a.dtype is _F16 for a in operands if hasattr(a, "dtype")):
         out = out.astype(backend.default_dtype.np)  # numpy's sin(bool array) is float16; PyTorch's float32
-
-    result = Tensor._make(out)
-    if op.view:
-        result._version_counter = first._version_counter
-        if first._base is None:
-            result._base = first
-            result._view_origin = (op, params)  # how to write through it (see autograd.inplace)
-        else:
-            result._base = first._base
-    if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
-        result._requires_grad = True
-        result.grad_fn = _record(op, inputs, params, out, result, shapes)
-    if forward_ad_hook is not None:
-        forward_ad_hook(op, inputs, params, result)
-    if op_observers:
-        for observer in op_observers:
-            observer.after(op, result)
-    if extras:
-        return (result, *(Tensor._make(xp.asarray(e)) for e in extras))
-    return result
+    return out
 
 
 def _record(op, inputs, params, out, result, shapes):
