@@ -66,6 +66,15 @@ class LiveServer:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
+    def stop_clean(self) -> None:
+        """Stop the server and fail if it ever logged a 500."""
+        assert_no_server_errors(self.stop())
+
+
+def assert_no_server_errors(log: str) -> None:
+    """A 500 is always a bug: the server logs every one, so its log must show none."""
+    assert "unhandled error" not in log and "Exception in ASGI application" not in log, log[-4000:]
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
@@ -74,9 +83,7 @@ def server(tmp_path_factory):
     live = LiveServer({"GRADSERVE_MAX_CONCURRENCY": "8", "GRADSERVE_QUEUE_TIMEOUT_S": "30",
                        "GRADSERVE_DATA_DIR": str(data_dir)})
     yield live
-    log = live.stop()
-    # A 500 is a bug: the server logs every one, so the whole session must not have logged any.
-    assert "unhandled error" not in log and "Exception in ASGI application" not in log, log[-4000:]
+    live.stop_clean()  # the whole session must not have logged a single 500
 
 
 @pytest.fixture(scope="session")
