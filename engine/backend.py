@@ -8,6 +8,7 @@ folds a broadcast gradient back onto an input's shape.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 
 import numpy
@@ -149,8 +150,82 @@ def device(spec=None, index: int | None = None) -> Device:
     if kind == "cpu":
         return CPU
     if kind == "cuda":
-        return Device("cuda", int(index) if index else 0)
+        # "cuda" without an index is the current device (engine.cuda.set_device), as in PyTorch.
+        return Device("cuda", int(index) if index else current_cuda_device())
     raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
+
+
+def current_cuda_device() -> int:
+    """The ordinal of this thread's current CUDA device (0 without a GPU)."""
+    if cupy is None:
+        return 0
+    try:
+        return int(cupy.cuda.runtime.getDevice())
+    except Exception:  # no driver: the error comes from namespace(), which says what is missing
+        return 0
+
+
+def set_current_cuda_device(index: int) -> None:
+    """Make CUDA device ``index`` current in this thread (it must exist)."""
+    namespace(Device("cuda", index))
+    cupy.cuda.runtime.setDevice(int(index))
+
+
+def cuda_device_scope(index: int):
+    """A context manager making CUDA device ``index`` current inside it (cupy's ``Device``)."""
+    namespace(Device("cuda", index))
+    return cupy.cuda.Device(int(index))
+
+
+def device_scope(array):
+    """For a device array not on the current CUDA device: a context manager making its device
+    current, so that kernels run there and their results are allocated there. None when the
+    array's device is current already (the usual case: entering a scope per op costs time),
+    and for host arrays."""
+    if cupy is None or not isinstance(array, cupy.ndarray):
+        return None
+    index = array.device.id
+    if index == cupy.cuda.runtime.getDevice():
+        return None
+    return cupy.cuda.Device(index)
+
+
+def call_on_device_of(value, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the CUDA device of ``value`` current (a tensor, an array, or a
+    tuple or list whose first element is one). For engine functions that make arrays themselves,
+    outside apply (Jacobian blocks, loss masks): cupy allocates on the current device."""
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    scope = device_scope(getattr(value, "_data", value))
+    if scope is None:
+        return fn(*args, **kwargs)
+    with scope:
+        return fn(*args, **kwargs)
+
+
+def use_device_of(array) -> int | None:
+    """Make a device array's CUDA device current (for the rest of a backward pass, say).
+    Returns the ordinal that was current before, or None when nothing changed."""
+    if cupy is None or not isinstance(array, cupy.ndarray):
+        return None
+    index = array.device.id
+    current = cupy.cuda.runtime.getDevice()
+    if index == current:
+        return None
+    cupy.cuda.runtime.setDevice(index)
+    return current
+
+
+def placed_on(dev: Device):
+    """A context manager under which new arrays of ``dev``'s namespace are allocated on ``dev``
+    (cupy allocates on the current device); a no-op on the CPU and on the current device."""
+    if dev.type == "cpu" or dev.index == current_cuda_device():
+        return _NO_SCOPE
+    namespace(dev)  # says what is missing, or that the ordinal is invalid
+    return cupy.cuda.Device(dev.index)
+
+
+_NO_SCOPE = contextlib.nullcontext()
 
 
 def cuda_device_count() -> int:
@@ -183,7 +258,7 @@ def namespace(dev: Device):
     if reason is not None:
         raise RuntimeError(f"device '{dev}' was requested but CUDA is not available here: {reason}; use device='cpu'")
     count = cuda_device_count()
-    if (dev.index or 0) >= count:
+    if not 0 <= (dev.index or 0) < count:
         raise RuntimeError(f"CUDA error: invalid device ordinal: {dev} requested, {count} device(s) visible")
     return cupy
 
@@ -203,6 +278,16 @@ def namespace_of(array):
 
 def is_array(value) -> bool:
     return isinstance(value, numpy.ndarray) or (cupy is not None and isinstance(value, cupy.ndarray))
+
+
+def aliases(view, array) -> bool:
+    """Whether ``view`` may share memory with ``array``: a view op's result does unless the op
+    had to copy (a reshape of a non-contiguous array, advanced indexing)."""
+    if view is array:
+        return True
+    if view.base is None:
+        return False
+    return bool(namespace_of(view).may_share_memory(view, array))
 
 
 def to_device(array, dev: Device):
@@ -258,21 +343,61 @@ def to_numpy(array):
 # ---- special functions -----------------------------------------------------
 
 
-def erf(array):
-    if cupy is not None and isinstance(array, cupy.ndarray):
-        import cupyx.scipy.special
+def special(xp):
+    """The special-function ufuncs (``erf``, ``expit``) for namespace ``xp``: scipy's for numpy,
+    cupyx's for cupy. Both are ufuncs, so they also work inside ``fused`` kernels."""
+    if xp is numpy:
+        return scipy.special
+    import cupyx.scipy.special
 
-        return cupyx.scipy.special.erf(array)
-    return scipy.special.erf(array)
+    return cupyx.scipy.special
+
+
+def erf(array):
+    return special(namespace_of(array)).erf(array)
 
 
 def expit(array):
     """The logistic sigmoid, stable for large |x| (no overflow warnings)."""
-    if cupy is not None and isinstance(array, cupy.ndarray):
-        import cupyx.scipy.special
+    return special(namespace_of(array)).expit(array)
 
-        return cupyx.scipy.special.expit(array)
-    return scipy.special.expit(array)
+
+# ---- fused elementwise kernels ---------------------------------------------
+
+
+def fused(expr):
+    """``expr(xp, *args)`` as one kernel on the GPU; as written on the CPU.
+
+    ``expr`` is elementwise: operators, ufuncs of ``xp`` or ``special(xp)``,
+    ``xp.where``, in-place operators and a positional ``out`` on its array
+    arguments (an optimizer's update). numpy evaluates it op by op. On cupy,
+    ``cupy.fuse`` traces it once and compiles a single kernel, which cupy
+    caches per argument dtypes and ranks: a chain of n elementwise steps then
+    reads and writes memory once instead of n times, which is what such
+    chains are bound by on a GPU. Scalars are arguments, not constants baked
+    into the kernel, so a learning rate or a bias correction that changes
+    every step reuses the compiled kernel.
+    """
+    kernels = {}
+
+    def run(xp, *args, **params):
+        if xp is numpy:
+            return expr(numpy, *args, **params)
+        # Keyword params (gelu's ``approximate``) are compile-time constants of the kernel.
+        key = (xp, *sorted(params.items()))
+        kernel = kernels.get(key)
+        if kernel is None:
+
+            def kernel(*values):
+                return expr(xp, *values, **params)
+
+            kernel = kernels[key] = xp.fuse(kernel_name=f"gradserve_{expr.__name__.strip('_')}")(kernel)
+        return kernel(*args)
+
+    run.__name__ = expr.__name__
+    run.__wrapped__ = expr  # inspect.signature (the derivative table reads input names) sees expr's
+    run.__doc__ = expr.__doc__
+    return run
 
 
 # ---- shapes ----------------------------------------------------------------

@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 
+from engine import backend
 from engine.autograd import function
 from engine.tensor import Tensor
 
@@ -284,6 +285,11 @@ def _estimate_param_shape(shapes, params) -> int:
     return _numel(params.get("shape", ()))
 
 
+def _estimate_positions(shapes, params) -> int:
+    positions = params.get("positions", ())
+    return int(positions.size if backend.is_array(positions) else backend.numpy.asarray(positions).size)
+
+
 # Ops whose result can be much larger than any input; every other op's result is
 # checked after it ran (its size is bounded by its inputs').
 _ESTIMATES = {
@@ -293,6 +299,7 @@ _ESTIMATES = {
     "outer": _estimate_outer,
     "matmul": _estimate_matmul,
     "getitem": _estimate_getitem,
+    "take_flat": _estimate_positions,
 }
 
 

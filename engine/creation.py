@@ -90,6 +90,11 @@ def to_array(data, dtype=None, device=None):
     """An array on ``device`` from numbers, nested lists, arrays or Tensors."""
     dev = backend.device(device)
     xp = backend.namespace(dev)
+    with backend.placed_on(dev):  # cupy allocates on the current device
+        return _placed_array(data, dtype, dev, xp)
+
+
+def _placed_array(data, dtype, dev, xp):
     if isinstance(data, Tensor):
         array = data._data
         target = backend.dtype(dtype).np if dtype is not None else array.dtype
@@ -144,8 +149,10 @@ def from_numpy(array) -> Tensor:
 
 def _filled(fill, shape, dtype, device, requires_grad):
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    xp = backend.namespace(backend.device(device))
-    return _finish(xp.full(_shape(shape), fill, dtype=dt.np), requires_grad)
+    dev = backend.device(device)
+    xp = backend.namespace(dev)
+    with backend.placed_on(dev):
+        return _finish(xp.full(_shape(shape), fill, dtype=dt.np), requires_grad)
 
 
 def _shape(shape) -> tuple:
@@ -197,8 +204,10 @@ def full_like(t, fill_value, *, dtype=None, device=None, requires_grad=False) ->
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    xp = backend.namespace(backend.device(device))
-    return _finish(xp.eye(int(n), int(n if m is None else m), dtype=dt.np), requires_grad)
+    dev = backend.device(device)
+    xp = backend.namespace(dev)
+    with backend.placed_on(dev):
+        return _finish(xp.eye(int(n), int(n if m is None else m), dtype=dt.np), requires_grad)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -210,17 +219,24 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     if step == 0:
         raise RuntimeError("step must be nonzero")
     count = max(math.ceil((end - start) / step), 0)
-    xp = backend.namespace(backend.device(device))
-    values = start + step * xp.arange(count, dtype=backend.float64.np if dt.is_floating_point else backend.int64.np)
-    return _finish(values.astype(dt.np), requires_grad)
+    dev = backend.device(device)
+    xp = backend.namespace(dev)
+    with backend.placed_on(dev):
+        values = start + step * xp.arange(count, dtype=backend.float64.np if dt.is_floating_point else backend.int64.np)
+        return _finish(values.astype(dt.np), requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """PyTorch's algorithm, in the output dtype: the first half steps up from ``start``,
     the second half steps down from ``end``, so both ends are exact."""
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    xp = backend.namespace(backend.device(device))
-    steps = int(steps)
+    dev = backend.device(device)
+    xp = backend.namespace(dev)
+    with backend.placed_on(dev):
+        return _linspace(start, end, int(steps), dt, xp, requires_grad)
+
+
+def _linspace(start, end, steps, dt, xp, requires_grad):
     if steps == 1:
         return _finish(xp.full((1,), start, dtype=dt.np), requires_grad)
     kind = dt.np.type
@@ -238,8 +254,10 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    xp = backend.namespace(backend.device(device))
-    return _finish((base ** xp.linspace(float(start), float(end), int(steps))).astype(dt.np), requires_grad)
+    dev = backend.device(device)
+    xp = backend.namespace(dev)
+    with backend.placed_on(dev):
+        return _finish((base ** xp.linspace(float(start), float(end), int(steps))).astype(dt.np), requires_grad)
 
 
 def rand_array(kind, shape, dtype, device, generator=None, **params):

@@ -6,6 +6,11 @@ failing: ``is_available()`` is False, ``device_count()`` 0, ``synchronize()``
 does nothing, and placing a tensor on ``"cuda"`` raises a RuntimeError that
 says what is missing (``unavailable_reason()``).
 
+Several GPUs: as in PyTorch, each thread has a current device (``current_device``,
+``set_device``, ``with device(i):``); "cuda" without an index means it. A tensor on
+``cuda:1`` runs its ops on device 1 whatever is current (apply makes the tensor's
+device current for the op when it is not already), and its gradients land there.
+
 Random numbers: every device draws from the same seeded generator (on the
 host, then copied), so ``manual_seed(s)`` makes both CPU and CUDA draws
 reproducible, and a CUDA draw equals the CPU draw that the same seed gives.
@@ -30,8 +35,46 @@ def unavailable_reason() -> str | None:
 
 
 def current_device() -> int:
+    """The index of this thread's current CUDA device: where ``"cuda"`` without an index puts
+    tensors (``.cuda()``, ``zeros(..., device="cuda")``)."""
     _require()
-    return 0
+    return backend.current_cuda_device()
+
+
+def set_device(device) -> None:
+    """Make ``device`` (an index, "cuda:1" or an engine.device) current in this thread."""
+    _require()
+    backend.set_current_cuda_device(_index(device))
+
+
+class device:  # noqa: N801 - PyTorch's name
+    """``with engine.cuda.device(1):`` makes CUDA device 1 current inside the block (None: no change)."""
+
+    def __init__(self, device):
+        self.index = None if device is None else _index(device)
+        self._scope = None
+
+    def __enter__(self):
+        if self.index is not None:
+            _require()
+            self._scope = backend.cuda_device_scope(self.index)
+            self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._scope is not None:
+            self._scope.__exit__(*exc)
+            self._scope = None
+        return False
+
+
+def _index(device) -> int:
+    if isinstance(device, int):
+        return device
+    dev = backend.device(device)
+    if dev.type != "cuda":
+        raise ValueError(f"Expected a cuda device, but got: {dev}")
+    return dev.index
 
 
 def synchronize(device=None) -> None:

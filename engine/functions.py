@@ -40,14 +40,21 @@ multiply, divide, true_divide, subtract = mul, div, div, sub
 def pow(input, exponent):
     if isinstance(input, Tensor):
         return input.pow(exponent)
-    return apply(ops.pow, (input, exponent), {})
+    return exponent.__rpow__(input)  # a number base: PyTorch's pow.Scalar (PowBackward2)
 
 
 def matmul(input, other):
-    return apply(ops.matmul, (input, other), {})
+    return input.matmul(other) if isinstance(input, Tensor) else other.__rmatmul__(input)
 
 
-mm = matmul
+def mm(input, mat2):
+    """matrix product of two matrices (one MmBackward0 node)"""
+    return input.mm(mat2)
+
+
+def bmm(input, mat2):
+    """matrix products of two batches of matrices, both 3-D (one BmmBackward0 node)"""
+    return input.bmm(mat2)
 
 
 def dot(input, other):

@@ -118,11 +118,9 @@ class Op:
     - ``broadcast``: elementwise with numpy broadcasting; the machinery sums
       each input's gradient back to that input's shape;
     - ``nondiff``: the output carries no gradient (comparisons, sign);
-    - ``view``: the output aliases the first input's memory, so they share a
-      version counter, as PyTorch's views do;
-    - ``write_back(values, **params) -> (op, args, params)``: for a view op, the
-      in-place op that writes new values of the view into its base, so that
-      in-place ops on the view while recording update the base's history.
+    - ``view``: the output aliases the first input's memory (unless the op had to
+      copy), so they share a version counter, as PyTorch's views do, and in-place
+      ops on the output write through to the base (``engine.autograd.inplace``);
 
     ``normalize(params, *shapes)`` (optional) rewrites axis parameters to
     negative form and validates them, so rules stay correct when tangents and
@@ -142,7 +140,6 @@ class Op:
         broadcast=False,
         nondiff=False,
         view=False,
-        write_back=None,
         variadic=False,
         extra_outputs=0,
         normalize=None,
@@ -155,7 +152,6 @@ class Op:
         self.broadcast = broadcast
         self.nondiff = nondiff
         self.view = view
-        self.write_back = write_back
         self.variadic = variadic
         self.extra_outputs = extra_outputs
         self.normalize = normalize

@@ -166,20 +166,24 @@ tan = define(
 tanh = define(
     "tanh",
     lambda xp, x: xp.tanh(x),
-    lambda g, out: g * (1 - out * out),
-    lambda dx, out: dx * (1 - out * out),
+    lambda g, out: tanh_backward(g, out),
+    lambda dx, out: tanh_backward(dx, out),
     doc="hyperbolic tangent",
 )
 sigmoid = define(
     "sigmoid",
     lambda xp, x: backend.expit(x),
-    lambda g, out: g * out * (1 - out),
-    lambda dx, out: dx * out * (1 - out),
+    lambda g, out: sigmoid_backward(g, out),
+    lambda dx, out: sigmoid_backward(dx, out),
     doc="1 / (1 + e^-x)",
 )
 # The subgradient at 0 is 0, as in PyTorch (threshold_backward uses out > 0).
 relu = define(
-    "relu", lambda xp, x: xp.maximum(x, 0), lambda g, out: g * (out > 0), lambda dx, out: dx * (out > 0), doc="max(x, 0)"
+    "relu",
+    lambda xp, x: xp.maximum(x, 0),
+    lambda g, out: threshold_backward(g, out, threshold=0.0),
+    lambda dx, out: threshold_backward(dx, out, threshold=0.0),
+    doc="max(x, 0)",
 )
 abs = define("abs", lambda xp, x: xp.abs(x), lambda g, x: g * sign(x), lambda dx, x: dx * sign(x), doc="|x|")
 # sign is piecewise constant: its derivative is zero wherever it exists.
@@ -199,19 +203,11 @@ def _gelu(xp, x, *, approximate="none"):
     return 0.5 * x * (1 + backend.erf(x / _SQRT_2))
 
 
-def gelu_slope(x, *, approximate="none"):
-    """d gelu / dx: Phi(x) + x phi(x), or the derivative of the tanh approximation."""
-    if approximate == "tanh":
-        inner = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
-        return (1 + inner) * 0.5 + x * 0.5 * (1 - inner * inner) * (1 + x * x * 0.134145) * _SQRT_2_OVER_PI
-    return (erf(x / _SQRT_2) + 1) * 0.5 + x * exp(x * x * -0.5) * _INV_SQRT_2PI
-
-
 gelu = define(
     "gelu",
     _gelu,
-    lambda g, x, *, approximate: g * gelu_slope(x, approximate=approximate),
-    lambda dx, x, *, approximate: dx * gelu_slope(x, approximate=approximate),
+    lambda g, x, *, approximate: gelu_backward(g, x, approximate=approximate),
+    lambda dx, x, *, approximate: gelu_backward(dx, x, approximate=approximate),
     doc="x * Phi(x) (approximate='tanh' for the tanh form)",
 )
 
@@ -220,16 +216,129 @@ def _softplus(xp, x, *, beta=1.0, threshold=20.0):
     return xp.where(x * beta > threshold, x, xp.logaddexp(0, x * beta) / beta)
 
 
-def softplus_slope(x, *, beta, threshold):
-    return where(x * beta > threshold, 1.0, sigmoid(x * beta))
-
-
 softplus = define(
     "softplus",
     _softplus,
-    lambda g, x, **p: g * softplus_slope(x, **p),
-    lambda dx, x, **p: dx * softplus_slope(x, **p),
+    lambda g, x, **p: softplus_backward(g, x, **p),
+    lambda dx, x, **p: softplus_backward(dx, x, **p),
     doc="log(1 + e^(beta x)) / beta, linear above threshold",
+)
+
+
+# ---- the activations' own backward ops ------------------------------------------
+# PyTorch gives these activations derivative ops of their own (tanh_backward ...),
+# and so do we: a second derivative then records TanhBackwardBackward0 as PyTorch
+# prints it, and on the GPU each is one fused kernel (backend.fused) instead of a
+# chain of three to ten. ``grad`` is the gradient the activation received; its
+# result ``y`` or its input ``x`` is what the first derivative needs.
+
+
+@backend.fused
+def _tanh_backward(xp, grad, y):
+    return grad * (1 - y * y)
+
+
+tanh_backward = define(
+    "tanh_backward",
+    _tanh_backward,
+    (lambda g, y: tanh_backward(g, y), lambda g, grad, y: g * grad * y * -2),
+    lambda dgrad, dy, grad, y: tanh_backward(dgrad, y) - dy * grad * y * 2,
+    broadcast=True,
+    method=False,
+    doc="grad * (1 - y^2): tanh's derivative given y = tanh(x)",
+)
+
+
+@backend.fused
+def _sigmoid_backward(xp, grad, y):
+    return grad * y * (1 - y)
+
+
+sigmoid_backward = define(
+    "sigmoid_backward",
+    _sigmoid_backward,
+    (lambda g, y: sigmoid_backward(g, y), lambda g, grad, y: g * grad * (1 - y * 2)),
+    lambda dgrad, dy, grad, y: sigmoid_backward(dgrad, y) + dy * grad * (1 - y * 2),
+    broadcast=True,
+    method=False,
+    doc="grad * y * (1 - y): sigmoid's derivative given y = sigmoid(x)",
+)
+
+
+@backend.fused
+def _threshold_backward(xp, grad, y, *, threshold=0.0):
+    return xp.where(y > threshold, grad, 0)
+
+
+# Piecewise constant in y, so y's gradient is zero (as PyTorch's zeros_like(grad)).
+threshold_backward = define(
+    "threshold_backward",
+    _threshold_backward,
+    (lambda g, y, *, threshold: threshold_backward(g, y, threshold=threshold), lambda g: g * 0),
+    lambda dgrad, y, *, threshold: threshold_backward(dgrad, y, threshold=threshold),
+    broadcast=True,
+    method=False,
+    doc="grad where y > threshold, else 0 (relu's derivative; a NaN grad below the threshold gives 0)",
+)
+
+
+@backend.fused
+def _gelu_backward(xp, grad, x, *, approximate="none"):
+    if approximate == "tanh":
+        inner = xp.tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
+        slope = (1 + inner) * 0.5 + x * 0.5 * (1 - inner * inner) * (1 + x * x * 0.134145) * _SQRT_2_OVER_PI
+    else:
+        slope = (backend.special(xp).erf(x / _SQRT_2) + 1) * 0.5 + x * xp.exp(x * x * -0.5) * _INV_SQRT_2PI
+    return grad * slope
+
+
+def gelu_curvature(x, *, approximate):
+    """d^2 gelu / dx^2: phi(x) (2 - x^2), or the second derivative of the tanh form."""
+    if approximate == "tanh":
+        inner = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
+        du = (1 + x * x * 0.134145) * _SQRT_2_OVER_PI
+        return (1 - inner * inner) * (du - x * inner * du * du + x * x * (0.134145 * _SQRT_2_OVER_PI))
+    return exp(x * x * -0.5) * (2 - x * x) * _INV_SQRT_2PI
+
+
+gelu_backward = define(
+    "gelu_backward",
+    _gelu_backward,
+    (
+        lambda g, x, *, approximate: gelu_backward(g, x, approximate=approximate),
+        lambda g, grad, x, *, approximate: g * grad * gelu_curvature(x, approximate=approximate),
+    ),
+    lambda dgrad, dx, grad, x, *, approximate: (
+        gelu_backward(dgrad, x, approximate=approximate) + dx * grad * gelu_curvature(x, approximate=approximate)
+    ),
+    broadcast=True,
+    method=False,
+    doc="grad * gelu'(x)",
+)
+
+
+@backend.fused
+def _softplus_backward(xp, grad, x, *, beta=1.0, threshold=20.0):
+    z = x * beta
+    return grad * xp.where(z > threshold, 1.0, backend.special(xp).expit(z))
+
+
+def softplus_curvature(x, *, beta, threshold):
+    s = sigmoid(x * beta)
+    return where(x * beta > threshold, 0.0, s * (1 - s) * beta)
+
+
+softplus_backward = define(
+    "softplus_backward",
+    _softplus_backward,
+    (
+        lambda g, x, **p: softplus_backward(g, x, **p),
+        lambda g, grad, x, **p: g * grad * softplus_curvature(x, **p),
+    ),
+    lambda dgrad, dx, grad, x, **p: softplus_backward(dgrad, x, **p) + dx * grad * softplus_curvature(x, **p),
+    broadcast=True,
+    method=False,
+    doc="grad * softplus'(x)",
 )
 
 
@@ -276,6 +385,16 @@ pow_scalar = define(
 
 add = define("add", lambda xp, x, y: xp.add(x, y), (lambda g: g, lambda g: g), linear=True, broadcast=True, doc="x + y")
 sub = define("sub", lambda xp, x, y: xp.subtract(x, y), (lambda g: g, lambda g: -g), linear=True, broadcast=True, doc="x - y")
+# PyTorch runs ``2 - x`` as its own op (rsub with a Scalar other: RsubBackward1), not as a sub.
+rsub = define(
+    "rsub",
+    lambda xp, x, *, other: other - x,
+    lambda g: -g,
+    lambda dx: -dx,
+    grad_fn="RsubBackward1",
+    method=False,
+    doc="other - x for a number other (Python's 2 - x)",
+)
 mul = define(
     "mul",
     lambda xp, x, y: xp.multiply(x, y),
@@ -330,6 +449,26 @@ pow = define(
     broadcast=True,
     grad_fn="PowBackward1",
     doc="x ** y for tensors",
+)
+
+
+def rpow_slope(out, base):
+    """d base^x / dx = base^x log(base). For base 0, PyTorch masks the x >= 0 side to 0 (out is
+    0 or 1 there) and keeps -inf where out is inf (x < 0)."""
+    if base == 0:
+        return where(out == math.inf, -out, out * 0)
+    return out * (math.log(base) if base > 0 else math.nan)
+
+
+# ``2 ** x``: PyTorch's pow with a Scalar base (PowBackward2).
+rpow = define(
+    "rpow",
+    lambda xp, x, *, base: xp.power(base, x),
+    lambda g, out, *, base: g * rpow_slope(out, base),
+    lambda dx, out, *, base: dx * rpow_slope(out, base),
+    grad_fn="PowBackward2",
+    method=False,
+    doc="base ** x for a number base",
 )
 
 
@@ -761,15 +900,38 @@ def _resolve_shape(params, shape):
     return {"shape": tuple(target)}
 
 
+def _reshape(xp, x, *, shape):
+    return x.reshape(shape)
+
+
+def _reshape_vjp(g, out_shape, x_shape):
+    return reshape(g, shape=lead(g, out_shape) + tuple(x_shape))
+
+
+def _reshape_jvp(dx, out, x):
+    return reshape(dx, shape=lead(dx, x) + tuple(out.shape))
+
+
 reshape = define(
     "reshape",
-    lambda xp, x, *, shape: x.reshape(shape),
-    lambda g, out_shape, x_shape: reshape(g, shape=lead(g, out_shape) + tuple(x_shape)),
-    lambda dx, out, x: reshape(dx, shape=lead(dx, x) + tuple(out.shape)),
+    _reshape,
+    _reshape_vjp,
+    _reshape_jvp,
     view=True,
     normalize=_resolve_shape,
     grad_fn="ViewBackward0",
     doc="the same elements in a new shape",
+)
+# PyTorch's _unsafe_view: a reshape whose result is not tracked as a view (matmul reshapes its
+# fresh mm/bmm result with it, so the output's grad_fn is UnsafeViewBackward0).
+unsafe_view = define(
+    "unsafe_view",
+    _reshape,
+    _reshape_vjp,
+    _reshape_jvp,
+    normalize=_resolve_shape,
+    method=False,
+    doc="reshape, the result not a view (matmul's batched output)",
 )
 
 
@@ -868,8 +1030,30 @@ transpose = define(
 )
 
 
+def _t(xp, x):
+    if x.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+    return x.swapaxes(0, 1) if x.ndim == 2 else x[...]
+
+
+# ``M.t()`` is its own op in PyTorch (TBackward0): the transpose of a matrix, a view of the same
+# tensor for fewer dimensions. Rules swap the last two axes, leaving batch axes alone.
+t = define(
+    "t",
+    _t,
+    lambda g, x_shape: transpose(g, dim0=-2, dim1=-1) if len(x_shape) == 2 else g,
+    lambda dx, x: transpose(dx, dim0=-2, dim1=-1) if x.ndim == 2 else dx,
+    view=True,
+    doc="the transpose of a matrix (a 1-D or 0-D tensor as it is)",
+)
+
+
 def _squeeze_dims(params, shape):
+    """The (negative) axes of size 1 to drop, as a tuple; one given axis stays an int (PyTorch's
+    squeeze.dim overload, SqueezeBackward1), squeezed only where it has size 1."""
     dim = params.get("dim")
+    if isinstance(dim, int) and shape:
+        return axes("dim")({"dim": dim}, shape)
     if dim is None:
         candidates = tuple(range(-len(shape), 0))
     else:
@@ -878,13 +1062,20 @@ def _squeeze_dims(params, shape):
     return {"dim": tuple(d for d in candidates if shape and shape[d] == 1)}
 
 
+def _squeeze(xp, x, *, dim):
+    if isinstance(dim, int):
+        return x.squeeze(axis=dim) if x.shape[dim] == 1 else x
+    return x.squeeze(axis=dim) if dim else x
+
+
 squeeze = define(
     "squeeze",
-    lambda xp, x, *, dim: x.squeeze(axis=dim) if dim else x,
+    _squeeze,
     lambda g, out_shape, x_shape: reshape(g, shape=lead(g, out_shape) + tuple(x_shape)),
     linear=True,
     view=True,
     normalize=_squeeze_dims,
+    grad_fn=lambda params, shapes: "SqueezeBackward1" if isinstance(params["dim"], int) else "SqueezeBackward0",
     doc="drop axes of size 1",
 )
 unsqueeze = define(
@@ -976,8 +1167,8 @@ def _full_index(params, shape, *rest):
 def _index_kind(params, shapes):
     """PyTorch applies an index part by part, so its grad_fn is the last part that does
     something: ``x[0, 1:]`` is SliceBackward0, ``x[1:, 0]`` SelectBackward0, ``x[0, None]``
-    UnsqueezeBackward0. (PyTorch's ``x[:]`` is SliceBackward0; ours, AliasBackward0 like
-    ``x[...]``: the normalized index no longer tells the two apart.)"""
+    UnsqueezeBackward0; ``x[:, :]``, where no part does anything, AliasBackward0. (A bare ``x[:]``,
+    which PyTorch runs as a slice, arrives here as ``x[0:]``: see ``Tensor.__getitem__``.)"""
     index = params["index"][1:]
     if builtins.any(backend.is_array(p) for p in index):
         return "IndexBackward0"
@@ -1006,7 +1197,6 @@ getitem = define(
     lambda g, out_shape, x_shape, *, index: getitem_adjoint(g, shape=lead(g, out_shape) + tuple(x_shape), index=index),
     linear=True,
     view=True,
-    write_back=lambda values, *, index: (index_put, (values,), {"index": index}),
     normalize=_full_index,
     grad_fn=_index_kind,
     method=False,
@@ -1061,6 +1251,59 @@ index_put = define(
     grad_fn="IndexPutBackward0",
     method=False,
     doc="x with values written at index (x[index] = values, out of place)",
+)
+
+# ---- writing through views (PyTorch's CopySlices) --------------------------
+# A view of a base, however it was made (indexing, reshape, transpose, views of views), picks
+# the base's elements at fixed flat (row-major) positions. In-place ops on a view become these
+# two ops on its base: ``copy_slices`` writes the view's new values into the base and
+# ``take_flat`` reads the view back out of it. ``shape`` is the base's; arguments may carry
+# leading batch axes in front of it.
+
+
+def _flat(x, shape):
+    return x.reshape(x.shape[: x.ndim - len(shape)] + (-1,))
+
+
+def _take_flat(xp, x, *, positions, shape):
+    return _flat(x, shape)[..., positions]
+
+
+def take_flat_vjp(g, out_shape, *, positions, shape):
+    batch = lead(g, out_shape)
+    size = _fold(lambda a, n: a * n, shape, 1)
+    flat = getitem_adjoint(g, shape=batch + (size,), index=(Ellipsis, positions))
+    return reshape(flat, shape=batch + tuple(shape))
+
+
+take_flat = define(
+    "take_flat",
+    _take_flat,
+    take_flat_vjp,
+    linear=True,
+    grad_fn="AsStridedBackward0",
+    method=False,
+    doc="x's elements at flat row-major positions (a view read again from its base, as_strided)",
+)
+
+
+def _copy_slices(xp, x, values, *, positions, shape):
+    out = xp.array(x, copy=True, order="C")  # C order: the flat reshape below is a view of it
+    _flat(out, shape)[..., positions] = values
+    return out
+
+
+copy_slices = define(
+    "copy_slices",
+    _copy_slices,
+    (
+        lambda g, *, positions, shape: copy_slices(g, 0.0, positions=positions, shape=shape),
+        lambda g, *, positions, shape: take_flat(g, positions=positions, shape=shape),
+    ),
+    linear=True,
+    grad_fn="CopySlices",
+    method=False,
+    doc="x with values written at flat row-major positions (an in-place op on a view of x)",
 )
 
 

@@ -87,6 +87,15 @@ def _choice(where, name, value, choices):
     return value
 
 
+def _device(where, value):
+    """"cpu", "cuda" (the current CUDA device) or "cuda:N"; whether device N exists is checked when
+    the model is built."""
+    if not (isinstance(value, str) and (value in ("cpu", "cuda") or (
+            value.startswith("cuda:") and value[5:].isdigit() and value[5:].isascii()))):
+        raise SpecError(where, f"device must be one of ['cpu', 'cuda', 'cuda:N'], got {value!r}")
+    return value
+
+
 def _betas(where, name, value):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise SpecError(where, f"{name} must be a list of two numbers, got {value!r}")
@@ -224,7 +233,7 @@ class ModelSpec:
         seed = spec.get("seed")
         seed = backend.seed_sequence_entropy() if seed is None else _integer("seed", "seed", seed, 0)
         dtype = _choice("dtype", "dtype", spec.get("dtype", "float32"), ("float32", "float64"))
-        device = _choice("device", "device", spec.get("device", "cpu"), ("cpu", "cuda"))
+        device = _device("device", spec.get("device", "cpu"))
         return cls(parsed, loss, optimizer, scheduler, seed, dtype, device)
 
     def as_dict(self) -> dict:
@@ -330,9 +339,11 @@ def build(spec) -> tuple:
 def _build(spec: ModelSpec):
     backend.namespace(backend.device(spec.device))  # without a GPU, says what is missing before any work
     generator = creation.Generator().manual_seed(spec.seed)
-    with use_generator(generator):
+    # Drawn on the host whatever the caller's default device, so a seed gives the same weights on
+    # every device; then moved to the spec's device.
+    with use_generator(generator), backend.device("cpu"):
         model = nn.Sequential(*(_layer(layer, spec.dtype) for layer in spec.layers))
-    if spec.device != "cpu":  # drawn on the host, so a seed gives the same weights on every device
+    if spec.device != "cpu":
         model.to(spec.device)
     loss_fn = _loss(spec.loss)
     optimizer = _optimizer(spec.optimizer, model.parameters())

@@ -16,6 +16,8 @@ from engine import backend, ops
 from engine.autograd import grad_mode
 
 _grad_enabled = grad_mode._grad_enabled.get
+# Python numbers (and numpy scalars): the operands PyTorch takes as a Scalar argument.
+_NUMBERS = (int, float, backend.numpy.generic)
 # Ops without parameters share one empty dict (nothing mutates params).
 _NO_PARAMS: dict = {}
 
@@ -223,9 +225,10 @@ class Tensor:
         _backward((self,), None if gradient is None else (gradient,), retain_graph, create_graph, inputs=inputs)
 
     def detach(self) -> Tensor:
+        # Same memory and version counter, but no view for autograd (as PyTorch's): in-place ops
+        # on views of it write through to it, not to this tensor's base.
         t = Tensor._make(self._data)
         t._version_counter = self._version_counter
-        t._base = self._base
         return t
 
     def detach_(self) -> Tensor:
@@ -349,7 +352,11 @@ class Tensor:
         return self.to(device="cpu")
 
     def cuda(self, device=None, non_blocking=False):
-        return self.to(device="cuda" if device is None else f"cuda:{int(device)}")
+        if device is None or isinstance(device, int):  # None: the current device, as in PyTorch
+            return self.to(device="cuda" if device is None else f"cuda:{device}")
+        if backend.device(device).type != "cuda":
+            raise RuntimeError("Invalid device, must be cuda device")
+        return self.to(device=device)  # "cuda:1" or engine.device("cuda", 1)
 
     def clone(self):
         return _apply(ops.clone, (self,), _NO_PARAMS)
@@ -370,6 +377,8 @@ class Tensor:
         return _apply(ops.sub, (self, other), _NO_PARAMS)
 
     def __rsub__(self, other):
+        if isinstance(other, _NUMBERS):  # PyTorch's rsub (RsubBackward1), the number a parameter
+            return _apply(ops.rsub, (self,), {"other": _scalar(other)})
         return _apply(ops.sub, (other, self), _NO_PARAMS)
 
     def __mul__(self, other):
@@ -382,19 +391,23 @@ class Tensor:
         return _apply(ops.div, (self, other), _NO_PARAMS)
 
     def __rtruediv__(self, other):
+        if isinstance(other, _NUMBERS):  # PyTorch computes 2 / t as t.reciprocal() * 2
+            return _apply(ops.mul, (_apply(ops.reciprocal, (self,), _NO_PARAMS), other), _NO_PARAMS)
         return _apply(ops.div, (other, self), _NO_PARAMS)
 
     def __pow__(self, exponent):
         return self.pow(exponent)
 
     def __rpow__(self, base):
+        if isinstance(base, _NUMBERS):  # PyTorch's pow with a Scalar base (PowBackward2)
+            return _apply(ops.rpow, (self,), {"base": _scalar(base)})
         return _apply(ops.pow, (base, self), _NO_PARAMS)
 
     def __matmul__(self, other):
-        return _apply(ops.matmul, (self, other), _NO_PARAMS)
+        return _matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _apply(ops.matmul, (other, self), _NO_PARAMS)
+        return _matmul(other, self)
 
     def __neg__(self):
         return _apply(ops.neg, (self,), _NO_PARAMS)
@@ -460,9 +473,16 @@ class Tensor:
         return _apply(ops.pow_scalar, (self,), {"exponent": exponent})
 
     def matmul(self, other):
-        return _apply(ops.matmul, (self, other), _NO_PARAMS)
+        return _matmul(self, other)
 
-    mm = matmul
+    def mm(self, mat2):
+        return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
+
+    def bmm(self, mat2):
+        if self._data.ndim != 3 or getattr(mat2, "ndim", 0) != 3:
+            raise RuntimeError(f"batch1 must be a 3D tensor, batch2 must be a 3D tensor (got {self._data.ndim}D "
+                               f"and {getattr(mat2, 'ndim', 0)}D)")
+        return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
 
     def dot(self, other):
         return _apply(ops.dot, (self, other), _NO_PARAMS)
@@ -596,14 +616,26 @@ class Tensor:
     # ---- shape ------------------------------------------------------------
 
     def reshape(self, *shape):
-        return _apply(ops.reshape, (self,), {"shape": _shape_arg(shape)})
+        shape = _shape_arg(shape)
+        if self._requires_grad and _grad_enabled() and not _viewable(self._data, shape):
+            # No view has the new shape: PyTorch copies first (UnsafeViewBackward0 over CloneBackward0).
+            return _apply(ops.unsafe_view, (self.clone(),), {"shape": shape})
+        return _apply(ops.reshape, (self,), {"shape": shape})
 
-    view = reshape
+    def view(self, *shape):
+        result = _apply(ops.reshape, (self,), {"shape": _shape_arg(shape)})
+        if result._base is None and result._data.size:  # numpy had to copy: no view possible
+            raise RuntimeError(
+                "view size is not compatible with input tensor's size and stride (at least one "
+                "dimension spans across two contiguous subspaces). Use .reshape(...) instead."
+            )
+        return result
 
     def view_as(self, other):
-        return self.reshape(other.shape)
+        return self.view(other.shape)
 
-    reshape_as = view_as
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self._data.shape
@@ -628,16 +660,10 @@ class Tensor:
     swapaxes = transpose
 
     def t(self):
-        if self._data.ndim > 2:
-            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self._data.ndim}D")
-        if self._data.ndim < 2:
-            return self
-        return _apply(ops.transpose, (self,), {"dim0": 0, "dim1": 1})
+        return _apply(ops.t, (self,), _NO_PARAMS)
 
     @property
     def T(self):  # noqa: N802 - PyTorch's name
-        if self._data.ndim < 2:
-            return self
         return self.permute(*reversed(range(self._data.ndim)))
 
     @property
@@ -724,6 +750,8 @@ class Tensor:
     clip_ = clamp_
 
     def copy_(self, src):
+        if isinstance(src, Tensor) and src.device != self.device:
+            src = src.to(self.device)  # copies across devices, as PyTorch's; the gradient goes back through it
         return self._inplace(ops.copy_from, (src,), _NO_PARAMS)
 
     def fill_(self, value):
@@ -788,6 +816,90 @@ class ReductionResult(tuple):
         return self[1]
 
 
+def _matmul(x, y):
+    """``x @ y``, composed as PyTorch composes it when there is a graph to record, so that the
+    graph reads as PyTorch's: dot, mv and mm are one node; a batch of matrices times a matrix or
+    vector is folded into one mm or mv (UnsafeViewBackward0 over MmBackward0); other batched
+    products are one bmm of the operands expanded to their common batch shape
+    (UnsafeViewBackward0 over BmmBackward0). Every piece is a table op, so every node's vjp is
+    its own. With nothing to record, one table op computes them all."""
+    if (
+        not isinstance(x, Tensor)
+        or not isinstance(y, Tensor)
+        or not (x._requires_grad or y._requires_grad)
+        or not _grad_enabled()
+        or min(x._data.ndim, y._data.ndim) == 0
+        or max(x._data.ndim, y._data.ndim) <= 2
+    ):
+        return _apply(ops.matmul, (x, y), _NO_PARAMS)
+    if x._data.ndim >= 3 and y._data.ndim <= 2:
+        return _folded_matmul(x, y)
+    if x._data.ndim <= 2 and x._requires_grad:
+        # PyTorch folds y^T's batches instead (for a contiguous y, only when x requires grad):
+        # x @ y = y^T x for a vector x, else (y^T x^T)^T made contiguous again (a clone).
+        if x._data.ndim == 1:
+            return _folded_matmul(y.mT, x)
+        return _folded_matmul(y.mT, x.t()).mT.clone()
+    return _batched_matmul(x, y)
+
+
+def _folded_matmul(x, y):
+    """A batch of matrices ``x`` times a matrix or vector ``y``: one mm (mv) of all x's rows."""
+    shape = x._data.shape
+    rows = x.reshape(_product(shape[:-1]), shape[-1])
+    out = _apply(ops.matmul, (rows, y), _NO_PARAMS)
+    return _apply(ops.unsafe_view, (out,), {"shape": shape[:-1] + y._data.shape[1:]})
+
+
+def _batched_matmul(x, y):
+    """One bmm of both operands expanded to their common batch shape (a vector y as a column)."""
+    x_shape, y_shape = x._data.shape, y._data.shape
+    n, k = (x_shape[-2] if len(x_shape) > 1 else 1), x_shape[-1]
+    k2, p = (y_shape[-2], y_shape[-1]) if len(y_shape) > 1 else (y_shape[0], 1)
+    batch = _broadcast_batch(x_shape[:-2], y_shape[:-2])
+    count = _product(batch)
+    left = x.expand(batch + (n, k)).reshape(count, n, k)
+    right = (y if len(y_shape) > 1 else y.unsqueeze(-1)).expand(batch + (k2, p)).reshape(count, k2, p)
+    out = _apply(ops.matmul, (left, right), _NO_PARAMS)
+    if len(y_shape) == 1:
+        out = out.squeeze(-1)
+    shape = batch + ((n,) if len(x_shape) > 1 else ()) + ((p,) if len(y_shape) > 1 else ())
+    return _apply(ops.unsafe_view, (out,), {"shape": shape})
+
+
+def _broadcast_batch(a, b) -> tuple:
+    ndim = max(len(a), len(b))
+    a, b = (1,) * (ndim - len(a)) + tuple(a), (1,) * (ndim - len(b)) + tuple(b)
+    for i, (m, n) in enumerate(zip(a, b)):
+        if m != n and m != 1 and n != 1:
+            raise RuntimeError(
+                f"The size of tensor a ({m}) must match the size of tensor b ({n}) at non-singleton dimension {i}"
+            )
+    return tuple(max(m, n) if m and n else 0 for m, n in zip(a, b))
+
+
+def _viewable(data, shape) -> bool:
+    """Whether ``data`` can be reshaped to ``shape`` without a copy."""
+    if data.flags.c_contiguous or not data.size:
+        return True
+    try:
+        return backend.aliases(data.reshape(shape), data)
+    except ValueError:
+        return True  # a shape that does not fit: the reshape op says so
+
+
+def _product(shape) -> int:
+    total = 1
+    for n in shape:
+        total *= n
+    return total
+
+
+def _scalar(value):
+    """A number as Python's own type: numpy scalars are not weakly typed in numpy's promotion."""
+    return value.item() if isinstance(value, backend.numpy.generic) else value
+
+
 def _correction(unbiased, correction):
     if correction is not None:
         return float(correction)
@@ -796,6 +908,10 @@ def _correction(unbiased, correction):
 
 def _index_arg(index):
     """Turn an index into plain Python and arrays: tensors become arrays, lists arrays."""
+    if isinstance(index, slice) and index == slice(None):
+        # PyTorch slices on a bare ``x[:]`` (SliceBackward0) but skips a ``:`` among other parts
+        # (``x[:, :]`` is AliasBackward0); ``0:`` selects the same and says it is a slice.
+        index = slice(0, None)
     if not isinstance(index, tuple):
         index = (index,)
     parts = []

@@ -88,7 +88,11 @@ def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
 def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
     """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body."""
     # Tensors the client's function creates (ones(3), zeros_like...) go where its inputs are.
-    with engine_work(settings, on_ops), engine.device(getattr(request, "device", "cpu")):
+    requested = getattr(request, "device", "cpu")
+    check_device(requested)  # before the device is entered: a 400 naming what is missing
+    device = engine.device(requested)
+    # On cuda:N, N is also the worker thread's current CUDA device: its ops then need no switch.
+    with engine_work(settings, on_ops), device, engine.cuda.device(device.index if device.type == "cuda" else None):
         return codec.dumps(handler(request, settings))
 
 
@@ -118,7 +122,8 @@ class Call:
 
 
 def check_device(device: str) -> None:
-    """400 naming what is missing when a request asks for a GPU this server does not have."""
+    """400 naming what is missing when a request asks for a GPU this server does not have (or a
+    ``cuda:N`` past the devices it sees)."""
     reason = engine.cuda.unavailable_reason() if device != "cpu" else None
     if reason is not None:
         missing = "cupy" if "not installed" in reason else "a CUDA GPU"
@@ -126,6 +131,14 @@ def check_device(device: str) -> None:
             f"device '{device}' was requested but this server cannot use CUDA: {reason}; use device 'cpu'",
             missing=missing,
         )
+    if device.startswith("cuda:"):
+        count = engine.cuda.device_count()
+        if int(device[5:]) >= count:
+            raise DeviceUnavailableError(
+                f"device '{device}' was requested but this server sees {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1}); use one of them or 'cpu'",
+                missing=f"CUDA device {int(device[5:])}", device_count=count,
+            )
 
 
 def configure_gpu(settings: Settings) -> None:

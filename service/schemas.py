@@ -22,6 +22,7 @@ _DTYPE_SCHEMA = {
     "examples": ["float32"],
 }
 _NONFINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]{1,4})?)$"  # which CUDA ordinals exist is checked per request (400)
 TENSOR_IN_SCHEMA = {
     "description": (
         "A tensor: a number, a nested list (float32 unless a dtype is given), "
@@ -144,8 +145,9 @@ class FunctionRequest(BaseModel):
     graph: GraphSpec | SkipJsonSchema[None] = None
     encoding: Literal["json", "base64"] = Field("json", description="how response tensors are written")
     dtype: str | None = Field(None, description="dtype of inputs that do not name one (default float32)")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="where to compute; 'cuda' without a GPU is a 400 "
-                                                               "naming what is missing")
+    device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] = Field(
+        "cpu", description="where to compute: 'cpu', 'cuda' (device 0) or 'cuda:N'; 'cuda' without a GPU, or "
+                           "an N past the visible devices, is a 400 naming what is missing")
     profile: bool = Field(False, description="attach a profiler summary under `profile`")
 
     @model_validator(mode="after")
@@ -457,8 +459,9 @@ class ModelCreateRequest(BaseModel):
     scheduler: dict[str, Any] | None = Field(None, description="step, exponential or cosine")
     seed: int | None = Field(None, ge=0, description="weights as engine.manual_seed(seed) would draw them")
     dtype: Literal["float32", "float64"] | None = None
-    device: Literal["cpu", "cuda"] | None = Field(None, description="where the model lives (default cpu); 'cuda' "
-                                                                    "without a GPU is a 400 naming what is missing")
+    device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] | None = Field(
+        None, description="where the model lives (default cpu): 'cpu', 'cuda' or 'cuda:N'; 'cuda' without a GPU, "
+                          "or an N past the visible devices, is a 400 naming what is missing")
 
 
 class ModelResponse(BaseModel):

@@ -5,6 +5,12 @@ that takes it runs once with "cpu" and, where ``engine.cuda.is_available()``,
 once more with "cuda" (marked ``gpu``). ``fake_cuda`` installs
 ``tests/fake_cupy.py`` as the engine's cupy for one test, so the GPU seam
 (dispatch, transfers, device errors) is exercised on machines without a GPU.
+
+``pytest --device cuda`` (or ``fake-cuda``) runs a whole suite on the GPU (or
+the fake): every tensor a test creates without naming a device lands there.
+``make test`` runs the engine suite a second time that way on the fake; tests
+marked ``host_only`` (reprs, numpy memory sharing, bit-exact CPU rounding, and
+the device tests, which place tensors themselves) keep the CPU default.
 """
 
 from __future__ import annotations
@@ -14,10 +20,39 @@ import pytest
 import engine
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device", default="cpu", choices=("cpu", "cuda", "fake-cuda"),
+        help="the default device of the engine tests: cuda runs the whole engine suite with tensors on the "
+             "GPU; fake-cuda on tests/fake_cupy.py (no GPU needed)",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     engine.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _default_device(request, monkeypatch):
+    """With ``--device cuda`` or ``fake-cuda``, every tensor a test creates without naming a device
+    lands on the GPU, and ``.numpy()`` reads it back, so the same assertions check the device."""
+    choice = request.config.getoption("--device")
+    if choice == "cpu" or request.node.get_closest_marker("host_only"):
+        yield
+        return
+    if choice == "fake-cuda":
+        from tests import fake_cupy
+
+        fake_cupy.install(monkeypatch)
+    elif not engine.cuda.is_available():
+        pytest.skip(f"--device cuda: {engine.cuda.unavailable_reason()}")
+    from engine.tensor import Tensor
+
+    monkeypatch.setattr(Tensor, "numpy", lambda self, *, force=False: engine.backend.to_numpy(self.detach()._data))
+    with engine.device("cuda"):
+        yield
 
 
 def _devices():

@@ -20,7 +20,21 @@ What the fake cannot catch: ``numpy.asarray(device_array)`` silently gives a
 host view (numpy never asks a subclass's ``__array__``), where cupy raises
 ``TypeError: Implicit conversion to a NumPy array is not allowed``; the engine's
 own checks of ``type(array) is numpy.ndarray`` are what the distinct type tests.
-Kernels, streams, several devices and real memory pressure need a real GPU.
+Kernels, streams and real memory pressure need a real GPU.
+
+Several devices: ``install(monkeypatch, devices=N)`` makes N fake devices. As
+in cupy, there is a current device per thread (``with cupy.cuda.Device(i):``,
+``Device(i).use()``, ``cuda.runtime.getDevice/setDevice``); every device array
+remembers the device it was allocated on (``array.device.id``); allocations
+land on the current device, and ``asarray``/``array``/``.copy()`` of another
+device's array copy it there (counted in ``transfers["between_devices"]``).
+A kernel (ufunc, function, fancy index, ``astype``) given an array that is not
+on the current device raises cupy's ``ValueError: The device where the array
+resides (1) is different from the current device (0). Peer access is
+unavailable between these devices.`` (with peer access, real cupy only warns,
+but still allocates the result on the current device: the fake is the strict
+case, so that it catches work run on the wrong device). Views and basic
+indexing keep their base's device, as cupy's do.
 
 Install it with ``install(monkeypatch)``: it replaces ``engine.backend.cupy``
 and puts ``cupyx.scipy.special`` into ``sys.modules`` (restored afterwards).
@@ -28,16 +42,25 @@ and puts ``cupyx.scipy.special`` into ``sys.modules`` (restored afterwards).
 
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 import types
 
 import numpy
 
-transfers = {"to_host": 0, "to_device": 0}
+transfers = {"to_host": 0, "to_device": 0, "between_devices": 0}
 
 
 def reset_transfers() -> None:
-    transfers["to_host"] = transfers["to_device"] = 0
+    transfers["to_host"] = transfers["to_device"] = transfers["between_devices"] = 0
+
+
+_current = threading.local()  # the current device of this thread (CUDA's is per host thread)
+
+
+def _current_device() -> int:
+    return getattr(_current, "id", 0)
 
 
 def _host_copy():
@@ -45,12 +68,24 @@ def _host_copy():
 
 
 def _reject_host_arrays(values, where: str) -> None:
-    """cupy refuses numpy arrays in device computations; so does the fake."""
+    """cupy refuses numpy arrays in device computations, and arrays of a device other than the
+    current one (without peer access); so does the fake."""
     for value in values:
         if isinstance(value, (list, tuple)):
             _reject_host_arrays(value, where)
-        elif isinstance(value, numpy.ndarray) and not isinstance(value, ndarray):
+        elif isinstance(value, ndarray):
+            _check_current(value, where)
+        elif isinstance(value, numpy.ndarray):
             raise TypeError(f"Unsupported type {numpy.ndarray} (in fake cupy.{where}; move it with cupy.asarray)")
+
+
+def _check_current(array, where: str) -> None:
+    current = _current_device()
+    if array._device_id != current:
+        raise ValueError(
+            f"The device where the array resides ({array._device_id}) is different from the current device "
+            f"({current}). Peer access is unavailable between these devices. (in fake cupy.{where})"
+        )
 
 
 def _wrap(result):
@@ -77,7 +112,12 @@ def _unwrap(value):
 
 
 class ndarray(numpy.ndarray):  # noqa: N801 - cupy's name
-    """A "device" array: numpy's data under a type of its own."""
+    """A "device" array: numpy's data under a type of its own, on one device."""
+
+    def __array_finalize__(self, obj):
+        # A view keeps its base's device; an array made from host data is on the current device.
+        device_id = getattr(obj, "_device_id", None)
+        self._device_id = _current_device() if device_id is None else device_id
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _reject_host_arrays(inputs, ufunc.__name__)
@@ -90,6 +130,9 @@ class ndarray(numpy.ndarray):  # noqa: N801 - cupy's name
         return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
     def __getitem__(self, key):
+        if isinstance(key, (numpy.ndarray, list)) or (
+                isinstance(key, tuple) and any(isinstance(k, (numpy.ndarray, list)) for k in key)):
+            _check_current(self, "__getitem__")  # advanced indexing is a kernel; basic indexing a view
         return _wrap(super().__getitem__(_unwrap(key)))
 
     def __setitem__(self, key, value):
@@ -98,7 +141,22 @@ class ndarray(numpy.ndarray):  # noqa: N801 - cupy's name
 
     @property
     def device(self):
-        return cuda.Device(0)
+        return cuda.Device(self._device_id)
+
+    def astype(self, dtype, *args, **kwargs):
+        result = super().astype(dtype, *args, **kwargs)
+        if result is not self:  # a copy is a kernel, writing to the current device
+            _check_current(self, "astype")
+            result._device_id = _current_device()
+        return result
+
+    def copy(self, order="C"):
+        """A copy on the current device (cupy copies across devices here)."""
+        if self._device_id != _current_device():
+            transfers["between_devices"] += 1
+        result = super().copy(order)
+        result._device_id = _current_device()
+        return result
 
     # ---- explicit device -> host copies (counted) ----
 
@@ -127,8 +185,8 @@ class ndarray(numpy.ndarray):  # noqa: N801 - cupy's name
         return bool(self.view(numpy.ndarray))
 
     def __index__(self):
-        _host_copy()
-        return self.view(numpy.ndarray).__index__()
+        raise TypeError("only integer scalar arrays can be converted to a scalar index (cupy arrays have no "
+                        "__index__; fake cupy)")
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
@@ -144,9 +202,18 @@ _TRANSFERS_IN = {"array", "asarray", "ascontiguousarray", "asanyarray"}
 
 def _device_function(name: str, fn):
     def call(*args, **kwargs):
+        if _fusing[0]:
+            if name not in FUSABLE_FUNCTIONS:
+                raise TypeError(f"cupy.{name} cannot be called inside cupy.fuse (fake cupy)")
+            return _proxy(call_outside(*_unproxy(args), **_unproxy(kwargs)))
+        return call_outside(*args, **kwargs)
+
+    def call_outside(*args, **kwargs):
         if name in _TRANSFERS_IN:
             if args and isinstance(args[0], numpy.ndarray) and not isinstance(args[0], ndarray):
                 transfers["to_device"] += 1
+            elif args and isinstance(args[0], ndarray) and args[0]._device_id != _current_device():
+                transfers["between_devices"] += 1  # cupy copies another device's array to the current one
             args = _unwrap(args)
         else:
             _reject_host_arrays(args, name)
@@ -166,8 +233,11 @@ class _DeviceUfunc:
         self.__name__ = ufunc.__name__
 
     def __call__(self, *args, **kwargs):
+        if _fusing[0]:
+            args, kwargs = _unproxy(args), _unproxy(kwargs)
         _reject_host_arrays(args, self.__name__)
-        return _wrap(self._ufunc(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        result = _wrap(self._ufunc(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        return _proxy(result) if _fusing[0] else result
 
     def __getattr__(self, method: str):
         bound = getattr(self._ufunc, method)
@@ -184,14 +254,30 @@ class _DeviceUfunc:
         return call
 
 
-class _Namespace(types.ModuleType):
-    """A module whose missing attributes are numpy's (functions wrapped to give device arrays)."""
+def _installed(module: str):
+    """The real module where cupy is installed (it imports without a GPU), else None."""
+    try:
+        return importlib.import_module(module)
+    except Exception:  # not installed, or a CUDA library missing
+        return None
 
-    def __init__(self, name: str, source):
+
+class _Namespace(types.ModuleType):
+    """A module whose missing attributes are numpy's (functions wrapped to give device arrays).
+
+    Where cupy is installed (``.ci/run`` installs it; it imports without a GPU),
+    a name the real module lacks is refused, so every fake-backed test also
+    checks that the engine calls only functions cupy has.
+    """
+
+    def __init__(self, name: str, source, real=None):
         super().__init__(name)
         self._source = source
+        self._real = real
 
     def __getattr__(self, name: str):
+        if self._real is not None and not hasattr(self._real, name):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r} (the installed cupy lacks it)")
         value = getattr(self._source, name)
         if isinstance(value, numpy.ufunc):
             value = _DeviceUfunc(value)
@@ -201,9 +287,26 @@ class _Namespace(types.ModuleType):
         return value
 
 
-fake = _Namespace("cupy", numpy)
+real_cupy = _installed("cupy")
+
+
+def _refuse(name):
+    def missing(self, *args, **kwargs):
+        raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r} (fake cupy, as the installed cupy)")
+
+    return property(missing) if name in ("ctypes",) else missing
+
+
+# numpy's array members cupy's lacks (numpy's own protocol hooks stay: numpy calls them on the subclass).
+NUMPY_ONLY_MEMBERS = ("ctypes", "getfield", "resize", "setfield", "setflags", "to_device", "__contains__",
+                      "__imatmul__")
+if real_cupy is not None:
+    for _name in NUMPY_ONLY_MEMBERS:
+        if not hasattr(real_cupy.ndarray, _name):
+            setattr(ndarray, _name, _refuse(_name))
+fake = _Namespace("cupy", numpy, real_cupy)
 fake.ndarray = ndarray
-fake.linalg = _Namespace("cupy.linalg", numpy.linalg)
+fake.linalg = _Namespace("cupy.linalg", numpy.linalg, _installed("cupy.linalg"))
 fake.is_fake = True
 
 
@@ -218,11 +321,124 @@ def get_array_module(*args):
     return fake if any(isinstance(a, ndarray) for a in args) else numpy
 
 
-def fuse(*args, **kwargs):
-    """cupy.fuse compiles a kernel; the fake runs the Python function as it is."""
+# ---- cupy.fuse: the function traced on proxies, as cupy traces it ----
+
+# The non-ufunc functions cupy lets a fused function call (those that check ``is_fusing()``).
+FUSABLE_FUNCTIONS = {"where", "clip", "sum", "prod", "nansum", "nanprod", "amax", "amin", "all", "any",
+                     "around", "copy", "copyto", "real", "imag"}
+# What cupy's _ArrayProxy offers a fused function; anything else on an argument fails to trace.
+PROXY_OPERATORS = ("add", "sub", "mul", "truediv", "floordiv", "mod", "and", "or", "xor", "lshift", "rshift")
+PROXY_METHODS = ("copy", "astype", "sum", "prod", "max", "min", "all", "any")
+PROXY_ATTRIBUTES = ("dtype", "ndim", "shape")
+
+kernels = {"traced": 0, "launched": 0}
+_fusing = [False]
+
+
+class FusionProxy:
+    """What a fused function receives for each array (cupy's ``_ArrayProxy``).
+
+    It allows what cupy's proxy allows (operators, reflected and in-place,
+    comparisons, ``-x``, the methods and attributes above, ``x[...] = v``) and
+    nothing else: no ``abs(x)``, no ``2 ** x``, no ``if x > 0``, no other
+    methods, no indexing. So a kernel the fake runs would also trace in cupy.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+    def __bool__(self):
+        raise TypeError("bool() of a value inside cupy.fuse (fake): data-dependent control flow cannot be traced")
+
+    __float__ = __int__ = __bool__
+
+    def __neg__(self):
+        return FusionProxy(-self.array)
+
+    def __invert__(self):
+        return FusionProxy(~self.array)
+
+    def __setitem__(self, index, value):
+        if index is not Ellipsis and index != slice(None):
+            raise ValueError("The fusion supports `[...]` or `[:]`. (fake cupy)")
+        self.array[...] = _unproxy(value)
+
+    def __getattr__(self, name):
+        if name in PROXY_ATTRIBUTES:
+            return getattr(self.array, name)
+        if name in PROXY_METHODS:
+            method = getattr(self.array, name)
+            return lambda *args, **kwargs: _proxy(method(*_unproxy(args), **_unproxy(kwargs)))
+        raise AttributeError(f"a value inside cupy.fuse has no attribute {name!r} (fake cupy)")
+
+
+def _binary(name):
+    forward, reflected, inplace = f"__{name}__", f"__r{name}__", f"__i{name}__"
+
+    def op(self, other):
+        return _proxy(getattr(self.array, forward)(_unproxy(other)))
+
+    def rop(self, other):
+        return _proxy(getattr(self.array, reflected)(_unproxy(other)))
+
+    def iop(self, other):
+        getattr(self.array, inplace)(_unproxy(other))
+        return self
+
+    return {forward: op, reflected: rop, inplace: iop}
+
+
+for _name in PROXY_OPERATORS:
+    for _dunder, _fn in _binary(_name).items():
+        setattr(FusionProxy, _dunder, _fn)
+FusionProxy.__pow__ = lambda self, other: _proxy(self.array ** _unproxy(other))
+FusionProxy.__ipow__ = _binary("pow")["__ipow__"]
+for _name in ("lt", "le", "eq", "ne", "ge", "gt"):
+    setattr(FusionProxy, f"__{_name}__", _binary(_name)[f"__{_name}__"])
+
+
+def _proxy(value):
+    return FusionProxy(value) if isinstance(value, ndarray) else value
+
+
+def _unproxy(value):
+    if isinstance(value, FusionProxy):
+        return value.array
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unproxy(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _unproxy(v) for k, v in value.items()}
+    return value
+
+
+def fuse(*args, kernel_name=None):
+    """cupy.fuse: the function runs on ``FusionProxy`` arguments, so it must trace as cupy's would.
+
+    Each call counts one kernel launch; scalars (Python numbers) pass as they are.
+    """
+
+    def decorate(fn):
+        def kernel(*values):
+            for value in values:
+                if isinstance(value, numpy.ndarray) and not isinstance(value, ndarray):
+                    raise TypeError(f"Unsupported type {numpy.ndarray} (in fake cupy.fuse)")
+            _fusing[0] = True
+            try:
+                result = fn(*(_proxy(v) for v in values))
+            finally:
+                _fusing[0] = False
+            kernels["launched"] += 1
+            return _unproxy(result)
+
+        kernel.__name__ = kernel_name or fn.__name__
+        kernels["traced"] += 1
+        return kernel
+
     if args and callable(args[0]):
-        return args[0]
-    return lambda fn: fn
+        return decorate(args[0])
+    return decorate
 
 
 fake.asnumpy = asnumpy
@@ -243,18 +459,26 @@ class OutOfMemoryError(MemoryError):
 
 
 class Device:
+    """cupy.cuda.Device: ``Device()`` is the current device; ``with Device(i):`` makes i current."""
+
     synchronized = 0
 
     def __init__(self, device=None):
-        self.id = 0 if device is None else int(device)
-        if not 0 <= self.id < runtime.device_count:
-            raise RuntimeError(f"CUDARuntimeError: cudaErrorInvalidDevice: invalid device ordinal {self.id}")
+        self.id = _current_device() if device is None else int(device)
+        _check_ordinal(self.id)
+        self._previous = []
 
     def __enter__(self):
+        self._previous.append(_current_device())
+        _current.id = self.id
         return self
 
     def __exit__(self, *exc):
+        _current.id = self._previous.pop()
         return False
+
+    def use(self):
+        _current.id = self.id
 
     def synchronize(self):
         Device.synchronized += 1
@@ -266,11 +490,23 @@ class Device:
         return hash(self.id)
 
 
+def _check_ordinal(index: int) -> None:
+    if not 0 <= index < runtime.device_count:
+        raise RuntimeError(f"CUDARuntimeError: cudaErrorInvalidDevice: invalid device ordinal {index}")
+
+
 class _Runtime:
     device_count = 1
 
     def getDeviceCount(self):
         return self.device_count
+
+    def getDevice(self):
+        return _current_device()
+
+    def setDevice(self, index):
+        _check_ordinal(int(index))
+        _current.id = int(index)
 
     def getDeviceProperties(self, index):
         return {"name": b"Fake CUDA device (numpy)", "totalGlobalMem": 1 << 30}
@@ -332,18 +568,22 @@ fake.get_default_memory_pool = lambda: memory_pool
 # cupyx.scipy.special, as engine.backend imports it for erf and expit.
 cupyx = types.ModuleType("cupyx")
 cupyx.scipy = types.ModuleType("cupyx.scipy")
-cupyx.scipy.special = _Namespace("cupyx.scipy.special", __import__("scipy.special").special)
+cupyx.scipy.special = _Namespace(
+    "cupyx.scipy.special", __import__("scipy.special").special, _installed("cupyx.scipy.special")
+)
 
 
-def install(monkeypatch):
-    """Make ``engine.backend`` see this module as cupy, with one fake device (undone by monkeypatch)."""
+def install(monkeypatch, devices: int = 1):
+    """Make ``engine.backend`` see this module as cupy, with ``devices`` fake devices, device 0
+    current (undone by monkeypatch)."""
     from engine import backend
 
     monkeypatch.setattr(backend, "cupy", fake)
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
     monkeypatch.setitem(sys.modules, "cupyx.scipy.special", cupyx.scipy.special)
-    monkeypatch.setattr(runtime, "device_count", 1)
+    monkeypatch.setattr(runtime, "device_count", devices)
+    monkeypatch.setattr(_current, "id", 0, raising=False)
     memory_pool.limit = 0
     Device.synchronized = 0
     reset_transfers()

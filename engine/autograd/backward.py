@@ -23,6 +23,8 @@ from engine.autograd import grad_mode
 from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
 from engine.tensor import Tensor
 
+_ndarray = backend.ndarray
+
 # Shape checks after every vjp (names the op on failure); on under pytest or GRADSERVE_DEBUG=1.
 DEBUG = bool(os.environ.get("GRADSERVE_DEBUG")) or "pytest" in sys.modules
 
@@ -40,6 +42,11 @@ FREED_MESSAGE = (
 
 
 def _root_node(tensor, position):
+    origin = tensor._view_origin
+    if origin is not None and origin[1] != tensor._version_counter[0]:
+        from engine.autograd.inplace import refresh_view  # here: inplace imports this module
+
+        refresh_view(tensor)  # a view whose base changed in place: its history is the base's now
     if tensor.grad_fn is not None:
         return tensor.grad_fn
     if tensor._requires_grad:
@@ -47,7 +54,7 @@ def _root_node(tensor, position):
     raise RuntimeError(f"element {position} of tensors does not require grad and does not have a grad_fn")
 
 
-def _seed(tensor, grad, create_graph):
+def _seed(tensor, grad, create_graph, position=0):
     """The starting gradient of one output: ones for a scalar, else the caller's ``grad``."""
     if isinstance(grad, _BatchedGrad):
         grad = grad.grad
@@ -57,15 +64,22 @@ def _seed(tensor, grad, create_graph):
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
         data = tensor._data
         # asarray(1) is a C call; xp.ones goes through numpy's Python layer (a scalar loss is the usual root).
-        seed = backend.namespace_of(data).asarray(1, dtype=data.dtype).reshape(data.shape)
+        if type(data) is _ndarray:
+            seed = backend.numpy.asarray(1, dtype=data.dtype).reshape(data.shape)
+        else:
+            with backend.placed_on(backend.device_of(data)):  # on the output's device (cuda:1...)
+                seed = backend.namespace_of(data).asarray(1, dtype=data.dtype).reshape(data.shape)
         return Tensor._make(seed) if create_graph else seed
     if not isinstance(grad, Tensor):
         grad = Tensor(grad, dtype=tensor.dtype)
     if tuple(grad.shape) != tuple(tensor.shape) and grad._data.ndim <= tensor._data.ndim:
         raise RuntimeError(
-            f"Mismatch in shape: grad_output[0] has a shape of {tuple(grad.shape)} and output[0] "
-            f"has a shape of {tuple(tensor.shape)}."
+            f"Mismatch in shape: grad_output[{position}] has a shape of {tuple(grad.shape)} and "
+            f"output[{position}] has a shape of {tuple(tensor.shape)}."
         )
+    expected, got = backend.device_of(tensor._data), backend.device_of(grad._data)
+    if got != expected:
+        raise RuntimeError(f"invalid gradient at index {position} - expected device {expected} but got {got}")
     if create_graph:
         return grad
     data = grad._data
@@ -227,7 +241,8 @@ def _accumulate(node, g, create_graph, owned):
         # A gradient may be a view, or the very array another leaf received (add passes g
         # through to both inputs): copy unless this pass produced it and nobody else holds it.
         if id(g) in owned or not g.flags.owndata or not g.flags.writeable:
-            g = g.copy()
+            # (numpy's full reductions give scalars, not 0-d arrays: .grad must be a writable array)
+            g = g.copy() if g.ndim else backend.namespace_of(g).array(g)
         owned.add(id(g))
         variable._grad = Tensor._make(g)
     elif variable._grad.grad_fn is not None:
@@ -250,7 +265,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     if retain_graph is None:
         retain_graph = create_graph
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
-    seeds = [_seed(t, g, create_graph) for t, g in zip(outputs, grad_outputs)]
+    seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
 
     targets = None
     if inputs is not None:
@@ -276,6 +291,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     captured = {}
 
     token = grad_mode._grad_enabled.set(create_graph and record)
+    restore_device = None  # the CUDA device current before the pass, when it had to switch
     try:
         while ready:
             node = heappop(ready)[1]
@@ -283,6 +299,12 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 for observer in node_observers:
                     observer.node(node, buffers)
             g = buffers.pop(node)
+            if not create_graph and type(g) is not _ndarray:
+                # A node's rules run on arrays, outside apply: make g's CUDA device current so that
+                # their kernels run (and allocate) there. (On Tensors, apply does this per op.)
+                previous = backend.use_device_of(g)
+                if restore_device is None:
+                    restore_device = previous
             if node.pre_hooks:
                 g = _run_hooks(node.pre_hooks, g, create_graph)
             if node.retained is not None:
@@ -316,10 +338,14 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 if previous is None:
                     buffers[child] = grad
                     heappush(ready, (-child.sequence_nr, child))
-                else:
+                elif type(grad) is _ndarray:
                     buffers[child] = previous + grad
+                else:  # a Tensor, or a device array that a transfer's vjp may have put on another device
+                    buffers[child] = _add_on_device(previous, grad)
     finally:
         grad_mode._grad_enabled.reset(token)
+        if restore_device is not None:
+            backend.set_current_cuda_device(restore_device)
         if node_observers:
             for observer in node_observers:
                 observer.node(None, buffers)
@@ -340,6 +366,15 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
             continue
         results.append(_as_grad_tensor(g))
     return results
+
+
+def _add_on_device(previous, grad):
+    """``previous + grad`` with grad's CUDA device current (after a transfer's vjp it may not be)."""
+    scope = backend.device_scope(grad)
+    if scope is None:
+        return previous + grad
+    with scope:
+        return previous + grad
 
 
 def _retain(node, g, create_graph):
@@ -421,7 +456,8 @@ class _BatchedGrad:
 
 def _zeros_like(t):
     xp = backend.namespace_of(t._data)
-    return Tensor._make(xp.zeros_like(t._data))
+    with backend.placed_on(t.device):
+        return Tensor._make(xp.zeros_like(t._data))
 
 
 tensor_module._backward = backward  # Tensor.backward calls it without an import per call

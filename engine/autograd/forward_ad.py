@@ -34,7 +34,8 @@ the backward pass). Backward nodes keep their result's tangents
 (``Node.out_tangents``) because rules that use ``out`` rebuild it as a Tensor.
 
 In-place ops carry the tangent along (``engine.autograd.inplace``); writing
-through a view does not update the base's tangent (PyTorch's does).
+through a view updates the base's tangent too (other views of that base keep
+the tangent they had, where PyTorch's would see the write).
 """
 
 from __future__ import annotations

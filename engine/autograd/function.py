@@ -45,15 +45,48 @@ def _operand(value):
 
 
 def _check_devices(tensors, op):
+    """None when all tensors are on one device; else the CUDA device that 0-d CPU tensors among
+    them must move to (PyTorch lets a CPU scalar tensor join an elementwise CUDA op: its
+    TensorIterator ops, our broadcasting ones). Raises PyTorch's error for any other mix."""
     first = tensors[0]._data
     kind = type(first)
     for t in tensors[1:]:
         if type(t._data) is not kind:
-            a, b = backend.device_of(first), backend.device_of(t._data)
+            return _common_device(tensors, op)
+    if kind is not _ndarray and len(tensors) > 1 and isinstance(first, backend.cupy.ndarray):  # the same GPU?
+        index = first.device.id
+        for t in tensors[1:]:
+            if t._data.device.id != index:
+                return _common_device(tensors, op)
+    return None
+
+
+def _common_device(tensors, op):
+    """The device of an op whose tensors are on several: the first one's, skipping 0-d CPU tensors
+    of elementwise ops, when every other tensor is there too."""
+    devices = [backend.device_of(t._data) for t in tensors]
+    movable = [op.broadcast and d.type == "cpu" and t._data.ndim == 0 for t, d in zip(tensors, devices)]
+    target = next((d for d, m in zip(devices, movable) if not m), devices[0])
+    for dev, m in zip(devices, movable):
+        if dev != target and not m:
             raise RuntimeError(
                 f"Expected all tensors to be on the same device, but found at least two devices, "
-                f"{a} and {b}! (when checking arguments for {op.name})"
+                f"{target} and {dev}! (when checking arguments for {op.name})"
             )
+    # A CPU target leaves nothing to move: those tensors differed only in array type (numpy subclasses).
+    return None if target.type == "cpu" else target
+
+
+def _moved_scalars(args, dev):
+    """``args`` with each 0-d CPU tensor copied to ``dev`` by the (differentiable) ``to_device`` op,
+    so that its gradient comes back to the CPU through that op's vjp."""
+    from engine import ops
+
+    return tuple(
+        apply(ops.to_device, (value,), {"device": str(dev)})
+        if isinstance(value, Tensor) and type(value._data) is _ndarray and value._data.ndim == 0 else value
+        for value in args
+    )
 
 
 def apply(op, args, params):
@@ -82,7 +115,18 @@ def apply(op, args, params):
         if first is None:
             raise TypeError(f"{op.name} expects at least one Tensor operand")
     if backend.cupy is not None:
-        _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
+        moved_to = _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
+        if moved_to is not None:
+            return apply(op, _moved_scalars(args, moved_to), params)
+    data = first._data
+    if type(data) is _ndarray:
+        xp = _numpy
+    else:
+        xp = backend.namespace_of(data)
+        scope = backend.device_scope(data)
+        if scope is not None:  # run (and allocate) on the tensors' device, e.g. cuda:1
+            with scope:
+                return apply(op, args, params)
     if len(params) != len(op.param_defaults):
         params = {**op.optional_params, **params}
     if op.normalize is not None:
@@ -90,8 +134,6 @@ def apply(op, args, params):
     if op_observers:
         for observer in op_observers:
             observer.before(op, inputs, params)
-    data = first._data
-    xp = _numpy if type(data) is _ndarray else backend.namespace_of(data)
     out = op.forward(xp, *arrays, **params)
     extras = ()
     if op.extra_outputs:
@@ -102,13 +144,18 @@ def apply(op, args, params):
         out = _promote_like_pytorch(op, out, data, arrays, params)
 
     result = Tensor._make(out)
-    if op.view:
+    if op.view and backend.aliases(out, data):  # a reshape that had to copy is no view
         result._version_counter = first._version_counter
+        # (the view ops from the base to this view, the version its history is current at):
+        # how an in-place op writes through it, and when the base has changed since (see
+        # autograd.inplace).
         if first._base is None:
             result._base = first
-            result._view_origin = (op, params)  # how to write through it (see autograd.inplace)
+            result._view_origin = (((op, params),), first._version_counter[0])
         else:
             result._base = first._base
+            chain, version = first._view_origin
+            result._view_origin = ((*chain, (op, params)), version)
     if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
         result._requires_grad = True
         result.grad_fn = _record(op, inputs, params, out, result, shapes)
@@ -187,6 +234,11 @@ def _record(op, inputs, params, out, result, shapes):
     keep = op.keeps_input
     for i, value in enumerate(inputs):
         if isinstance(value, Tensor):
+            origin = value._view_origin
+            if origin is not None and origin[1] != value._version_counter[0]:
+                from engine.autograd.inplace import refresh_view  # here: inplace imports this module
+
+                refresh_view(value)  # its base changed in place since: read it again from there
             grad_fn = value.grad_fn
             if grad_fn is not None:
                 next_functions.append((grad_fn, 0))

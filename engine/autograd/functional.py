@@ -23,6 +23,8 @@ What differs is how the results are computed:
 
 from __future__ import annotations
 
+import functools
+
 from engine import backend, ops
 from engine.autograd import forward_ad as fwAD
 from engine.autograd.backward import grad as autograd_grad
@@ -36,6 +38,18 @@ _STRATEGIES = ("auto", "forward-mode", "reverse-mode")
 
 
 # ---- PyTorch's argument handling ---------------------------------------------
+
+
+def _on_inputs_device(transform):
+    """Run ``transform`` with its first input's CUDA device current: the arrays it makes itself
+    (identity blocks, zero fills, stacked rows) are allocated there, as cupy allocates on the
+    current device. Inputs on the CPU or on the current device change nothing."""
+
+    @functools.wraps(transform)
+    def run(func, inputs, *args, **kwargs):
+        return backend.call_on_device_of(inputs, transform, func, inputs, *args, **kwargs)
+
+    return run
 
 
 def _as_tuple(value, arg_name, fn_name):
@@ -267,6 +281,7 @@ def _rows_of(tangent, start, stop, offset, numel, batched):
 # ---- jacobian ------------------------------------------------------------------
 
 
+@_on_inputs_device
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=True, strategy="auto", chunk_size=None):
     """The Jacobian of ``func`` at ``inputs``: ``result[i][j]`` has shape ``outputs[i].shape + inputs[j].shape``.
 
@@ -400,6 +415,7 @@ def _jacobian_forward(func, inputs, create_graph, vectorize, chunk_size):
 # ---- hessian -------------------------------------------------------------------
 
 
+@_on_inputs_device
 def hessian(func, inputs, create_graph=False, strict=False, vectorize=True, outer_jacobian_strategy="forward-mode",
             chunk_size=None):
     """The Hessian of a scalar ``func``: ``result[i][j]`` has shape ``inputs[i].shape + inputs[j].shape``.
@@ -479,6 +495,7 @@ def _hessian_forward_over_reverse(func, inputs, vectorize, chunk_size):
 # ---- products --------------------------------------------------------------------
 
 
+@_on_inputs_device
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), v^T J)``: one backward pass."""
     with enable_grad():
@@ -518,6 +535,7 @@ def _grad_of_differentiable(outputs, inputs, grad_outputs, create_graph, record=
                          create_graph=create_graph, allow_unused=True)
 
 
+@_on_inputs_device
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), J v)``: one forward pass with dual tensors (true forward mode)."""
     with enable_grad():
@@ -570,6 +588,7 @@ def _tangent_tensor(value):
     return Tensor._make(value)
 
 
+@_on_inputs_device
 def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), v^T H)``: reverse-over-reverse, as in PyTorch."""
     with enable_grad():
@@ -586,6 +605,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
     return _products(outputs, is_outputs_tuple, result, is_inputs_tuple, create_graph)
 
 
+@_on_inputs_device
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), H v)``: forward-over-reverse (the gradient's tangent along ``v``)."""
     with enable_grad():

@@ -26,6 +26,11 @@ def _outputs(fn, inputs):
     return [o for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)]
 
 
+def _on_device_of(t: Tensor, array) -> Tensor:
+    """A host array as a tensor on ``t``'s device (seeds and cotangents drawn on the host)."""
+    return Tensor._make(backend.to_device(array, backend.device_of(t._data)))
+
+
 def numerical_jacobian(fn, inputs, eps=1e-6):
     """d outputs / d inputs by central differences: one (out_numel, in_numel) array per pair."""
     np = backend.numpy
@@ -61,7 +66,7 @@ def analytical_jacobian(outputs, inputs, create_graph=False):
         for i in range(out.numel()):
             seed = np.zeros(out.numel(), dtype=out._data.dtype)
             seed[i] = 1
-            grads = _grad(out, differentiable, Tensor._make(seed.reshape(out._data.shape)),
+            grads = _grad(out, differentiable, _on_device_of(out, seed.reshape(out._data.shape)),
                           retain_graph=True, allow_unused=True, create_graph=create_graph)
             for j, g in enumerate(grads):
                 if g is not None:
@@ -119,7 +124,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     if grad_outputs is None:
         rng = np.random.default_rng(0)
         grad_outputs = tuple(
-            Tensor._make(rng.standard_normal(o._data.shape).astype(o._data.dtype)) for o in outputs
+            _on_device_of(o, rng.standard_normal(o._data.shape).astype(o._data.dtype)) for o in outputs
         )
 
     def first_derivative(*args):

@@ -8,6 +8,7 @@ its own. Reductions follow PyTorch: ``reduction`` is "mean", "sum" or "none".
 
 from __future__ import annotations
 
+import functools
 import math
 
 from engine import backend, ops
@@ -17,6 +18,17 @@ from engine.nn.init import current_generator
 from engine.tensor import Tensor
 
 # ---- layers and activations -------------------------------------------------
+
+
+def _on_input_device(fn):
+    """For the functions below that make arrays themselves (dropout masks, class indices, target
+    masks): run them with ``input``'s CUDA device current (cuda:1...), where cupy allocates."""
+
+    @functools.wraps(fn)
+    def run(input, *args, **kwargs):
+        return backend.call_on_device_of(input, fn, input, *args, **kwargs)
+
+    return run
 
 
 def linear(input, weight, bias=None):
@@ -62,6 +74,7 @@ def log_softmax(input, dim=None, dtype=None):
     return apply(ops.log_softmax, (x,), {"dim": _softmax_dim(x, dim)})
 
 
+@_on_input_device
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False, generator=None):
     """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``."""
     if not 0.0 <= p <= 1.0:
@@ -179,6 +192,7 @@ def _pick_classes(logp, target_array):
     return logp[(grid[0], target_array, *grid[1:])]
 
 
+@_on_input_device
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """-input[n, target[n]] (times the class weight), averaged over the weights for "mean"."""
     _check_reduction(reduction)
@@ -203,10 +217,11 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     weights = (weights * ~ignored).astype(input._data.dtype)
     loss = -picked * Tensor._make(weights)
     if reduction == "mean":
-        return loss.sum() / Tensor._make(weights.sum())
+        return loss.sum() / Tensor._make(weights.sum(keepdims=True).reshape(()))  # a 0-d array, not a scalar
     return _reduce(loss, reduction)
 
 
+@_on_input_device
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0):
     """log_softmax over the class axis, then NLL (class indices) or -sum(p log q) (probabilities)."""

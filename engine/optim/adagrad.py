@@ -31,8 +31,13 @@ class Adagrad(Optimizer):
 
     def _update_parameter(self, group, param, p, g, step):
         total = self._state_buffer(param, "sum", group["initial_accumulator_value"])
-        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        total += g * g
-        std = backend.namespace_of(p).sqrt(total)
-        std += group["eps"]
-        p += (-clr * g) / std
+        step_size = -group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        _adagrad_step(backend.namespace_of(p), p, g, total, step_size, group["eps"])
+
+
+@backend.fused
+def _adagrad_step(xp, p, g, total, step_size, eps):
+    """One Adagrad step on ``p`` and ``total`` in place: one kernel on the GPU."""
+    total += g * g
+    p += (step_size * g) / (xp.sqrt(total) + eps)
+    return p

@@ -36,22 +36,28 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update_parameter(self, group, param, p, g, step):
-        lr, (beta1, beta2) = group["lr"], group["betas"]
-        xp = backend.namespace_of(p)
+        beta1, beta2 = group["betas"]
+        amsgrad = group["amsgrad"]
         m = self._state_buffer(param, "exp_avg")
         v = self._state_buffer(param, "exp_avg_sq")
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * (g * g)
-        bias_correction1 = 1 - beta1**step
+        v_max = self._state_buffer(param, "max_exp_avg_sq") if amsgrad else v
+        step_size = -group["lr"] / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        if group["amsgrad"]:
-            v_max = self._state_buffer(param, "max_exp_avg_sq")
-            xp.maximum(v_max, v, out=v_max)
-            v = v_max
-        denom = xp.sqrt(v) / bias_correction2_sqrt
-        denom += group["eps"]
-        p += (-lr / bias_correction1) * m / denom
+        _adam_step(backend.namespace_of(p), p, g, m, v, v_max, beta1, beta2, step_size, bias_correction2_sqrt,
+                   group["eps"], amsgrad=amsgrad)
+
+
+@backend.fused
+def _adam_step(xp, p, g, m, v, v_max, beta1, beta2, step_size, bias_correction2_sqrt, eps, *, amsgrad):
+    """One Adam step on ``p``, ``m``, ``v`` (and ``v_max``) in place: one kernel on the GPU."""
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    if amsgrad:
+        xp.maximum(v_max, v, out=v_max)
+        v = v_max
+    p += step_size * m / (xp.sqrt(v) / bias_correction2_sqrt + eps)
+    return p
 
 
 class AdamW(Adam):

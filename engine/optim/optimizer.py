@@ -83,7 +83,12 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
-                self._update(group)
+                scope = _device_scope(group["params"])
+                if scope is None:
+                    self._update(group)
+                else:  # the group's parameters live on a CUDA device that is not current (cuda:1)
+                    with scope:
+                        self._update(group)
         return loss
 
     def _update(self, group: dict) -> None:
@@ -122,7 +127,8 @@ class Optimizer:
         buffer = state.get(name)
         if buffer is None:
             xp = backend.namespace_of(param._data)
-            buffer = state[name] = Tensor._make(xp.full(param._data.shape, fill, dtype=param._data.dtype))
+            with backend.placed_on(param.device):  # Adagrad makes its buffers before any step()
+                buffer = state[name] = Tensor._make(xp.full(param._data.shape, fill, dtype=param._data.dtype))
         return buffer._data
 
     # ---- state dicts --------------------------------------------------------
@@ -184,3 +190,11 @@ def _cast_like(value, param):
     if array.dtype.kind == "f":
         array = backend.to_device(array, param.device).astype(param._data.dtype, copy=True)
     return Tensor._make(array)
+
+
+def _device_scope(params):
+    """The updates run on arrays, outside apply: for parameters on a CUDA device that is not the
+    current one, a context making it current (the first parameter's: a group lives on one device)."""
+    if not params or type(params[0]._data) is backend.ndarray:
+        return None
+    return backend.device_scope(params[0]._data)

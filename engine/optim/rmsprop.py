@@ -29,22 +29,29 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _update_parameter(self, group, param, p, g, step):
-        lr, alpha, momentum = group["lr"], group["alpha"], group["momentum"]
-        xp = backend.namespace_of(p)
+        centered, momentum = group["centered"], group["momentum"]
         square_avg = self._state_buffer(param, "square_avg")
-        square_avg *= alpha
-        square_avg += (1 - alpha) * (g * g)
-        if group["centered"]:
-            grad_avg = self._state_buffer(param, "grad_avg")
-            grad_avg += (1 - alpha) * (g - grad_avg)
-            avg = xp.sqrt(square_avg - grad_avg * grad_avg)
-        else:
-            avg = xp.sqrt(square_avg)
-        avg += group["eps"]
-        if momentum > 0:
-            buf = self._state_buffer(param, "momentum_buffer")
-            buf *= momentum
-            buf += g / avg
-            p -= lr * buf
-        else:
-            p += (-lr * g) / avg
+        # Unused buffers are stood in for by square_avg: the kernel's arguments stay arrays.
+        grad_avg = self._state_buffer(param, "grad_avg") if centered else square_avg
+        buf = self._state_buffer(param, "momentum_buffer") if momentum > 0 else square_avg
+        _rmsprop_step(backend.namespace_of(p), p, g, square_avg, grad_avg, buf, group["lr"], group["alpha"],
+                      group["eps"], momentum, centered=centered, use_momentum=momentum > 0)
+
+
+@backend.fused
+def _rmsprop_step(xp, p, g, square_avg, grad_avg, buf, lr, alpha, eps, momentum, *, centered, use_momentum):
+    """One RMSprop step on ``p`` and its buffers in place: one kernel on the GPU."""
+    square_avg *= alpha
+    square_avg += (1 - alpha) * (g * g)
+    if centered:
+        grad_avg += (1 - alpha) * (g - grad_avg)
+        avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = xp.sqrt(square_avg) + eps
+    if use_momentum:
+        buf *= momentum
+        buf += g / avg
+        p -= lr * buf
+    else:
+        p += (-lr * g) / avg
+    return p

@@ -182,6 +182,11 @@ NAMED = {
     "NegBackward0": lambda m, a, mat, v: -a,
     "ViewBackward0": lambda m, a, mat, v: mat.view(6),
     "TransposeBackward0": lambda m, a, mat, v: mat.transpose(0, 1),
+    "TBackward0": lambda m, a, mat, v: mat.t(),
+    "RsubBackward1": lambda m, a, mat, v: 2 - a,
+    "PowBackward2": lambda m, a, mat, v: 2**a,
+    "UnsafeViewBackward0": lambda m, a, mat, v: mat.expand(2, 2, 3) @ mat.t(),
+    "BmmBackward0": lambda m, a, mat, v: m.bmm(mat[None], mat.t()[None]),
     "PermuteBackward0": lambda m, a, mat, v: mat.T,
     "SelectBackward0": lambda m, a, mat, v: mat[0],
     "SliceBackward0": lambda m, a, mat, v: mat[0, 1:],
@@ -210,16 +215,84 @@ NAMED = {
     "CumsumBackward0": lambda m, a, mat, v: a.cumsum(0),
     "FlipBackward0": lambda m, a, mat, v: a.flip(0),
     "SqueezeBackward0": lambda m, a, mat, v: mat[None].squeeze(),
+    "SqueezeBackward1": lambda m, a, mat, v: mat[None].squeeze(0),
+    "AliasBackward0": lambda m, a, mat, v: mat[:, :],
     "ProdBackward0": lambda m, a, mat, v: a.prod(),
     "VarBackward0": lambda m, a, mat, v: a.var(),
     "StdBackward0": lambda m, a, mat, v: a.std(),
 }
-# Deliberate differences, where our table cannot tell the cases apart from its params:
-# ``2 - a`` is RsubBackward1 in PyTorch (ours SubBackward0), ``2 ** a`` PowBackward2
-# (ours PowBackward1), ``2 / a`` MulBackward0 (ours DivBackward0), ``M.t()`` TBackward0
-# (ours TransposeBackward0), ``M[:]`` SliceBackward0 (ours AliasBackward0),
-# ``M.squeeze(0)`` SqueezeBackward1 (ours SqueezeBackward0), and batched matmul is
-# UnsafeViewBackward0 (ours BmmBackward0 / MmBackward0, the op that actually runs).
+# Known differences: ``M.squeeze((0,))`` is SqueezeBackward2 in PyTorch (ours SqueezeBackward0);
+# ``v @ M`` (vector times matrix) SqueezeBackward4 over MmBackward0 (ours one MmBackward0);
+# ``M[:, ::1]`` AliasBackward0 (ours SliceBackward0). Deeper in a batched matmul's graph PyTorch
+# decides by strides, or squeezes size-1 batch axes of the right operand; ours decides as for
+# contiguous operands (see GRAPHS).
+
+
+# Whole graphs (every node's name and edges), where PyTorch composes an op from several:
+# ``2 / a`` is reciprocal then mul, ``2 - a`` and ``2 ** a`` take the number as a parameter,
+# matmul folds batches into one mm or expands them for one bmm, reshape copies when no view fits.
+GRAPHS = {
+    "rsub": lambda m, x, y: 2 - x,
+    "rdiv": lambda m, x, y: 2 / x,
+    "rpow": lambda m, x, y: 2 ** x,
+    "pow_function": lambda m, x, y: m.pow(2.5, x),
+    "t": lambda m, x, y: x[0].t(),
+    "t_vector": lambda m, x, y: x[0][0].t(),
+    "transpose": lambda m, x, y: x[0].transpose(0, 1),
+    "mT": lambda m, x, y: x.mT,
+    "bmm": lambda m, x, y: x @ y,
+    "matmul_3d_2d": lambda m, x, y: x @ y[0],
+    "matmul_3d_1d": lambda m, x, y: x @ y[0][:, 0],
+    "matmul_1d_3d": lambda m, x, y: x[0][0] @ y,
+    "matmul_2d_3d": lambda m, x, y: x[0] @ y,
+    "matmul_4d_3d": lambda m, x, y: x.expand(3, 2, 2, 3) @ y,
+    "matmul_broadcast": lambda m, x, y: x[:, None] @ y[None],
+    "matmul_no_grad_left": lambda m, x, y: x.detach() @ y,
+    "matmul_method": lambda m, x, y: x.matmul(y),
+    "bmm_function": lambda m, x, y: m.bmm(x, y),
+    "bare_slice": lambda m, x, y: x[:],
+    "full_slices": lambda m, x, y: x[:, :][0][:],
+    "squeeze_dim": lambda m, x, y: x[None].squeeze(0).squeeze(1),
+    "reshape_copy": lambda m, x, y: x.mT.reshape(2, 6),
+    "reshape_view": lambda m, x, y: x.reshape(4, 3),
+    "flatten_copy": lambda m, x, y: x.mT.flatten(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs_match_pytorch(torch, name):
+    results = []
+    for module in (engine, torch):
+        rng = np.random.default_rng(0)
+        x = module.tensor(rng.uniform(0.5, 1.5, (2, 2, 3)), dtype=module.float64, requires_grad=True)
+        y = module.tensor(rng.standard_normal((2, 3, 4)), dtype=module.float64, requires_grad=True)
+        out = GRAPHS[name](module, x, y)
+        (out * out).sum().backward()
+        grads = [None if t.grad is None else t.grad.numpy() for t in (x, y)]
+        results.append((_structure(out.grad_fn), out.detach().numpy(), grads))
+    (ours, our_out, our_grads), (theirs, their_out, their_grads) = results
+    assert ours == theirs
+    np.testing.assert_allclose(our_out, their_out, rtol=1e-12)
+    for a, b in zip(our_grads, their_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (3, 4, 5)), ((2, 3, 4), (5, 6))])
+def test_batched_matmul_shape_errors_match_pytorch(torch, shapes):
+    messages = []
+    for module in (engine, torch):
+        with pytest.raises(RuntimeError) as caught:
+            module.ones(*shapes[0], requires_grad=True) @ module.ones(*shapes[1])
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+def test_batched_matmul_inner_size_error():
+    # PyTorch's bmm says "Expected size for first two dimensions of batch2 tensor ..." here.
+    with pytest.raises(RuntimeError, match=r"shapes cannot be multiplied \(3x4 and 5x6\)"):
+        engine.ones(2, 3, 4, requires_grad=True) @ engine.ones(2, 5, 6)
 
 
 def _named_inputs(module):
@@ -287,6 +360,9 @@ KINKS = {
     "prod_two_zeros": lambda m, x: (x * m.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=m.float64)).prod(),
     "sqrt_positive": lambda m, x: (x * x + 1).sqrt(),
     "pow_zero_base": lambda m, x: (x * 0) ** m.tensor(2.0, dtype=m.float64),
+    "rpow_zero_base": lambda m, x: 0 ** (x + 1),  # exponents >= 0: PyTorch masks 0 * log 0 to 0
+    "rpow_negative_base": lambda m, x: (-2.0) ** x,  # nan: log of a negative base
+    "rpow_int_base": lambda m, x: 3 ** x,
 }
 
 

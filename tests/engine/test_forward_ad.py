@@ -213,6 +213,26 @@ def test_inplace_ops_carry_the_tangent():
     assert tangent.tolist() == [20.0, 30.0]
 
 
+def _tangents_through_views(lib, requires_grad):
+    fw = lib.autograd.forward_ad
+    with fw.dual_level():
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=lib.float64, requires_grad=requires_grad)
+        d = fw.make_dual(x, lib.tensor([[1.0, 0.5], [-1.0, 2.0]], dtype=lib.float64))
+        y = d * 2
+        y.t()[0].mul_(3)  # y[:, 0] *= 3
+        y.view(4)[3:].add_(d[0, 0] ** 2)  # y[1, 1] += d[0, 0]^2
+        return fw.unpack_dual(y).tangent.detach().numpy()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_writes_through_views_update_the_base_tangent_as_pytorch(torch, requires_grad):
+    ours = _tangents_through_views(engine, requires_grad)
+    np.testing.assert_allclose(ours, _tangents_through_views(torch, requires_grad), rtol=1e-12)
+    # by hand: 2 dx, times 3 on column 0, plus 2 x00 dx00 at [1, 1]
+    np.testing.assert_allclose(ours, [[6.0, 1.0], [-6.0, 4.0 + 2.0]], rtol=1e-12)
+
+
 def test_differentiable_tangents():
     """A tangent that requires grad: the jvp is recorded and can be differentiated (w.r.t. v and x)."""
     x = engine.tensor([0.3, 1.1], dtype=engine.float64, requires_grad=True)

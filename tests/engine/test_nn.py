@@ -22,6 +22,7 @@ from engine.nn import functional as F
 # ---- Parameter and Module -------------------------------------------------------------
 
 
+@pytest.mark.host_only
 def test_parameter_is_a_leaf_tensor_that_requires_grad_and_shares_memory():
     data = engine.tensor([1.0, 2.0])
     p = nn.Parameter(data)

@@ -171,6 +171,7 @@ def test_matches_pytorch_float32(config, torch):
     assert_histories_close(ours, run_torch(torch, name, hyper, weights, grads), rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.host_only
 def test_plain_sgd_is_bit_for_bit_pytorch(torch):
     weights, grads = problem(np.float32)
     ours = run_ours("SGD", {"lr": 0.01}, weights, grads)

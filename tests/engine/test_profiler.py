@@ -397,6 +397,7 @@ def test_use_cuda_is_deprecated_like_pytorch():
     assert counts(prof) == {"engine::mul": 1}
 
 
+@pytest.mark.host_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU fallback")
 def test_use_device_cuda_without_a_gpu_warns_and_profiles_the_cpu():
     with pytest.warns(UserWarning, match="CUDA is not available, disabling CUDA profiling"):

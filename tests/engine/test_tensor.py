@@ -113,6 +113,22 @@ def test_result_dtypes_match_pytorch(torch, left):
     assert not mismatches, "\n".join(mismatches)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype_name", ("int64", "float32", "float64"))
+def test_number_on_the_left_matches_pytorch(torch, dtype_name):
+    """``2 - t``, ``2 / t``, ``2 ** t`` (PyTorch's rsub, reciprocal-then-mul, pow.Scalar): values
+    and dtypes, for int and float numbers, numpy scalars included."""
+    for number in (2, 2.5, np.float64(2.5)):
+        for name, fn in {"rsub": lambda n, t: n - t, "rdiv": lambda n, t: n / t, "rpow": lambda n, t: n**t}.items():
+            results = []
+            for module in (engine, torch):
+                t = module.tensor([1, 2, 3], dtype=getattr(module, dtype_name))
+                out = fn(number, t)
+                results.append((str(out.dtype).split(".")[-1], out.numpy()))
+            assert results[0][0] == results[1][0], (name, number)
+            np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6, err_msg=f"{name} {number}")
+
+
 def test_to_and_type_conversions_keep_graph():
     x = engine.tensor([1.5, 2.5], requires_grad=True)
     y = x.double()
@@ -191,6 +207,16 @@ def test_view_family_shapes_and_sharing():
     assert x[0, 0, 0].item() == -1.0  # views share memory
 
 
+def test_writes_through_any_view_land_in_the_base():
+    x = engine.arange(6.0).reshape(2, 3).clone()
+    x.t()[1].mul_(10)  # x[:, 1]
+    x.view(3, 2)[2][0] = -1.0  # x[1, 1]
+    x.unsqueeze(0).squeeze(0).transpose(0, 1)[2].add_(100)  # x[:, 2]
+    np.testing.assert_array_equal(x.numpy(), [[0.0, 10.0, 102.0], [3.0, -1.0, 105.0]])
+    assert x._version == 3 and x.t()._version == 3
+    assert x.t().t()._base is x and x[0][1:]._base is x  # a view's base is the tensor it views
+
+
 def test_view_errors_are_clear():
     x = engine.arange(6.0)
     with pytest.raises(RuntimeError, match=r"shape '\[4, -1\]' is invalid for input of size 6"):
@@ -223,6 +249,7 @@ def test_item_tolist_numpy():
     assert isinstance(x.numpy(), np.ndarray)
 
 
+@pytest.mark.host_only
 def test_numpy_of_tensor_requiring_grad_raises():
     x = engine.tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match=re.escape("Use tensor.detach().numpy() instead")):
@@ -290,6 +317,7 @@ def _repr_cases(module):
     return tensors
 
 
+@pytest.mark.host_only
 @pytest.mark.torch
 def test_repr_matches_pytorch(torch):
     ours = [repr(t) for t in _repr_cases(engine)]

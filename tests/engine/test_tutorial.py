@@ -42,6 +42,7 @@ def test_sin_example_graph_matches_tutorial_printout():
     assert a.grad_fn is None and b.grad_fn.name() == "SinBackward0" and c.grad_fn.name() == "MulBackward0"
 
 
+@pytest.mark.host_only
 def test_sin_example_reprs():
     a, b, _, _, out = sin_example()
     assert repr(out) == "tensor(25., grad_fn=<SumBackward0>)"
@@ -72,6 +73,7 @@ def test_gradients_accumulate_across_backward_calls():
     np.testing.assert_allclose(a.grad.numpy(), 2 * first, rtol=1e-6)
 
 
+@pytest.mark.host_only
 def test_requires_grad_toggle():
     a = torch.ones(2, 3, requires_grad=True)
     b1 = 2 * a

@@ -82,6 +82,7 @@ def test_backward_fills_grads_and_leaves_weights(setup):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.host_only
 def test_step_moves_weights_by_minus_lr_grad(setup):
     model, some_input, ideal_output = setup
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001)

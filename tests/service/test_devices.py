@@ -149,3 +149,64 @@ def test_out_of_memory_over_http_is_a_503_with_retry_after(tmp_path, fake_cuda, 
         response = client.post("/v1/grad", json={**SIN, "device": "cuda"})
     body = assert_problem(response, 503)
     assert body["type"] == "/problems/gpu-memory-exhausted" and response.headers["retry-after"]
+
+
+# ---- several GPUs: "cuda:N" ----------------------------------------------------------------------
+
+
+def test_requests_run_on_cuda_1(tmp_path, monkeypatch):
+    fake_cupy.install(monkeypatch, devices=2)
+    placed = []
+    real_forward = backend.to_device
+
+    def spy(array, dev):
+        placed.append(str(dev))
+        return real_forward(array, dev)
+
+    monkeypatch.setattr(backend, "to_device", spy)
+    request = {**SIN, "device": "cuda:1", "expr": "(2 * sin(a) + ones(3)).sum()"}
+    with make_client(tmp_path) as client:
+        on_gpu = client.post("/v1/grad", json=request)
+        on_cpu = client.post("/v1/grad", json={**request, "device": "cpu"}).json()
+    assert on_gpu.status_code == 200, on_gpu.text
+    assert placed and set(placed) <= {"cuda:1", "cpu"} and "cuda:1" in placed  # inputs went to cuda:1, not 0
+    np.testing.assert_allclose(on_gpu.json()["grads"]["a"]["data"], 2 * np.cos([0.0, 1.0, 2.0]), rtol=1e-6)
+    assert on_gpu.json()["grads"] == on_cpu["grads"] and on_gpu.json()["outputs"] == on_cpu["outputs"]
+    assert fake_cupy.runtime.getDevice() == 0  # the worker's current device was put back
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/evaluate", {"inputs": {"a": 1.0}, "expr": "a", "device": "cuda:2"}),
+    ("/v1/grad", {**SIN, "device": "cuda:7"}),
+    ("/v1/models", {**SPEC, "device": "cuda:2"}),
+], ids=["evaluate", "grad", "create-model"])
+def test_a_cuda_ordinal_past_the_visible_devices_is_a_400_naming_the_count(tmp_path, monkeypatch, path, body):
+    fake_cupy.install(monkeypatch, devices=2)
+    with make_client(tmp_path) as client:
+        problem = assert_problem(client.post(path, json=body), 400)
+    assert problem["type"] == "/problems/device-unavailable" and problem["device_count"] == 2
+    assert "sees 2 CUDA device(s)" in problem["detail"] and body["device"] in problem["detail"]
+
+
+@pytest.mark.parametrize("device", ["cuda:", "cuda:x", "cuda:-1", "gpu:0", "cuda:1:2", "cuda:99999"])
+def test_malformed_devices_are_a_422(tmp_path, device):
+    with make_client(tmp_path) as client:
+        assert_problem(client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a", "device": device}), 422)
+
+
+def test_a_model_lives_on_cuda_1(tmp_path, monkeypatch):
+    fake_cupy.install(monkeypatch, devices=2)
+    placed = []
+    real_forward = backend.to_device
+    monkeypatch.setattr(backend, "to_device", lambda array, dev: placed.append(str(dev)) or real_forward(array, dev))
+    with make_client(tmp_path) as client:
+        created = client.post("/v1/models", json={**SPEC, "device": "cuda:1"})
+        assert created.status_code == 201, created.text
+        model_id = created.json()["id"]
+        assert created.json()["spec"]["device"] == "cuda:1"
+        trained = client.post(f"/v1/models/{model_id}/train",
+                              json={"inputs": [[1.0, 2.0], [0.5, -1.0]], "targets": [[0.5], [0.0]], "steps": 3})
+        assert trained.status_code == 200, trained.text
+        params = client.get(f"/v1/models/{model_id}/parameters").json()
+    assert params["grads"]["0.weight"] is not None
+    assert "cuda:1" in placed and "cuda:0" not in placed
