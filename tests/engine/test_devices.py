@@ -566,7 +566,7 @@ def test_every_op_runs_on_the_device_like_on_the_cpu(two_gpus, case, gpu):
         out = out[0] if isinstance(out, tuple) else out
         grads = []
         if leaves and out.requires_grad:
-            g = engine.ones(tuple(out.shape), dtype=out.dtype, device=device) * 0.5
+            g = engine.ones(tuple(out.shape), dtype=out.dtype, device=out.device) * 0.5  # where out is
             grads = engine.autograd.grad(out, leaves, g, allow_unused=True)
         reads = fake_cupy.transfers["to_host"]
         return out, grads, reads

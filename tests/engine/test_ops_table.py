@@ -118,7 +118,8 @@ def machine_vjp(op, case, arrays, g, batched=False):
     """J^T g through engine.autograd.grad (the recorded graph and the vjp rules)."""
     args, leaves = tensors_of(case, arrays)
     out = call(op, args, case.params)
-    grads = grad(out, leaves, grad_outputs=engine.tensor(g), is_grads_batched=batched, allow_unused=True)
+    grads = grad(out, leaves, grad_outputs=engine.tensor(g, device=out.device), is_grads_batched=batched,
+                 allow_unused=True)
     return [np.zeros((BATCH,) * batched + leaf.shape) if r is None else r.detach().numpy()
             for r, leaf in zip(grads, leaves)]
 
@@ -337,8 +338,8 @@ def test_batched_vjp_on_tensors_equals_batched_vjp_on_arrays(case):
     gs = np.random.default_rng(6).standard_normal((BATCH, *out_shape))
     args, leaves = tensors_of(case, arrays)
     out = call(op, args, case.params)
-    recorded = grad(out, leaves, grad_outputs=engine.tensor(gs), is_grads_batched=True, allow_unused=True,
-                    create_graph=True)
+    recorded = grad(out, leaves, grad_outputs=engine.tensor(gs, device=out.device), is_grads_batched=True,
+                    allow_unused=True, create_graph=True)
     plain = machine_vjp(op, case, arrays, gs, batched=True)
     for r, p in zip(recorded, plain):
         values = np.zeros_like(p) if r is None else r.detach().numpy()
