@@ -139,4 +139,66 @@ def run() -> list[Table]:
         table.add(name, fmt_time(ours), fmt_time(theirs), ratio(ours, theirs), diff)
     if torch is None:
         table.add("(PyTorch)", "", "n/a", "n/a", "PyTorch with CUDA is not installed here")
-    return [table]
+    return [table, _fusion_table(torch)]
+
+
+# ---- what fusing an elementwise chain buys (engine.backend.fused) -------------------------
+
+FUSION_COLUMNS = ["chain", "fused (one kernel)", "op by op (cupy)", "PyTorch CUDA", "fused / op by op",
+                  "fused / PyTorch"]
+
+
+def _fusion_table(torch) -> Table:
+    """tanh's backward on 1e7 elements and an Adam step on a 4096x4096 parameter: our fused kernel,
+    the same arithmetic as separate cupy calls, and PyTorch's own kernel (aten.tanh_backward; Adam
+    with fused=True)."""
+    from engine import backend, ops
+    from engine.optim import adam
+
+    cupy = backend.cupy
+
+    table = Table("GPU: fused elementwise kernels vs the same chain op by op (float32)", FUSION_COLUMNS)
+    sync = engine.cuda.synchronize
+    rng = np.random.default_rng(0)
+    g, y = (cupy.asarray(rng.uniform(-1, 1, ELEMENTS).astype(np.float32)) for _ in range(2))
+
+    def timed(fn):
+        def call():
+            fn()
+            sync()
+
+        call()  # compiles the kernel
+        return per_call_seconds(call, repeat=5, budget=0.5)
+
+    fused = timed(lambda: ops.tanh_backward(g, y))
+    by_op = timed(lambda: g * (1 - y * y))
+    theirs = None
+    if torch is not None:
+        tg, ty = (torch.as_tensor(a, device="cuda") for a in (g, y))
+        theirs = timed(lambda: torch.ops.aten.tanh_backward(tg, ty))
+    table.add(f"tanh backward, n = {ELEMENTS:.0e}", fmt_time(fused), fmt_time(by_op), fmt_time(theirs),
+              ratio(fused, by_op), ratio(fused, theirs))
+
+    shape = (MATMUL, MATMUL)
+    p, grad, m, v = (cupy.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(4))
+    v = cupy.abs(v)
+    args = (0.9, 0.999, -1e-3 / (1 - 0.9**10), (1 - 0.999**10) ** 0.5, 1e-8)
+
+    def adam_by_op():
+        beta1, beta2, step_size, bias2, eps = args
+        m.__iadd__((1 - beta1) * (grad - m))
+        v.__imul__(beta2)
+        v.__iadd__((1 - beta2) * (grad * grad))
+        p.__iadd__(step_size * m / (cupy.sqrt(v) / bias2 + eps))
+
+    fused = timed(lambda: adam._adam_step(cupy, p, grad, m, v, v, *args, amsgrad=False))
+    by_op = timed(adam_by_op)
+    theirs = None
+    if torch is not None:
+        param = torch.nn.Parameter(torch.as_tensor(p, device="cuda").clone())
+        param.grad = torch.as_tensor(grad, device="cuda").clone()
+        optimizer = torch.optim.Adam([param], lr=1e-3, fused=True)
+        theirs = timed(optimizer.step)
+    table.add(f"Adam step, {MATMUL}x{MATMUL} parameter", fmt_time(fused), fmt_time(by_op), fmt_time(theirs),
+              ratio(fused, by_op), ratio(fused, theirs))
+    return table
