@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml | $(PY)
 run: $(STAMP)
 	$(VENV)/bin/gradserve serve --host $(HOST) --port $(PORT)
 
+# The second pass runs the engine suite again with every tensor on tests/fake_cupy.py's
+# device (``--device fake-cuda``): the GPU path, checked without a GPU.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests/engine --device fake-cuda -m "not host_only" -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m bench $(BENCH)
@@ -33,9 +36,10 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# The PyTorch oracle for differential tests and benchmarks (optional).
+# The oracles (optional): PyTorch for differential tests and benchmarks, and cupy, which
+# imports without a GPU, so that the fake cupy of the GPU-seam tests is held to its API.
 oracle: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,oracle]'
+	$(PY) -m pip install --quiet -e '.[dev,oracle,gpu]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
