@@ -317,13 +317,39 @@ def set_memory_limit(limit_bytes: int | None) -> None:
     cupy.get_default_memory_pool().set_limit(size=int(limit_bytes or 0))
 
 
-def memory_stats() -> dict:
-    """The default memory pool's bytes in use, held, and its limit (0: none); zeros without a GPU."""
+def memory_stats(index: int | None = None) -> dict:
+    """The default memory pool's bytes in use, held, and its limit (0: none) on CUDA device
+    ``index`` (None: the current one); zeros without a GPU. cupy keeps one pool per device."""
     if not cuda_available():
         return {"used_bytes": 0, "total_bytes": 0, "limit_bytes": 0}
-    pool = cupy.get_default_memory_pool()
-    return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes()),
-            "limit_bytes": int(pool.get_limit())}
+    with cupy.cuda.Device(index):
+        pool = cupy.get_default_memory_pool()
+        return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes()),
+                "limit_bytes": int(pool.get_limit())}
+
+
+def free_cached_memory() -> None:
+    """Give the memory pool's unused blocks back to the driver (PyTorch's ``empty_cache``)."""
+    if cuda_available():
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+def device_properties(index: int) -> dict:
+    """What the driver says of CUDA device ``index``: name, memory, compute capability, SMs."""
+    namespace(Device("cuda", index))  # says what is missing, or that the ordinal is invalid
+    props = cupy.cuda.runtime.getDeviceProperties(int(index))
+    name = props["name"]
+    with cupy.cuda.Device(int(index)):
+        free, _ = cupy.cuda.runtime.memGetInfo()
+    return {
+        "index": int(index),
+        "name": name.decode() if isinstance(name, bytes) else str(name),
+        "total_memory": int(props["totalGlobalMem"]),
+        "free_memory": int(free),
+        "major": int(props["major"]),
+        "minor": int(props["minor"]),
+        "multi_processor_count": int(props["multiProcessorCount"]),
+    }
 
 
 def out_of_memory_error() -> type | None:

@@ -98,11 +98,63 @@ def set_per_process_memory_limit(limit_bytes: int | None) -> None:
 
 
 def memory_allocated(device=None) -> int:
-    return backend.memory_stats()["used_bytes"]
+    """Bytes of the GPU memory pool in use on ``device`` (None: the current one)."""
+    return backend.memory_stats(_optional_index(device))["used_bytes"]
 
 
 def memory_reserved(device=None) -> int:
-    return backend.memory_stats()["total_bytes"]
+    """Bytes the GPU memory pool holds on ``device``, in use or cached."""
+    return backend.memory_stats(_optional_index(device))["total_bytes"]
+
+
+def empty_cache() -> None:
+    """Give cached, unused GPU memory back to the driver; a no-op without a GPU."""
+    backend.free_cached_memory()
+
+
+def mem_get_info(device=None) -> tuple[int, int]:
+    """``(free, total)`` bytes on ``device``, as the driver reports them."""
+    props = backend.device_properties(_current_if_none(device))
+    return props["free_memory"], props["total_memory"]
+
+
+class _CudaDeviceProperties:
+    """What ``get_device_properties`` returns: PyTorch's attribute names."""
+
+    def __init__(self, props: dict):
+        self.name = props["name"]
+        self.total_memory = props["total_memory"]
+        self.major, self.minor = props["major"], props["minor"]
+        self.multi_processor_count = props["multi_processor_count"]
+
+    def __repr__(self) -> str:
+        return (f"_CudaDeviceProperties(name='{self.name}', major={self.major}, minor={self.minor}, "
+                f"total_memory={self.total_memory // (1 << 20)}MB, "
+                f"multi_processor_count={self.multi_processor_count})")
+
+
+def get_device_properties(device=None) -> _CudaDeviceProperties:
+    return _CudaDeviceProperties(backend.device_properties(_current_if_none(device)))
+
+
+def get_device_name(device=None) -> str:
+    return backend.device_properties(_current_if_none(device))["name"]
+
+
+def get_device_capability(device=None) -> tuple[int, int]:
+    props = backend.device_properties(_current_if_none(device))
+    return props["major"], props["minor"]
+
+
+def _optional_index(device) -> int | None:
+    return None if device is None else _index(device)
+
+
+def _current_if_none(device) -> int:
+    if device is None:
+        _require()
+        return backend.current_cuda_device()
+    return _index(device)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -411,7 +411,9 @@ class InfoResponse(BaseModel):
     version: str
     devices: dict[str, bool]
     cuda: dict[str, Any] | None = Field(None, description="device_count, unavailable_reason (why 'cuda' cannot be "
-                                                          "used, or null), memory_limit_bytes")
+                                                          "used, or null), memory_limit_bytes, and per GPU "
+                                                          "(gpus): index, name, total_memory, free_memory, "
+                                                          "memory_used_bytes, compute capability, SM count")
     limits: dict[str, Any]
     auth: bool = Field(description="whether an API key is required")
 

@@ -509,7 +509,11 @@ class _Runtime:
         _current.id = int(index)
 
     def getDeviceProperties(self, index):
-        return {"name": b"Fake CUDA device (numpy)", "totalGlobalMem": 1 << 30}
+        return {"name": b"Fake CUDA device (numpy)", "totalGlobalMem": 1 << 30, "major": 9, "minor": 0,
+                "multiProcessorCount": 132}
+
+    def memGetInfo(self):
+        return (1 << 30) - memory_pool.total_bytes(), 1 << 30
 
 
 class MemoryPool:

@@ -66,7 +66,19 @@ def get_info(request: Request) -> dict:
         "version": engine.__version__,
         "devices": {"cpu": True, "cuda": engine.cuda.is_available()},
         "cuda": {"device_count": engine.cuda.device_count(), "unavailable_reason": engine.cuda.unavailable_reason(),
-                 "memory_limit_bytes": settings.gpu_memory_limit_bytes},
+                 "memory_limit_bytes": settings.gpu_memory_limit_bytes, "gpus": _gpus()},
         "limits": settings.public_limits(),
         "auth": settings.api_key is not None,
     }
+
+
+def _gpus() -> list[dict]:
+    """What a client choosing "cuda:N" wants to know of each GPU (empty without one)."""
+    gpus = []
+    for index in range(engine.cuda.device_count()):
+        props = engine.cuda.get_device_properties(index)
+        free, total = engine.cuda.mem_get_info(index)
+        gpus.append({"index": index, "name": props.name, "capability": [props.major, props.minor],
+                     "multi_processor_count": props.multi_processor_count, "total_memory": total,
+                     "free_memory": free, "memory_used_bytes": engine.cuda.memory_allocated(index)})
+    return gpus

@@ -905,3 +905,25 @@ def test_cuda_with_a_cpu_device_is_refused_as_in_pytorch(fake_cuda, torch):
         torch.ones(2).cuda("cpu")
     with pytest.raises(RuntimeError, match=str(theirs.value)):
         engine.ones(2).cuda("cpu")
+
+
+def test_device_properties_memory_and_cache(two_gpus):
+    props = two_gpus.cuda.runtime.getDeviceProperties(1)
+    ours = engine.cuda.get_device_properties("cuda:1")
+    assert ours.name == engine.cuda.get_device_name(1) == props["name"].decode()
+    assert (ours.major, ours.minor) == engine.cuda.get_device_capability(1) == (props["major"], props["minor"])
+    assert ours.total_memory == props["totalGlobalMem"]
+    # PyTorch's documented attribute names (its CPU build lacks the class to compare with)
+    assert set(vars(ours)) == {"name", "major", "minor", "total_memory", "multi_processor_count"}
+    free, total = engine.cuda.mem_get_info()
+    assert total == props["totalGlobalMem"] and 0 <= free <= total
+    engine.cuda.empty_cache()
+    assert engine.cuda.memory_allocated("cuda:1") == engine.cuda.memory_reserved(1) == 0
+
+
+@requires_no_gpu
+def test_device_properties_without_a_gpu_say_what_is_missing():
+    with pytest.raises(RuntimeError, match="CUDA is not available: cupy"):
+        engine.cuda.get_device_name()
+    engine.cuda.empty_cache()  # a no-op, as timing code expects
+    assert engine.cuda.memory_allocated() == 0

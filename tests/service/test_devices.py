@@ -210,3 +210,23 @@ def test_a_model_lives_on_cuda_1(tmp_path, monkeypatch):
         params = client.get(f"/v1/models/{model_id}/parameters").json()
     assert params["grads"]["0.weight"] is not None
     assert "cuda:1" in placed and "cuda:0" not in placed
+
+
+def test_info_describes_each_gpu(tmp_path, monkeypatch):
+    fake_cupy.install(monkeypatch, devices=2)
+    with make_client(tmp_path) as client:
+        client.post("/v1/models", json={**SPEC, "device": "cuda:1"})
+        cuda = client.get("/v1/info").json()["cuda"]
+    assert cuda["device_count"] == 2 and [g["index"] for g in cuda["gpus"]] == [0, 1]
+    props = fake_cupy.runtime.getDeviceProperties(1)
+    gpu = cuda["gpus"][1]
+    assert gpu["name"] == props["name"].decode() and gpu["total_memory"] == props["totalGlobalMem"]
+    assert gpu["capability"] == [props["major"], props["minor"]]
+    assert gpu["free_memory"] <= gpu["total_memory"]
+
+
+def test_info_without_a_gpu_lists_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(backend, "cupy", None)
+    with make_client(tmp_path) as client:
+        cuda = client.get("/v1/info").json()["cuda"]
+    assert cuda["gpus"] == [] and "cupy is not installed" in cuda["unavailable_reason"]
