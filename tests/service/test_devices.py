@@ -70,15 +70,21 @@ def test_an_unknown_device_is_a_422(tmp_path):
 # ---- with a (fake) GPU: requests run there ------------------------------------------------------
 
 
-def test_grad_runs_on_the_device_and_matches_the_cpu(tmp_path, fake_cuda, monkeypatch):
+def placements(monkeypatch) -> list[str]:
+    """The devices arrays are sent to from now on (a spy on backend.to_device)."""
     seen = []
-    real_forward = backend.to_device
+    real = backend.to_device
 
     def spy(array, dev):
         seen.append(str(dev))
-        return real_forward(array, dev)
+        return real(array, dev)
 
     monkeypatch.setattr(backend, "to_device", spy)
+    return seen
+
+
+def test_grad_runs_on_the_device_and_matches_the_cpu(tmp_path, fake_cuda, monkeypatch):
+    seen = placements(monkeypatch)
     with make_client(tmp_path) as client:
         on_gpu = client.post("/v1/grad", json={**SIN, "device": "cuda"}).json()
         on_cpu = client.post("/v1/grad", json=SIN).json()
@@ -156,14 +162,7 @@ def test_out_of_memory_over_http_is_a_503_with_retry_after(tmp_path, fake_cuda, 
 
 def test_requests_run_on_cuda_1(tmp_path, monkeypatch):
     fake_cupy.install(monkeypatch, devices=2)
-    placed = []
-    real_forward = backend.to_device
-
-    def spy(array, dev):
-        placed.append(str(dev))
-        return real_forward(array, dev)
-
-    monkeypatch.setattr(backend, "to_device", spy)
+    placed = placements(monkeypatch)
     request = {**SIN, "device": "cuda:1", "expr": "(2 * sin(a) + ones(3)).sum()"}
     with make_client(tmp_path) as client:
         on_gpu = client.post("/v1/grad", json=request)
