@@ -182,13 +182,13 @@ def _fusion_table(torch) -> Table:
     shape = (MATMUL, MATMUL)
     p, grad, m, v = (cupy.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(4))
     v = cupy.abs(v)
-    args = (0.9, 0.999, -1e-3 / (1 - 0.9**10), (1 - 0.999**10) ** 0.5, 1e-8)
+    args = (1 - 0.9, 0.999, 1 - 0.999, -1e-3 / (1 - 0.9**10), (1 - 0.999**10) ** 0.5, 1e-8)
 
     def adam_by_op():
-        beta1, beta2, step_size, bias2, eps = args
-        m.__iadd__((1 - beta1) * (grad - m))
+        one_minus_beta1, beta2, one_minus_beta2, step_size, bias2, eps = args
+        m.__iadd__(one_minus_beta1 * (grad - m))
         v.__imul__(beta2)
-        v.__iadd__((1 - beta2) * (grad * grad))
+        v.__iadd__(one_minus_beta2 * (grad * grad))
         p.__iadd__(step_size * m / (cupy.sqrt(v) / bias2 + eps))
 
     fused = timed(lambda: adam._adam_step(cupy, p, grad, m, v, v, *args, amsgrad=False))

@@ -391,6 +391,16 @@ def expit(array):
 # ---- fused elementwise kernels ---------------------------------------------
 
 
+def _typed_scalars(args) -> tuple:
+    """Python floats as scalars of the arrays' floating dtype: a float32 kernel then computes in
+    float32 whether or not cupy takes a Python scalar argument as float64 (numpy's weak scalars
+    make no difference on the CPU, where these stay Python floats)."""
+    dtype = next((a.dtype for a in args if getattr(a, "dtype", None) is not None and a.dtype.kind == "f"), None)
+    if dtype is None:
+        return args
+    return tuple(dtype.type(a) if type(a) is float else a for a in args)
+
+
 def fused(expr):
     """``expr(xp, *args)`` as one kernel on the GPU; as written on the CPU.
 
@@ -418,7 +428,7 @@ def fused(expr):
                 return expr(xp, *values, **params)
 
             kernel = kernels[key] = xp.fuse(kernel_name=f"gradserve_{expr.__name__.strip('_')}")(kernel)
-        return kernel(*args)
+        return kernel(*_typed_scalars(args))
 
     run.__name__ = expr.__name__
     run.__wrapped__ = expr  # inspect.signature (the derivative table reads input names) sees expr's

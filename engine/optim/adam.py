@@ -43,16 +43,18 @@ class Adam(Optimizer):
         v_max = self._state_buffer(param, "max_exp_avg_sq") if amsgrad else v
         step_size = -group["lr"] / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        _adam_step(backend.namespace_of(p), p, g, m, v, v_max, beta1, beta2, step_size, bias_correction2_sqrt,
-                   group["eps"], amsgrad=amsgrad)
+        # Scalar arithmetic stays on the host in double precision, as PyTorch's does.
+        _adam_step(backend.namespace_of(p), p, g, m, v, v_max, 1 - beta1, beta2, 1 - beta2, step_size,
+                   bias_correction2_sqrt, group["eps"], amsgrad=amsgrad)
 
 
 @backend.fused
-def _adam_step(xp, p, g, m, v, v_max, beta1, beta2, step_size, bias_correction2_sqrt, eps, *, amsgrad):
+def _adam_step(xp, p, g, m, v, v_max, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt,
+               eps, *, amsgrad):
     """One Adam step on ``p``, ``m``, ``v`` (and ``v_max``) in place: one kernel on the GPU."""
-    m += (1 - beta1) * (g - m)
+    m += one_minus_beta1 * (g - m)
     v *= beta2
-    v += (1 - beta2) * (g * g)
+    v += one_minus_beta2 * (g * g)
     if amsgrad:
         xp.maximum(v_max, v, out=v_max)
         v = v_max

@@ -34,17 +34,20 @@ class RMSprop(Optimizer):
         # Unused buffers are stood in for by square_avg: the kernel's arguments stay arrays.
         grad_avg = self._state_buffer(param, "grad_avg") if centered else square_avg
         buf = self._state_buffer(param, "momentum_buffer") if momentum > 0 else square_avg
-        _rmsprop_step(backend.namespace_of(p), p, g, square_avg, grad_avg, buf, group["lr"], group["alpha"],
-                      group["eps"], momentum, centered=centered, use_momentum=momentum > 0)
+        # Scalar arithmetic stays on the host in double precision, as PyTorch's does.
+        _rmsprop_step(backend.namespace_of(p), p, g, square_avg, grad_avg, buf, group["lr"], -group["lr"],
+                      group["alpha"], 1 - group["alpha"], group["eps"], momentum, centered=centered,
+                      use_momentum=momentum > 0)
 
 
 @backend.fused
-def _rmsprop_step(xp, p, g, square_avg, grad_avg, buf, lr, alpha, eps, momentum, *, centered, use_momentum):
+def _rmsprop_step(xp, p, g, square_avg, grad_avg, buf, lr, minus_lr, alpha, one_minus_alpha, eps, momentum, *,
+                  centered, use_momentum):
     """One RMSprop step on ``p`` and its buffers in place: one kernel on the GPU."""
     square_avg *= alpha
-    square_avg += (1 - alpha) * (g * g)
+    square_avg += one_minus_alpha * (g * g)
     if centered:
-        grad_avg += (1 - alpha) * (g - grad_avg)
+        grad_avg += one_minus_alpha * (g - grad_avg)
         avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
     else:
         avg = xp.sqrt(square_avg) + eps
@@ -53,5 +56,5 @@ def _rmsprop_step(xp, p, g, square_avg, grad_avg, buf, lr, alpha, eps, momentum,
         buf += g / avg
         p -= lr * buf
     else:
-        p += (-lr * g) / avg
+        p += (minus_lr * g) / avg
     return p

@@ -135,6 +135,20 @@ def test_the_fusion_benchmark_runs_on_the_device(fake_cuda, monkeypatch):
     assert fake_cupy.kernels["launched"] > 2  # the fused side ran as kernels, each timed call one
 
 
+def test_float_arguments_reach_the_kernel_in_the_arrays_dtype(fake_cuda):
+    seen = []
+
+    def body(xp, x, scale):
+        seen.append(type(scale))
+        return x * scale
+
+    x = fake_cuda.asarray(np.ones(3, dtype=np.float32))
+    out = backend.fused(body)(fake_cuda, x, 0.1)
+    assert seen == [np.float32] and out.dtype == np.float32
+    backend.fused(body)(np, np.ones(3, dtype=np.float32), 0.1)
+    assert seen[-1] is float  # on the CPU, as written
+
+
 # ---- the fake's tracer refuses what cupy.fuse cannot trace ----------------------------------
 
 
