@@ -12,10 +12,12 @@ longer than ``queue_timeout_s`` for a slot gets 503. The response's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import anyio
 import orjson
 from fastapi import Request
 from fastapi.routing import APIRoute
@@ -44,29 +46,54 @@ class OrjsonRoute(APIRoute):
         return orjson_handler
 
 
-def compute_slots(request: Request) -> anyio.Semaphore:
+def compute_slots(request: Request) -> asyncio.Semaphore:
     state = request.app.state
     if getattr(state, "compute_slots", None) is None:
-        state.compute_slots = anyio.Semaphore(state.settings.max_concurrency)
+        state.compute_slots = asyncio.Semaphore(state.settings.max_concurrency)
     return state.compute_slots
 
 
 @contextlib.asynccontextmanager
 async def compute_slot(request: Request):
-    """Hold one of the ``max_concurrency`` compute slots; 503 when none frees up in time."""
-    settings = request.app.state.settings
+    """Hold one of the ``max_concurrency`` compute slots; 503 when none frees up in time.
+
+    A free slot is taken without a trip through the event loop (asyncio's acquire returns at
+    once); only a request that must queue pays for the timeout.
+    """
     slots = compute_slots(request)
-    acquired = False
-    with anyio.move_on_after(settings.queue_timeout_s):
+    if slots.locked():
+        settings = request.app.state.settings
+        try:
+            await asyncio.wait_for(slots.acquire(), settings.queue_timeout_s)
+        except TimeoutError:
+            raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
+                                  limit=settings.max_concurrency) from None
+    else:
         await slots.acquire()
-        acquired = True
-    if not acquired:
-        raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
-                              limit=settings.max_concurrency)
     try:
         yield
     finally:
         slots.release()
+
+
+def _workers(request: Request) -> ThreadPoolExecutor:
+    state = request.app.state
+    if getattr(state, "compute_workers", None) is None:
+        state.compute_workers = ThreadPoolExecutor(state.settings.max_concurrency, thread_name_prefix="compute")
+    return state.compute_workers
+
+
+async def in_worker(request: Request, fn, *args):
+    """``fn(*args)`` in one of the compute worker threads, in a copy of this context (as anyio's
+    to_thread would, with one wake-up instead of several checkpoints); call under ``compute_slot``."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_workers(request), contextvars.copy_context().run, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The thread cannot be stopped: keep the caller (and its compute slot) until it ends.
+        await asyncio.wait([future])
+        raise
 
 
 async def run_compute(request: Request, handler, body) -> Response:
@@ -74,8 +101,7 @@ async def run_compute(request: Request, handler, body) -> Response:
     settings = request.app.state.settings
     async with compute_slot(request):
         started = time.perf_counter()
-        payload = await anyio.to_thread.run_sync(
-            compute.run_in_worker, handler, body, settings, request.app.state.metrics.count_ops
-        )
+        payload = await in_worker(request, compute.run_in_worker, handler, body, settings,
+                                  request.app.state.metrics.count_ops)
     elapsed_ms = (time.perf_counter() - started) * 1000
     return Response(payload, media_type="application/json", headers={"Server-Timing": f"compute;dur={elapsed_ms:.2f}"})

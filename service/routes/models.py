@@ -16,7 +16,6 @@ import logging
 import math
 
 import anyio
-import anyio.from_thread
 from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -34,7 +33,7 @@ from service.models import (
     unpack_state,
     wire_number,
 )
-from service.routes.base import OrjsonRoute, compute_slot
+from service.routes.base import OrjsonRoute, compute_slot, in_worker
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 logger = logging.getLogger("gradserve")
@@ -52,8 +51,8 @@ async def _run(request: Request, work, model_id: str | None = None):
     """``work()`` in a worker thread (under the model's lock when ``model_id`` is given)."""
     lock = _service(request).lock(model_id) if model_id is not None else contextlib.nullcontext()
     async with lock, compute_slot(request):
-        return await anyio.to_thread.run_sync(run_model_work, work, request.app.state.settings,
-                                              request.app.state.metrics.count_ops)
+        return await in_worker(request, run_model_work, work, request.app.state.settings,
+                               request.app.state.metrics.count_ops)
 
 
 def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
@@ -147,10 +146,16 @@ async def _stream_training(request: Request, service: ModelService, model_id: st
     record = await _run(request, lambda: service.get_record(model_id))
     check_if_match(if_match, record.version)
     send, receive = anyio.create_memory_object_stream(max_buffer_size=math.inf)
+    loop = asyncio.get_running_loop()
+
+    def deliver(event) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the client left
+            send.send_nowait(event)
 
     def progress(step: int, loss: float) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            anyio.from_thread.run_sync(send.send_nowait, ("progress", {"step": step, "loss": loss}))
+        # From the worker thread; queued on the loop ahead of the run's own completion, so every
+        # progress event reaches the stream before the result does.
+        loop.call_soon_threadsafe(deliver, ("progress", {"step": step, "loss": loss}))
 
     async def train() -> None:
         async with send:
