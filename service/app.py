@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from fastapi import FastAPI, Security
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
@@ -26,9 +28,17 @@ RFC 9457 `application/problem+json`.
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
 
 
+def _telemetry(settings: Settings) -> dict:
+    """FastAPI's native OpenTelemetry switched off unless asked for (FastAPI versions without it: nothing)."""
+    if settings.opentelemetry or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPIOffline(
+        **_telemetry(settings),
         title="gradserve",
         version=engine.__version__,
         description=DESCRIPTION,

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # startup. A request that needs more than the cap gets 413; one that finds it full, 503.
     gpu_memory_limit_bytes: int | None = Field(None, ge=1, description="cupy memory pool limit; unset: no cap")
 
+    # FastAPI's own OpenTelemetry hooks (traces, metrics and logs through whatever OTel providers
+    # the process configures). Off by default: /metrics is Prometheus, and the hooks' check for
+    # configured providers costs every request ~20 µs even when none is.
+    opentelemetry: bool = False
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value):

@@ -281,3 +281,15 @@ def test_a_full_house_answers_overloaded_after_the_queue_timeout():
             await running
 
     asyncio.run(scenario())
+
+
+def test_fastapis_opentelemetry_hooks_follow_the_setting():
+    quiet, traced = create_app(Settings()), create_app(Settings(opentelemetry=True))
+    config = getattr(quiet, "_telemetry", None)
+    if config is None:
+        pytest.skip("this FastAPI has no native telemetry")
+    assert not (config["tracing"] or config["metrics"] or config["logs"])
+    assert traced._telemetry["tracing"] and traced._telemetry["metrics"]
+    with TestClient(traced) as client:
+        response = client.post("/v1/evaluate", json={"inputs": {"a": 2.0}, "expr": "a * 3"})
+    assert response.json()["outputs"][0]["data"] == [6.0]
