@@ -30,10 +30,18 @@ class Metrics:
         self.in_flight = Gauge("gradserve_requests_in_flight", "HTTP requests being answered", registry=self.registry)
         self.engine_ops = Counter("gradserve_engine_ops", "engine table ops run by requests", ["op"],
                                   registry=self.registry)
+        self._children: dict = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # The labelled children, looked up once per (method, route, status): prometheus_client's
+        # labels() validates and locks on every call, and every request comes through here.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                              self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_ops(self, counts: OpCounts) -> None:
         for op, n in counts.items():

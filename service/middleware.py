@@ -36,8 +36,6 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        too_large = BodyTooLargeError(f"the request body is larger than the limit of {self.max_bytes} bytes",
-                                 limit=self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -45,7 +43,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    return await send_problem(send, too_large, [(b"connection", b"close")])
+                    return await self._too_large(send)
         chunks, total = [], 0
         while True:
             message = await receive()
@@ -54,7 +52,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_bytes:
-                return await send_problem(send, too_large, [(b"connection", b"close")])
+                return await self._too_large(send)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -69,6 +67,11 @@ class BodyLimitMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    async def _too_large(self, send):
+        error = BodyTooLargeError(f"the request body is larger than the limit of {self.max_bytes} bytes",
+                                  limit=self.max_bytes)
+        await send_problem(send, error, [(b"connection", b"close")])
 
 
 class MetricsMiddleware:
