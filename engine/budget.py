@@ -132,6 +132,8 @@ class enforce:  # noqa: N801 - used like a function: `with enforce(budget):`
 
 
 def _stricter(inner: Budget, outer: Budget) -> Budget:
+    if inner == outer:  # the usual nesting: a compiled program's budget inside the service's same one
+        return inner
     limits = {
         field.name: min(getattr(inner, field.name), getattr(outer, field.name))
         for field in dataclasses.fields(Budget)
