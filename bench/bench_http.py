@@ -90,8 +90,11 @@ class Served:
 
 
 def _seconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 def load_with_wrk(url: str, body: bytes) -> dict:
@@ -109,8 +112,9 @@ def load_with_wrk(url: str, body: bytes) -> dict:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": _seconds(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99": _seconds(re.search(r"99%\s+(\S+)", out).group(1)),
+        # Anchored: "99%" also ends a "+/- Stdev" column such as "92.99%".
+        "p50": _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         "errors": int(non_2xx.group(1)) if non_2xx else 0,
         "tool": "wrk",
     }
