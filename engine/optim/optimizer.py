@@ -83,12 +83,12 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
-                scope = _device_scope(group["params"])
-                if scope is None:
-                    self._update(group)
-                else:  # the group's parameters live on a CUDA device that is not current (cuda:1)
-                    with scope:
-                        self._update(group)
+                for part, scope in _by_device(group):
+                    if scope is None:
+                        self._update(part)
+                    else:  # parameters on a CUDA device that is not the current one (cuda:1)
+                        with scope:
+                            self._update(part)
         return loss
 
     def _update(self, group: dict) -> None:
@@ -192,9 +192,14 @@ def _cast_like(value, param):
     return Tensor._make(array)
 
 
-def _device_scope(params):
-    """The updates run on arrays, outside apply: for parameters on a CUDA device that is not the
-    current one, a context making it current (the first parameter's: a group lives on one device)."""
-    if not params or type(params[0]._data) is backend.ndarray:
-        return None
-    return backend.device_scope(params[0]._data)
+def _by_device(group: dict) -> tuple:
+    """``(group, scope)`` pairs that split a group by the devices of its parameters. The updates
+    run on arrays, outside apply, so each part runs with its parameters' CUDA device current
+    (``scope``; None when that is already so). A group on the CPU is itself, unsplit."""
+    params = group["params"]
+    if all(type(p._data) is backend.ndarray for p in params):
+        return ((group, None),)
+    parts: dict = {}
+    for param in params:
+        parts.setdefault(backend.device_of(param._data), []).append(param)
+    return tuple(({**group, "params": ps}, backend.device_scope(ps[0]._data)) for ps in parts.values())

@@ -927,3 +927,24 @@ def test_device_properties_without_a_gpu_say_what_is_missing():
         engine.cuda.get_device_name()
     engine.cuda.empty_cache()  # a no-op, as timing code expects
     assert engine.cuda.memory_allocated() == 0
+
+
+def test_one_parameter_group_across_two_gpus_and_the_cpu(two_gpus):
+    rng = np.random.default_rng(3)
+    start = [rng.normal(size=(3,)) for _ in range(3)]
+    grads = [rng.normal(size=(3,)) for _ in range(3)]
+
+    def train(devices):
+        params = [engine.tensor(s, device=d, requires_grad=True) for s, d in zip(start, devices, strict=True)]
+        optimizer = engine.optim.Adam(params, lr=0.1)
+        for _ in range(2):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = engine.tensor(g, device=p.device)
+            optimizer.step()
+        return params
+
+    mixed = train(["cuda:0", "cuda:1", "cpu"])
+    assert [str(p.device) for p in mixed] == ["cuda:0", "cuda:1", "cpu"]
+    for got, want in zip(mixed, train(["cpu"] * 3), strict=True):
+        np.testing.assert_array_equal(got.detach().cpu().numpy(), want.detach().numpy())
+    assert two_gpus.cuda.runtime.getDevice() == 0
