@@ -93,12 +93,13 @@ def apply(op, args, params):
     """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``."""
     if op.variadic:
         inputs, arrays, shapes, first, requires = _unwrap_variadic(op, args)
+        mixed = backend.cupy is not None
     else:
         inputs = args
         arrays = []
         shapes = []
         first = None
-        requires = False
+        requires = mixed = False
         for value in args:
             if isinstance(value, Tensor):
                 data = value._data
@@ -106,6 +107,8 @@ def apply(op, args, params):
                 shapes.append(data.shape)
                 if first is None:
                     first = value
+                elif type(data) is not type(first._data):
+                    mixed = True  # host and device arrays together: the device rules decide
                 if value._requires_grad:
                     requires = True
             else:
@@ -114,7 +117,8 @@ def apply(op, args, params):
                 shapes.append(getattr(value, "shape", ()))
         if first is None:
             raise TypeError(f"{op.name} expects at least one Tensor operand")
-    if backend.cupy is not None:
+    # Only device arrays, or a mix, need the device check: an all-numpy op skips it.
+    if mixed or (type(first._data) is not _ndarray and backend.cupy is not None):
         moved_to = _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
         if moved_to is not None:
             return apply(op, _moved_scalars(args, moved_to), params)
