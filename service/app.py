@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 from fastapi import FastAPI, Security
@@ -35,10 +36,23 @@ def _telemetry(settings: Settings) -> dict:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    # Shutdown: uvicorn has answered or cut every request by now; let the workers finish
+    # what they run, then close the model store.
+    workers = getattr(app.state, "compute_workers", None)
+    if workers is not None:
+        workers.shutdown(wait=True)
+        app.state.compute_workers = None
+    app.state.models.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPIOffline(
         **_telemetry(settings),
+        lifespan=_lifespan,
         title="gradserve",
         version=engine.__version__,
         description=DESCRIPTION,

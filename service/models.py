@@ -255,8 +255,11 @@ class ModelService:
         return self._store
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        """Close the store (a later call opens it again)."""
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     def lock(self, model_id: str) -> asyncio.Lock:
         """The in-process lock of one model (called on the event loop; dropped when nobody holds it)."""

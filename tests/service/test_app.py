@@ -293,3 +293,24 @@ def test_fastapis_opentelemetry_hooks_follow_the_setting():
     with TestClient(traced) as client:
         response = client.post("/v1/evaluate", json={"inputs": {"a": 2.0}, "expr": "a * 3"})
     assert response.json()["outputs"][0]["data"] == [6.0]
+
+
+def test_shutdown_stops_the_compute_workers(tmp_path):
+    app = create_app(Settings(data_dir=str(tmp_path)))
+    with TestClient(app) as client:
+        assert client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a + 1"}).status_code == 200
+        workers = app.state.compute_workers
+        assert workers is not None
+    assert app.state.compute_workers is None
+    with pytest.raises(RuntimeError, match="shutdown"):
+        workers.submit(print)
+
+
+def test_a_restarted_app_reopens_its_model_store(tmp_path):
+    app = create_app(Settings(data_dir=str(tmp_path)))
+    spec = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "seed": 0}
+    with TestClient(app) as client:
+        model_id = client.post("/v1/models", json=spec).json()["id"]
+    with TestClient(app) as client:  # shutdown closed the store and the workers; startup works again
+        assert client.get(f"/v1/models/{model_id}").status_code == 200
+        assert client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a + 1"}).status_code == 200
