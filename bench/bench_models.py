@@ -32,15 +32,9 @@ import httpx
 import numpy as np
 
 from bench.timing import Table, fmt_time, per_call_seconds, ratio
+from engine.spec import TINY_MODEL_SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = {
-    "layers": [{"type": "linear", "in_features": 1000, "out_features": 100}, {"type": "relu"},
-               {"type": "linear", "in_features": 100, "out_features": 10}],
-    "loss": {"type": "mse", "reduction": "sum"},
-    "optimizer": {"type": "sgd", "lr": 0.001},
-    "seed": 0,
-}
 BUDGET_S = 1.5
 
 
@@ -108,7 +102,7 @@ def redis_server(directory: str):
 def http_step_seconds(url: str) -> float:
     x, y = _data()
     with httpx.Client(base_url=url, timeout=60) as client:
-        model_id = client.post("/v1/models", json=TINY_MODEL).json()["id"]
+        model_id = client.post("/v1/models", json=TINY_MODEL_SPEC).json()["id"]
         response = client.post(f"/v1/models/{model_id}/backward", json={"input": x.tolist(), "target": y.tolist()})
         assert response.status_code == 200, response.text
 
@@ -127,12 +121,12 @@ def in_process_seconds(directory: str) -> tuple[float, float, int]:
     from service.store.sqlite import SQLiteStore
 
     x, y = _data()
-    model = TrainableModel(TINY_MODEL)
+    model = TrainableModel(TINY_MODEL_SPEC)
     model.backward(x, y)
     alone = per_call_seconds(model.step, repeat=5, budget=BUDGET_S)
 
     store = SQLiteStore(Path(directory) / "bench.sqlite3", max_models=10)
-    spec = ModelSpec.parse(TINY_MODEL)
+    spec = ModelSpec.parse(TINY_MODEL_SPEC)
     record = ModelRecord("bench", 1, 0, spec.parameter_count(), spec.as_dict(), time.time(), time.time())
     blob = pack_state(model.state())
     store.create(record, blob)

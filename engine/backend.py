@@ -228,6 +228,13 @@ def placed_on(dev: Device):
 _NO_SCOPE = contextlib.nullcontext()
 
 
+def placement(spec) -> tuple:
+    """``(device, xp, scope)`` for making arrays on ``spec`` (a device string, a Device or None for
+    the default): its namespace, and a context manager under which they are allocated there."""
+    dev = device(spec)
+    return dev, namespace(dev), placed_on(dev)
+
+
 def cuda_device_count() -> int:
     if cupy is None:
         return 0

@@ -88,9 +88,8 @@ def _infer_dtype(data):
 
 def to_array(data, dtype=None, device=None):
     """An array on ``device`` from numbers, nested lists, arrays or Tensors."""
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):  # cupy allocates on the current device
+    dev, xp, scope = backend.placement(device)
+    with scope:  # cupy allocates on the current device
         return _placed_array(data, dtype, dev, xp)
 
 
@@ -149,9 +148,8 @@ def from_numpy(array) -> Tensor:
 
 def _filled(fill, shape, dtype, device, requires_grad):
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):
+    _, xp, scope = backend.placement(device)
+    with scope:
         return _finish(xp.full(_shape(shape), fill, dtype=dt.np), requires_grad)
 
 
@@ -204,9 +202,8 @@ def full_like(t, fill_value, *, dtype=None, device=None, requires_grad=False) ->
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):
+    _, xp, scope = backend.placement(device)
+    with scope:
         return _finish(xp.eye(int(n), int(n if m is None else m), dtype=dt.np), requires_grad)
 
 
@@ -219,9 +216,8 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     if step == 0:
         raise RuntimeError("step must be nonzero")
     count = max(math.ceil((end - start) / step), 0)
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):
+    _, xp, scope = backend.placement(device)
+    with scope:
         values = start + step * xp.arange(count, dtype=backend.float64.np if dt.is_floating_point else backend.int64.np)
         return _finish(values.astype(dt.np), requires_grad)
 
@@ -230,9 +226,8 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     """PyTorch's algorithm, in the output dtype: the first half steps up from ``start``,
     the second half steps down from ``end``, so both ends are exact."""
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):
+    _, xp, scope = backend.placement(device)
+    with scope:
         return _linspace(start, end, int(steps), dt, xp, requires_grad)
 
 
@@ -254,9 +249,8 @@ def _linspace(start, end, steps, dt, xp, requires_grad):
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
-    dev = backend.device(device)
-    xp = backend.namespace(dev)
-    with backend.placed_on(dev):
+    _, xp, scope = backend.placement(device)
+    with scope:
         return _finish((base ** xp.linspace(float(start), float(end), int(steps))).astype(dt.np), requires_grad)
 
 

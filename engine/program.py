@@ -570,18 +570,25 @@ class _Interpreter:
         return self.run_block(node.body if self.eval(node.test) else node.orelse)
 
     def run_while(self, node):
-        while self.eval(node.test):
-            signal = self.run_block(node.body)
-            if signal is _BREAK:
-                return None
-            if isinstance(signal, _Return):
-                return signal
-        return self.run_block(node.orelse)
+        def passes():
+            while self.eval(node.test):
+                yield
+
+        return self.run_loop(node, passes())
 
     def run_for(self, node):
-        for value in self.iterate(self.eval(node.iter), node.iter):
-            self.tick(node)
-            self.assign(node.target, value)
+        def passes():
+            for value in self.iterate(self.eval(node.iter), node.iter):
+                self.tick(node)
+                self.assign(node.target, value)
+                yield
+
+        return self.run_loop(node, passes())
+
+    def run_loop(self, node, passes):
+        """The body once per pass; ``break`` leaves, ``return`` leaves with its value, ``else`` runs
+        when the passes run out."""
+        for _ in passes:
             signal = self.run_block(node.body)
             if signal is _BREAK:
                 return None

@@ -41,6 +41,16 @@ from engine.autograd.grad_mode import no_grad
 from engine.nn.init import use_generator
 from engine.tensor import Tensor
 
+# The tutorial's TinyModel (1000 -> 100 -> ReLU -> 10, sum-of-squares loss, SGD at lr 0.001) as a
+# spec: the service's example, the models benchmark and the integration tests all build this one.
+TINY_MODEL_SPEC = {
+    "layers": [{"type": "linear", "in_features": 1000, "out_features": 100}, {"type": "relu"},
+               {"type": "linear", "in_features": 100, "out_features": 10}],
+    "loss": {"type": "mse", "reduction": "sum"},
+    "optimizer": {"type": "sgd", "lr": 0.001},
+    "seed": 0,
+}
+
 STATE_FORMAT = "gradserve.model/1"
 
 

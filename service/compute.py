@@ -131,14 +131,15 @@ def check_device(device: str) -> None:
             f"device '{device}' was requested but this server cannot use CUDA: {reason}; use device 'cpu'",
             missing=missing,
         )
-    if device.startswith("cuda:"):
-        count = engine.cuda.device_count()
-        if int(device[5:]) >= count:
-            raise DeviceUnavailableError(
-                f"device '{device}' was requested but this server sees {count} CUDA device(s) "
-                f"(cuda:0 to cuda:{count - 1}); use one of them or 'cpu'",
-                missing=f"CUDA device {int(device[5:])}", device_count=count,
-            )
+    if not device.startswith("cuda:"):
+        return
+    index, count = engine.device(device).index, engine.cuda.device_count()
+    if index >= count:
+        raise DeviceUnavailableError(
+            f"device '{device}' was requested but this server sees {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1}); use one of them or 'cpu'",
+            missing=f"CUDA device {index}", device_count=count,
+        )
 
 
 def configure_gpu(settings: Settings) -> None:
@@ -179,8 +180,7 @@ def _compiled(form: str, source: str, names: tuple[str, ...], budget: Budget) ->
 
 def prepare(request: schemas.FunctionRequest, settings: Settings, *, dtype_default=None,
             requires_grad: set[str] | None = None) -> Call:
-    """Decode the inputs and compile the function."""
-    check_device(request.device)
+    """Decode the inputs and compile the function (``run_in_worker`` has checked the device)."""
     dtype = codec.resolve_dtype(request.dtype, "dtype") if request.dtype else (dtype_default or engine.float32)
     elements = ElementBudget(settings.max_tensor_elements, settings.max_request_elements)
     names, tensors = [], []

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from engine.spec import TINY_MODEL_SPEC
+
 # ---- tensors ---------------------------------------------------------------------
 
 _SHAPE_SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 32}
@@ -429,13 +431,6 @@ GraphNodeOut.model_rebuild()
 
 # ---- models (/v1/models) --------------------------------------------------------------
 
-TINY_MODEL_SPEC = {
-    "layers": [{"type": "linear", "in_features": 1000, "out_features": 100}, {"type": "relu"},
-               {"type": "linear", "in_features": 100, "out_features": 10}],
-    "loss": {"type": "mse", "reduction": "sum"},
-    "optimizer": {"type": "sgd", "lr": 0.001},
-    "seed": 0,
-}
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 
 

@@ -13,6 +13,7 @@ backward pass is itself recorded and can be differentiated again.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 from heapq import heappop, heappush
@@ -341,7 +342,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
                 elif type(grad) is _ndarray:
                     buffers[child] = previous + grad
                 else:  # a Tensor, or a device array that a transfer's vjp may have put on another device
-                    buffers[child] = _add_on_device(previous, grad)
+                    buffers[child] = backend.call_on_device_of(grad, operator.add, previous, grad)
     finally:
         grad_mode._grad_enabled.reset(token)
         if restore_device is not None:
@@ -366,15 +367,6 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
             continue
         results.append(_as_grad_tensor(g))
     return results
-
-
-def _add_on_device(previous, grad):
-    """``previous + grad`` with grad's CUDA device current (after a transfer's vjp it may not be)."""
-    scope = backend.device_scope(grad)
-    if scope is None:
-        return previous + grad
-    with scope:
-        return previous + grad
 
 
 def _retain(node, g, create_graph):

@@ -19,6 +19,17 @@ from engine.autograd.grad_mode import enable_grad, no_grad
 from engine.nn.module import zero_grad_
 from engine.tensor import Tensor
 
+# PyTorch's words for the hyperparameters its optimizers check ("Invalid learning rate: -1").
+_CHECK_WORDS = {"lr": "learning rate", "eps": "epsilon value"}
+
+
+def check_nonnegative(**values) -> None:
+    """PyTorch's constructor checks, in the order given: ``ValueError("Invalid <what>: <value>")``
+    for the first negative hyperparameter."""
+    for name, value in values.items():
+        if value < 0.0:
+            raise ValueError(f"Invalid {_CHECK_WORDS.get(name, name + ' value')}: {value}")
+
 
 class _Required:
     def __repr__(self) -> str:

@@ -7,22 +7,13 @@ avg = sqrt(v) + eps; with momentum b = mu b + g / avg and p -= lr b, else p -= l
 from __future__ import annotations
 
 from engine import backend
-from engine.optim.optimizer import Optimizer
+from engine.optim.optimizer import Optimizer, check_nonnegative
 
 
 class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if alpha < 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_nonnegative(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum,
                     "centered": centered, "capturable": capturable, "foreach": foreach, "maximize": maximize,
                     "differentiable": differentiable}

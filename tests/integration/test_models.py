@@ -26,19 +26,12 @@ import pybase64
 import pytest
 
 import engine
-from engine.spec import TrainableModel
+from engine.spec import TINY_MODEL_SPEC, TrainableModel
 from tests.integration.conftest import LiveServer, assert_no_server_errors
 from tests.redis_server import running_redis
 
 pytestmark = pytest.mark.integration
 
-TINY_MODEL = {
-    "layers": [{"type": "linear", "in_features": 1000, "out_features": 100}, {"type": "relu"},
-               {"type": "linear", "in_features": 100, "out_features": 10}],
-    "loss": {"type": "mse", "reduction": "sum"},
-    "optimizer": {"type": "sgd", "lr": 0.001},
-    "seed": 0,
-}
 SMALL_MODEL = {
     "layers": [{"type": "linear", "in_features": 8, "out_features": 16}, {"type": "tanh"},
                {"type": "linear", "in_features": 16, "out_features": 4}],
@@ -106,8 +99,8 @@ def layer2_weight_grad(params: dict, x, target) -> np.ndarray:
 
 def test_tutorial_training_section_over_http(client):
     some_input, ideal_output = data(0, 16, 1000, 10)
-    model_id = create(client, TINY_MODEL)
-    local = TrainableModel(TINY_MODEL)  # the same spec and seed, in-process
+    model_id = create(client, TINY_MODEL_SPEC)
+    local = TrainableModel(TINY_MODEL_SPEC)  # the same spec and seed, in-process
 
     initial, grads = fetch_parameters(client, model_id)
     assert all(g is None for g in grads.values())  # print(model.layer2.weight.grad) -> None
