@@ -46,6 +46,7 @@ import functools
 import importlib
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -53,6 +54,7 @@ from enum import Enum
 
 from engine import backend
 from engine.autograd import function as _function
+from engine.budget import BudgetExceeded
 from engine.tensor import Tensor
 
 # The module, not the ``engine.autograd.backward`` function that shadows it as an attribute.
@@ -101,15 +103,24 @@ class ProfilerActivity(Enum):
 class _Session:
     """One profile's recording in one context: the stack of open events and the ended ones."""
 
-    __slots__ = ("clock", "events", "profile_memory", "record_shapes", "stack", "tid")
+    __slots__ = ("clock", "events", "max_events", "profile_memory", "record_shapes", "stack", "tid")
 
-    def __init__(self, record_shapes, profile_memory, clock):
+    def __init__(self, record_shapes, profile_memory, clock, max_events=None):
         self.record_shapes = record_shapes
         self.profile_memory = profile_memory
         self.clock = clock
         self.stack = []
         self.events = []
+        self.max_events = sys.maxsize if max_events is None else max_events
         self.tid = threading.get_native_id()
+
+    def check_room(self):
+        """Refuse to start another event once ``max_events`` are recorded (the memory they hold)."""
+        if len(self.events) >= self.max_events:
+            raise BudgetExceeded(
+                "events", self.max_events,
+                f"the profile recorded {self.max_events} events, its limit; profile fewer repeats or a shorter run",
+            )
 
     def open(self, frame):
         if self.clock is not None:
@@ -159,6 +170,8 @@ class _Observer:
         session = _current()
         if session is None:
             return
+        if len(session.events) >= session.max_events:
+            session.check_room()
         shapes = None
         if session.record_shapes:
             shapes = [list(v._data.shape) if isinstance(v, Tensor) else [] for v in inputs]
@@ -207,6 +220,7 @@ class _Observer:
                 session.close(frame, now)
                 enter = _now()
         if node is not None:
+            session.check_room()
             session.open(_frame(NODE, run, type(node).__name__, enter, None))
 
 
@@ -305,11 +319,13 @@ class profile:  # noqa: N801 - PyTorch's name
     ``engine.profiler.profile(activities=[ProfilerActivity.CPU])`` are both this class.
     ``record_shapes`` keeps each op's input shapes (scalars show as ``[]``);
     ``profile_memory`` the bytes of each op's output (backward nodes allocate 0 here).
+    ``max_events`` (not in PyTorch) bounds the events kept: starting one more raises
+    ``engine.budget.BudgetExceeded`` (kind "events").
     """
 
     def __init__(self, enabled=True, *, use_cuda=None, use_device=None, record_shapes=False,
                  profile_memory=False, activities=None, with_stack=False, with_flops=False,
-                 with_modules=False):
+                 with_modules=False, max_events=None):
         if isinstance(enabled, (list, tuple, set)):  # torch.profiler.profile([ProfilerActivity.CPU])
             activities, enabled = enabled, True
         self.enabled = bool(enabled)
@@ -334,6 +350,7 @@ class profile:  # noqa: N801 - PyTorch's name
         self.use_cuda = use_device == "cuda"
         self.record_shapes = record_shapes
         self.profile_memory = profile_memory
+        self.max_events = max_events
         self._session = None
         self._token = None
         self._entered = False
@@ -352,7 +369,7 @@ class profile:  # noqa: N801 - PyTorch's name
                                "are not supported (use record_function to mark sub-ranges)")
         self._bias = _seam_bias()
         clock = _DeviceClock() if self.use_device == "cuda" else None
-        self._session = _Session(self.record_shapes, self.profile_memory, clock)
+        self._session = _Session(self.record_shapes, self.profile_memory, clock, self.max_events)
         self._entered = True
         _register()
         self._token = _active.set(self._session)
