@@ -13,15 +13,36 @@ Payloads are never walked element by element in Python on the fast path: the
 body is parsed by orjson, lists go straight into ``numpy.asarray``, and
 responses hand numpy arrays to orjson (``OPT_SERIALIZE_NUMPY``). numpy is
 reached only through ``engine.backend``.
+
+Responses are bounded before they are encoded. Inside ``response_limit(n)``
+(every compute and model call), ``encode_tensor`` counts each tensor against
+the response's limit before copying it and raises ``ResponseTooLargeError``
+past it. orjson cannot fail cleanly: when it cannot grow its output buffer the
+process dies (a segmentation fault, not a MemoryError). So only a small share
+of a response goes through orjson's buffer at once: tensors beyond the first
+``INLINE_ELEMENTS`` numbers are written piecewise, ``SPLICE_CHUNK`` numbers
+per orjson call, into pieces that ``dumps_parts`` returns for the server to
+send one by one (``dumps`` joins them, in Python, whose allocations raise
+MemoryError). Under an address-space limit (RLIMIT_AS) each orjson call first
+checks that the room it may need is there (``_reserve``), raising MemoryError
+(503) instead.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
+import contextvars
+import gc
 import math
+import mmap
+import secrets
 from dataclasses import dataclass
 
 import orjson
+
+with contextlib.suppress(ImportError):  # not on Windows: no address-space limit to respect there
+    import resource
 
 try:  # SIMD base64, several times faster than the standard library on megabyte payloads
     import pybase64 as base64
@@ -234,6 +255,115 @@ def decode_tensor(value, where: str, dtype_default, budget: ElementBudget, devic
 
 # ---- out ---------------------------------------------------------------------
 
+# Numbers one response lets orjson write into its own buffer (each takes at most 25 bytes);
+# larger tensors go through ``_Spliced``, SPLICE_CHUNK numbers per orjson call.
+INLINE_ELEMENTS = 1 << 16
+SPLICE_CHUNK = 1 << 16
+# Address space that must be free before an orjson call, when the process has a limit: its
+# buffer grows by doubling, so a call writing n bytes may hold ~3n at once. A chunk writes at
+# most 25 * SPLICE_CHUNK bytes; the rest of a response (keys, small tensors, a profile trace
+# of up to max_profile_events events) stays well under the skeleton's reserve.
+CHUNK_RESERVE_BYTES = 8 << 20
+SKELETON_RESERVE_BYTES = 96 << 20
+
+
+# What orjson's Python objects take per byte of JSON (measured with tracemalloc: 15 for floats,
+# 16 for small ints, 27 for short strings), plus what each list or object adds (an empty list,
+# `[],`, takes ~100 bytes).
+PARSED_BYTES_PER_BODY_BYTE = 16
+PARSED_BYTES_PER_CONTAINER = 56
+
+
+def _reserve(nbytes: int) -> None:
+    """Raise MemoryError unless ``nbytes`` of address space can be had now (see the module docstring).
+
+    Maps and unmaps that much without touching it: cheap, and it asks the kernel exactly what
+    RLIMIT_AS governs. Without a limit the kernel overcommits and the check would say nothing.
+    """
+    if not _address_space_limited():
+        return
+    try:
+        mmap.mmap(-1, nbytes).close()
+    except (OSError, ValueError):
+        raise MemoryError(f"less than {nbytes} bytes of address space left") from None
+
+
+def _address_space_limited() -> bool:
+    try:
+        return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    except (NameError, AttributeError, ValueError, OSError):  # no resource module (or RLIMIT_AS) here
+        return False
+
+
+class ResponseTooLargeError(Exception):
+    """A response would hold more numbers than its limit; nothing of it was encoded."""
+
+    def __init__(self, message: str, *, elements: int, limit: int):
+        super().__init__(message)
+        self.message = message
+        self.elements = elements
+        self.limit = limit
+
+
+class ResponseBudget:
+    """The numbers one response's tensors hold, counted against ``limit`` as each is encoded."""
+
+    __slots__ = ("elements", "inline", "limit")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.elements = 0
+        self.inline = 0
+
+    def check(self, count: int, what: str) -> None:
+        """Refuse ``what`` (``count`` more numbers) if the response could not hold it."""
+        if self.elements + count > self.limit:
+            taken = f", and {self.elements} are taken already" if self.elements else ""
+            raise ResponseTooLargeError(
+                f"{what} would have {count} numbers; a response holds at most {self.limit} "
+                f"(GRADSERVE_MAX_RESPONSE_ELEMENTS){taken}",
+                elements=self.elements + count, limit=self.limit,
+            )
+
+    def admit(self, count: int, what: str) -> bool:
+        """Count ``count`` more numbers; True when they may go through orjson's own buffer."""
+        self.check(count, what)
+        self.elements += count
+        if self.inline + count <= INLINE_ELEMENTS:
+            self.inline += count
+            return True
+        return False
+
+
+_response_budget: contextvars.ContextVar[ResponseBudget | None] = contextvars.ContextVar(
+    "gradserve_response_budget", default=None)
+
+
+@contextlib.contextmanager
+def response_limit(limit: int):
+    """Count the tensors encoded in this context against ``limit`` numbers (one response)."""
+    budget = ResponseBudget(limit)
+    token = _response_budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _response_budget.reset(token)
+
+
+def check_response(count: int, what: str) -> None:
+    """Refuse at once a result of ``count`` numbers the active response limit cannot hold."""
+    budget = _response_budget.get()
+    if budget is not None:
+        budget.check(count, what)
+
+
+def _numbers_in(value) -> int:
+    if isinstance(value, Tensor):
+        return value.numel()
+    if backend.is_array(value):
+        return int(value.size)
+    return 1
+
 
 def _host_array(value):
     """A C-contiguous numpy array for a Tensor, array or number (0-d stays 0-d)."""
@@ -264,14 +394,59 @@ def _json_data(array):
     return flat
 
 
-def encode_tensor(value, encoding: str = "json") -> dict:
-    """An engine Tensor (or number) -> its wire object, in the request's encoding."""
+def encode_tensor(value, encoding: str = "json", what: str = "a response tensor") -> dict:
+    """An engine Tensor (or number) -> its wire object, in the request's encoding.
+
+    Counted against the active response limit before anything is copied; a
+    large tensor's data is left for ``dumps`` to write piecewise.
+    """
+    count = _numbers_in(value)
+    budget = _response_budget.get()
+    inline = budget.admit(count, what) if budget is not None else count <= INLINE_ELEMENTS
     array = _host_array(value)
     dtype = backend.dtype_of(array).name
+    key = "b64" if encoding == "base64" else "data"
+    if not inline:
+        return {"shape": list(array.shape), "dtype": dtype, key: _Spliced(array, encoding)}
     if encoding == "base64":
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        return {"shape": list(array.shape), "dtype": dtype, "b64": base64.b64encode(little.tobytes()).decode("ascii")}
+        data = base64.b64encode(_little_endian(array)).decode("ascii")
+        return {"shape": list(array.shape), "dtype": dtype, "b64": data}
     return {"shape": list(array.shape), "dtype": dtype, "data": _json_data(array)}
+
+
+def _little_endian(array):
+    """The array's bytes, little-endian, without a copy when they already are."""
+    return memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)).cast("B")
+
+
+class _Spliced:
+    """A large tensor's wire data (JSON list or base64 string), written by ``dumps`` outside orjson's buffer."""
+
+    __slots__ = ("array", "encoding")
+
+    def __init__(self, array, encoding: str):
+        self.array = array
+        self.encoding = encoding
+
+    def parts(self):
+        """The data's JSON text, in pieces of at most ``SPLICE_CHUNK`` numbers."""
+        if self.encoding == "base64":
+            return [b'"', base64.b64encode(_little_endian(self.array)), b'"']
+        flat = self.array.reshape(-1)
+        parts = [b"["]
+        try:
+            for start in range(0, flat.size, SPLICE_CHUNK):
+                _reserve(CHUNK_RESERVE_BYTES)
+                piece = orjson.dumps(_json_data(flat[start : start + SPLICE_CHUNK]),
+                                     option=orjson.OPT_SERIALIZE_NUMPY)
+                if start:
+                    parts.append(b",")
+                parts.append(memoryview(piece)[1:-1])  # without the piece's own brackets
+        except MemoryError:
+            parts.clear()  # the traceback keeps this frame alive while the 503 is written
+            raise
+        parts.append(b"]")
+        return parts
 
 
 def encode_nested(value, encoding: str = "json"):
@@ -288,13 +463,81 @@ def quiet_floating_point():
     return np.errstate(all="ignore")
 
 
-def dumps(content) -> bytes:
-    """Serialise a response body (numpy arrays included) with orjson."""
-    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+def dumps(content, reserve_bytes: int = CHUNK_RESERVE_BYTES) -> bytes:
+    """Serialise a response body (numpy arrays included) with orjson, as one bytes object."""
+    parts = dumps_parts(content, reserve_bytes)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def dumps_parts(content, reserve_bytes: int = CHUNK_RESERVE_BYTES) -> list:
+    """Serialise a response body as a list of bytes-like pieces, which concatenated are the JSON text.
+
+    orjson writes each ``_Spliced`` value as a placeholder string (a random
+    token per call, which no client content can forge); the list holds the text
+    between placeholders and, in their place, the tensors' pieces. A server can
+    send the pieces one by one, never holding the whole text twice.
+    ``reserve_bytes``: the room orjson's own buffer may need (see ``_reserve``);
+    a compute response passes ``SKELETON_RESERVE_BYTES``, the default suits
+    problems and model responses.
+    """
+    spliced: list[_Spliced] = []
+    token = ""
+
+    def placeholder(value):
+        nonlocal token
+        if type(value) is not _Spliced:
+            raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+        token = token or secrets.token_hex(12)
+        spliced.append(value)
+        return f"{token}:{len(spliced) - 1}"
+
+    _reserve(reserve_bytes)
+    skeleton = orjson.dumps(content, default=placeholder, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not spliced:
+        return [skeleton]
+    view, parts, at = memoryview(skeleton), [], 0
+    try:
+        for index, value in enumerate(spliced):  # orjson calls ``placeholder`` in document order
+            mark = f'"{token}:{index}"'.encode()
+            found = skeleton.index(mark, at)
+            parts.append(view[at:found])
+            parts.extend(value.parts())
+            at = found + len(mark)
+    except MemoryError:
+        # The traceback keeps this frame alive while the 503 is written: let go of the pieces.
+        parts.clear()
+        spliced.clear()
+        raise
+    parts.append(view[at:])
+    return parts
 
 
 def loads(body: bytes):
-    return orjson.loads(body)
+    """Parse JSON with orjson; a failed allocation is a MemoryError (orjson reports it as SystemError).
+
+    The cyclic garbage collector is paused meanwhile: it would otherwise walk every list and
+    object parsed so far, again and again, and a 64 MB body of empty lists (20 million of
+    them) took three times as long, blocking whatever thread parses it (the event loop).
+    Parsed JSON holds no cycles, so nothing is left for the collector to find.
+
+    Under an address-space limit, a body of a megabyte or more is parsed only when the room its
+    objects may take is there (``_reserve``): orjson that runs out of memory half-way keeps
+    going, failing every allocation, and took two minutes to give up on a 60 MB body.
+    """
+    if len(body) >= 1 << 20 and _address_space_limited():
+        containers = body.count(b"[") + body.count(b"{")
+        _reserve(PARSED_BYTES_PER_BODY_BYTE * len(body) + PARSED_BYTES_PER_CONTAINER * containers)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return orjson.loads(body)
+    except SystemError as error:
+        if isinstance(error.__cause__ or error.__context__, MemoryError):
+            raise MemoryError("not enough memory to parse the request body") from None
+        raise
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def decode_to_python(wire: dict) -> list | float:

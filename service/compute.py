@@ -85,15 +85,17 @@ def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
         on_ops(tracker.counts)
 
 
-def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> bytes:
-    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body."""
+def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> list:
+    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body (``codec.dumps_parts``)."""
     # Tensors the client's function creates (ones(3), zeros_like...) go where its inputs are.
     requested = getattr(request, "device", "cpu")
     check_device(requested)  # before the device is entered: a 400 naming what is missing
     device = engine.device(requested)
     # On cuda:N, N is also the worker thread's current CUDA device: its ops then need no switch.
-    with engine_work(settings, on_ops), device, engine.cuda.device(device.index if device.type == "cuda" else None):
-        return codec.dumps(handler(request, settings))
+    current_gpu = engine.cuda.device(device.index if device.type == "cuda" else None)
+    # Every tensor the handler encodes is counted against the response limit (before it is copied).
+    with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements):
+        return codec.dumps_parts(handler(request, settings), codec.SKELETON_RESERVE_BYTES)
 
 
 def budget_for(settings: Settings) -> Budget:
@@ -102,6 +104,7 @@ def budget_for(settings: Settings) -> Budget:
         max_nodes=settings.max_graph_nodes,
         max_elements=settings.max_program_elements,
         deadline_s=settings.deadline_s,
+        max_live_elements=settings.max_live_elements,
     )
 
 
@@ -204,13 +207,13 @@ def _encode_outputs(outputs, encoding: str) -> list:
     return [codec.encode_tensor(o, encoding) for o in outputs]
 
 
-def _profiled(request, content: dict, work: Callable):
+def _profiled(request, content: dict, work: Callable, settings: Settings):
     """Run ``work()``; with ``"profile": true`` run it under the profiler and attach the summary."""
     if not request.profile:
         return work()
     from service import profiling
 
-    result, summary = profiling.profile_call(work, record_shapes=False)
+    result, summary = profiling.profile_call(work, record_shapes=False, max_events=settings.max_profile_events)
     content["profile"] = summary
     return result
 
@@ -227,7 +230,7 @@ def evaluate(request: schemas.EvaluateRequest, settings: Settings) -> dict:
         with engine.no_grad():
             return as_tuple(call.run())
 
-    outputs = _profiled(request, content, work)
+    outputs = _profiled(request, content, work, settings)
     content["outputs"] = _encode_outputs(outputs, request.encoding)
     return content
 
@@ -268,7 +271,7 @@ def gradient(request: schemas.GradRequest, settings: Settings) -> dict:
         _backward(request, call, outputs)
         return outputs
 
-    outputs = _profiled(request, content, work)
+    outputs = _profiled(request, content, work, settings)
     variables = {id(t): name for name, t in zip(call.names, call.tensors)}
     seen: dict[int, int] = {}
     content["outputs"] = _encode_outputs(outputs, request.encoding)
@@ -350,19 +353,46 @@ def _transform_options(request: schemas.JacobianRequest, strategy_name: str) -> 
 
 
 def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> dict:
-    """``torch.autograd.functional.<transform>`` (jacobian or hessian) of the function at the inputs."""
+    """``torch.autograd.functional.<transform>`` (jacobian or hessian) of the function at the inputs.
+
+    The result's size is known before any derivative is taken (the Hessian's from the inputs,
+    the Jacobian's after one forward pass, which the response needs anyway): a response that
+    could not hold it is refused at once.
+    """
     call = prepare(request, settings)
     tensors = _detached(call)
     content: dict = {}
+    input_shapes = [tuple(t.shape) for t in tensors]
+    if transform == "hessian":
+        codec.check_response(_functional().hessian_elements(input_shapes) + 1, _sized("the Hessian", input_shapes))
+    outputs = _forward_outputs(call, tensors)
+    if transform == "jacobian":
+        output_shapes = [tuple(o.shape) for o in outputs if isinstance(o, Tensor)]
+        count = _functional().jacobian_elements(output_shapes, input_shapes) + sum(map(_numel, output_shapes))
+        codec.check_response(count, _sized("the Jacobian", input_shapes, output_shapes) + " and the outputs")
 
     def work():
         options = _transform_options(request, strategy_name)
         return getattr(_functional(), transform)(call.fn, _args(tensors), **options)
 
-    result = _profiled(request, content, work)
-    content["outputs"] = _encode_outputs(_forward_outputs(call, tensors), request.encoding)
+    result = _profiled(request, content, work, settings)
+    content["outputs"] = _encode_outputs(outputs, request.encoding)
     content[transform] = codec.encode_nested(result, request.encoding)
     return content
+
+
+def _numel(shape) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _sized(name: str, input_shapes, output_shapes=None) -> str:
+    """``the Jacobian of outputs [[3]] by inputs [[2], [4]]``: what a too-large problem names."""
+    inputs = f"inputs {[list(s) for s in input_shapes]}"
+    return f"{name} of {inputs}" if output_shapes is None else \
+        f"{name} of outputs {[list(s) for s in output_shapes]} by {inputs}"
 
 
 def jacobian(request: schemas.JacobianRequest, settings: Settings) -> dict:
@@ -388,7 +418,7 @@ def _product(name: str, v_like: str):
         def work():
             return getattr(_functional(), name)(call.fn, _args(tensors), v, strict=request.strict)
 
-        outputs, result = _profiled(request, content, work)
+        outputs, result = _profiled(request, content, work, settings)
         content["outputs"] = _encode_outputs(as_tuple(outputs), request.encoding)
         content[name] = codec.encode_nested(result, request.encoding)
         return content
@@ -450,5 +480,6 @@ def profile(request: schemas.ProfileRequest, settings: Settings) -> dict:
                     engine.autograd.backward(roots)
         return outputs
 
-    outputs, summary = profiling.profile_call(work, record_shapes=request.record_shapes)
+    outputs, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
+                                              max_events=settings.max_profile_events)
     return {**summary, "outputs": _encode_outputs(outputs, request.encoding)}

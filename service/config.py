@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     # orjson refuses documents nested deeper than 255 levels; each graph level costs three.
     max_graph_depth: int = Field(64, ge=1, le=80, description="nesting depth of the autograd graph in /v1/grad")
 
+    # Memory. Results and responses are refused (413) before they are computed or encoded when
+    # they would hold more numbers than max_response_elements (the default lets a model of
+    # max_parameters_per_model numbers export its whole state); batched Jacobian and Hessian
+    # passes are sized to hold at most max_live_elements at once. `gradserve serve` sets the
+    # process's address-space limit (RLIMIT_AS) to memory_limit_bytes, so that running out
+    # of memory is a MemoryError (503) rather than the kernel's OOM killer.
+    max_response_elements: int = Field(50_000_000, ge=1, description="numbers in one response, over all its tensors")
+    max_live_elements: int = Field(100_000_000, ge=1, description="elements one request may hold at once in the "
+                                   "tensors it makes (batched Jacobian and Hessian passes are sized to fit)")
+    max_profile_events: int = Field(200_000, ge=1, description="events one profile may record (more: 413)")
+    memory_limit_bytes: int | None = Field(None, ge=1, description="address-space limit `gradserve serve` sets on "
+                                           "its process (RLIMIT_AS); unset: none")
+
     # Overload: at most this many compute requests run at once; more wait up to
     # queue_timeout_s for a slot, then get 503.
     max_concurrency: int = Field(4, ge=1)

@@ -8,9 +8,10 @@ Every error the service answers has ``type``, ``title``, ``status`` and
 Status codes: 400 engine and client-function errors (and device "cuda"
 without a GPU); 401 missing/wrong API key; 404/405 routing and unknown models;
 408 deadline; 409/412 model version conflicts; 507 the model store is full;
-413 too large (body, tensors, a program's allocations, more than the GPU memory
-limit at once); 422 schema violations and undecodable tensors; 503 overload
-(and a GPU memory pool full of other work).
+413 too large (body, tensors, a program's allocations, a result or response
+over ``max_response_elements``, one allocation larger than the process may
+hold, more than the GPU memory limit at once); 422 schema violations and
+undecodable tensors; 503 overload (and host or GPU memory full of other work).
 A 500 is always a bug: it says so and carries no internals.
 
 Engine exceptions reach this module wrapped: compute code runs the client's
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import traceback
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -33,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from engine import cuda as engine_cuda
-from service.codec import CodecError, dumps
+from service.codec import CodecError, ResponseTooLargeError, dumps
 
 logger = logging.getLogger("gradserve")
 
@@ -72,6 +75,7 @@ class Problem(BaseModel):
     input: str | None = None
     kind: str | None = None
     limit: float | None = None
+    elements: int | None = Field(None, description="for a result or response that is too large: its numbers")
 
 
 # ---- service-side failures ------------------------------------------------------
@@ -209,7 +213,7 @@ def problem(status: int, slug: str, title: str, detail: str, **extras) -> dict:
     return body
 
 
-BUDGET_STATUS = {"deadline": 408, "elements": 413}
+BUDGET_STATUS = {"deadline": 408, "elements": 413, "events": 413}
 
 
 def _budget_problem(error) -> dict:
@@ -224,6 +228,9 @@ def _budget_problem(error) -> dict:
 def _engine_problem(error: BaseException, op: str | None) -> dict:
     kind = _known_engine_class(error)
     inner = getattr(error, "error", None)  # ProgramRuntimeError: what the engine raised inside the program
+    if kind == "program" and isinstance(inner, MemoryError) and not engine_cuda.is_out_of_memory(inner):
+        return memory_problem(inner, op, line=getattr(error, "line", None), column=getattr(error, "column", None),
+                              construct=getattr(error, "construct", None))
     if kind == "program" and isinstance(inner, (MemoryError, RecursionError)):
         status, slug = (413, "too-large") if isinstance(inner, MemoryError) else (400, "program-error")
         return problem(status, slug, "Program failed", str(error), line=getattr(error, "line", None),
@@ -242,12 +249,42 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
     if engine_cuda.is_out_of_memory(error):
         return gpu_memory_problem(error, op)
     if isinstance(error, MemoryError):
-        return problem(413, "too-large", "Too large", "the computation needs more memory than the server has",
-                       op=op)
+        return memory_problem(error, op)
     if isinstance(error, RecursionError):
         return problem(400, "engine-error", "Engine error", "the computation nests too deeply", op=op)
     detail = str(error) if not isinstance(error, KeyError) else f"unknown key {error}"
     return problem(400, "engine-error", "Engine error", detail or type(error).__name__, op=op)
+
+
+def memory_limit_bytes() -> int | None:
+    """The most memory this process may ever hold: its address-space limit (RLIMIT_AS, which
+    ``gradserve serve`` sets from GRADSERVE_MEMORY_LIMIT_BYTES) or the machine's physical memory."""
+    limits = []
+    with contextlib.suppress(ImportError, AttributeError, ValueError, OSError):  # no RLIMIT_AS here
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return min(limits) if limits else None
+
+
+def memory_problem(error: BaseException, op: str | None = None, **extras) -> dict:
+    """The host ran out of memory (MemoryError): 413 when the one allocation that failed is
+    larger than the process may ever hold, so a retry cannot help; else 503 (the memory is
+    held by other work now, or this request's intermediates did not fit beside it)."""
+    size = getattr(error, "_total_size", None)  # numpy's MemoryError says how much it asked for
+    limit = memory_limit_bytes()
+    if isinstance(size, int) and limit is not None and size > limit:
+        return problem(413, "memory-limit", "Too large for the server's memory",
+                       f"the computation needs {size} bytes at once; this server may hold at most {limit} bytes",
+                       kind="memory", limit=limit, op=op, **extras)
+    logger.warning("memory exhausted%s", f" in {op}" if op else "")
+    return problem(503, "memory-exhausted", "Memory exhausted",
+                   "the server ran out of memory computing this request; retry shortly, or ask for a smaller "
+                   "result (fewer outputs, a chunk_size, smaller tensors)", kind="memory", op=op, **extras)
 
 
 def gpu_memory_problem(error: BaseException, op: str | None = None) -> dict:
@@ -263,10 +300,37 @@ def gpu_memory_problem(error: BaseException, op: str | None = None) -> dict:
                    kind="gpu_memory", limit=limit, op=op)
 
 
+def _memory_error_behind(error: BaseException | None) -> MemoryError | None:
+    """``error`` if it is a MemoryError, or the one it was raised from. A C function that fails an
+    allocation without reporting it leaves the MemoryError for the next call, which then raises
+    SystemError("... returned a result with an exception set") from it (orjson, dict methods)."""
+    for _ in range(8):
+        if error is None or isinstance(error, MemoryError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def release_frames(error: BaseException) -> None:
+    """Drop the locals of the finished frames in ``error``'s tracebacks (its chain's too).
+
+    An exception keeps every frame it passed through alive, and with them the arrays the
+    failed request built: after a MemoryError, the memory needed to write the 503 itself.
+    """
+    for _ in range(8):
+        if error is None:
+            return
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+
+
 def problem_for(error: BaseException) -> dict:
     """The problem body for any exception (500 for what no rule covers)."""
     if isinstance(error, ServiceError):
         return problem(error.status, error.slug, error.title, error.detail, **error.extras)
+    if isinstance(error, ResponseTooLargeError):
+        return problem(413, "response-too-large", "Response too large", error.message, kind="response_elements",
+                       elements=error.elements, limit=error.limit)
     if isinstance(error, CodecError):
         if error.too_large:
             return problem(413, "tensor-too-large", "Tensor too large", error.message, input=error.input)
@@ -277,6 +341,9 @@ def problem_for(error: BaseException) -> dict:
         return _engine_problem(error, getattr(error, "op", None))
     if engine_cuda.is_out_of_memory(error):  # outside engine_errors(): moving inputs to the GPU
         return gpu_memory_problem(error)
+    memory_error = _memory_error_behind(error)
+    if memory_error is not None:  # outside engine work: parsing a body, writing a response
+        return memory_problem(memory_error)
     return problem(500, "internal-error", "Internal server error",
                    "the server hit a bug handling this request; it has been logged")
 
@@ -302,6 +369,9 @@ def _readable_location(loc) -> str:
     return ".".join(parts) or "body"
 
 
+MAX_LISTED_ERRORS = 100  # a problem lists this many violations (error_count says how many there were)
+
+
 def validation_problem(error: RequestValidationError) -> dict:
     """422 with one readable line per violation: ``inputs.a: Input should be ...``."""
     errors = []
@@ -317,7 +387,8 @@ def validation_problem(error: RequestValidationError) -> dict:
     detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5]) or "invalid request"
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"
-    return problem(422, "validation-error", "Request does not match the schema", detail, errors=errors)
+    return problem(422, "validation-error", "Request does not match the schema", detail,
+                   errors=errors[:MAX_LISTED_ERRORS], error_count=len(errors))
 
 
 def install(app: FastAPI) -> None:
@@ -337,6 +408,8 @@ def install(app: FastAPI) -> None:
 
     async def handle_known(request: Request, error: Exception) -> Response:
         body = problem_for(error)
+        if body.get("kind") == "memory":
+            release_frames(error)
         headers = {"Retry-After": "1"} if body["status"] == 503 else None
         if body["status"] == 401:
             headers = {"WWW-Authenticate": 'APIKey header="X-API-Key"'}
@@ -344,7 +417,11 @@ def install(app: FastAPI) -> None:
             logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return problem_response(body, headers)
 
-    for cls in (ServiceError, CodecError, EngineError, *_engine_types().values()):
+    # MemoryError (and the SystemError a lost MemoryError becomes) are registered by name: Starlette
+    # re-raises what only the catch-all handles (and uvicorn then logs it as a crash), where a
+    # full memory is an answer, 503, not a bug. A SystemError of any other cause stays a 500.
+    for cls in (ServiceError, CodecError, ResponseTooLargeError, EngineError, MemoryError, SystemError,
+                *_engine_types().values()):
         app.add_exception_handler(cls, handle_known)
     app.add_exception_handler(Exception, handle_known)
 

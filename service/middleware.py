@@ -56,7 +56,11 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        try:
+            body = b"".join(chunks)
+        except MemoryError as error:  # out here no exception handler runs: answer 503 ourselves
+            return await send_problem(send, error, [(b"retry-after", b"1")])
+        del chunks
         replayed = False
 
         async def replay():

@@ -516,6 +516,6 @@ def parse_index(text: str) -> tuple:
 
 
 def run_model_work(work: Callable, settings: Settings, on_ops: Callable) -> object:
-    """``work()`` in a worker thread, under the same budget, op tracking and errors as compute."""
-    with compute.engine_work(settings, on_ops):
+    """``work()`` in a worker thread, under the same budget, op tracking, errors and response limit as compute."""
+    with compute.engine_work(settings, on_ops), codec.response_limit(settings.max_response_elements):
         return work()

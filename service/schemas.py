@@ -66,6 +66,13 @@ TENSOR_IN_SCHEMA = {
 TensorIn = Annotated[Any, WithJsonSchema(TENSOR_IN_SCHEMA)]
 InputName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
+# Lists of validated items are bounded in the schema itself: pydantic checks every item of an
+# unbounded list and keeps every error, so a 64 MB body of 21 million `{}` nodes would cost
+# tens of GB before any limit of ours ran. With max_length it stops at the length check.
+# The graph's own budget (GRADSERVE_MAX_GRAPH_NODES, 10 000 by default) applies after this.
+MAX_GRAPH_NODES = 100_000
+MAX_LIST_ITEMS = 10_000
+
 
 class TensorOut(BaseModel):
     """A tensor in a response: flat row-major ``data`` (JSON) or ``b64`` (little-endian bytes)."""
@@ -89,10 +96,11 @@ class GraphNodeSpec(BaseModel):
 
     op: str = Field(description='a table op name, as GET /v1/ops lists them, or "constant"')
     inputs: list[str | float | dict[str, float] | None] = Field(
-        default_factory=list,
+        default_factory=list, max_length=MAX_LIST_ITEMS,
         description="names of graph inputs or earlier outputs; a number (or {\"const\": number}) is a scalar operand",
     )
-    output: str | list[str] = Field(description="the new name (a list for ops with extra results)")
+    output: str | Annotated[list[str], Field(max_length=64)] = Field(
+        description="the new name (a list for ops with extra results)")
     attrs: dict[str, Any] = Field(default_factory=dict, description="the op's parameters")
 
 
@@ -101,8 +109,8 @@ class GraphSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    nodes: list[GraphNodeSpec]
-    outputs: list[str] = Field(min_length=1)
+    nodes: list[GraphNodeSpec] = Field(max_length=MAX_GRAPH_NODES)
+    outputs: list[str] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
 
 
 # ---- requests ------------------------------------------------------------------------
@@ -184,9 +192,11 @@ class GradRequest(FunctionRequest):
     )
 
     grad_outputs: list[TensorIn] | None = Field(
-        None, description="one tensor per output (y.backward(v)); needed for non-scalar outputs"
+        None, max_length=MAX_LIST_ITEMS,
+        description="one tensor per output (y.backward(v)); needed for non-scalar outputs",
     )
-    wrt: list[InputName] | None = Field(None, description="inputs to differentiate (sets their requires_grad)")
+    wrt: list[InputName] | None = Field(None, max_length=64,
+                                        description="inputs to differentiate (sets their requires_grad)")
 
 
 class JacobianRequest(FunctionRequest):
@@ -447,8 +457,9 @@ class ModelCreateRequest(BaseModel):
     ]})
 
     layers: list[dict[str, Any]] = Field(
-        min_length=1, description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, softmax, "
-                                  "dropout, flatten, identity; each {\"type\": ..., fields}")
+        min_length=1, max_length=MAX_LIST_ITEMS,
+        description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, softmax, "
+                    "dropout, flatten, identity; each {\"type\": ..., fields}")
     loss: dict[str, Any] | None = Field(None, description="mse (default), l1, cross_entropy, bce, bce_with_logits, "
                                                           "huber; with reduction mean|sum|none")
     optimizer: dict[str, Any] | None = Field(None, description="sgd (default, lr 0.001), adam, adamw, rmsprop, "

@@ -18,19 +18,22 @@ import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import orjson
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from service import compute
+from service import codec, compute
 from service.errors import OverloadedError
 
 
 class OrjsonRequest(Request):
     async def json(self):
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
+            try:
+                self._json = codec.loads(await self.body())
+            except MemoryError as error:  # FastAPI would make any other exception here a 400
+                raise HTTPException(503, f"the server has no memory to parse this body now ({error}); retry shortly",
+                                    headers={"Retry-After": "1"}) from None
         return self._json
 
 
@@ -101,7 +104,43 @@ async def run_compute(request: Request, handler, body) -> Response:
     settings = request.app.state.settings
     async with compute_slot(request):
         started = time.perf_counter()
-        payload = await in_worker(request, compute.run_in_worker, handler, body, settings,
-                                  request.app.state.metrics.count_ops)
+        parts = await in_worker(request, compute.run_in_worker, handler, body, settings,
+                                request.app.state.metrics.count_ops)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return Response(payload, media_type="application/json", headers={"Server-Timing": f"compute;dur={elapsed_ms:.2f}"})
+    return json_response(parts, headers={"Server-Timing": f"compute;dur={elapsed_ms:.2f}"})
+
+
+def json_response(parts: list, status_code: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response from ``codec.dumps_parts``: one bytes object, or its pieces sent one by one."""
+    if len(parts) == 1:
+        return Response(parts[0], status_code=status_code, media_type="application/json", headers=headers)
+    return PiecewiseResponse(parts, status_code, headers)
+
+
+SEND_BYTES = 1 << 20
+
+
+class PiecewiseResponse(Response):
+    """A body sent as the pieces it was written in (a large tensor's data, ~1 MB each), with its
+    Content-Length: the whole text is never joined in memory, and each piece is dropped once sent."""
+
+    media_type = "application/json"
+
+    def __init__(self, parts: list, status_code: int = 200, headers: dict | None = None):
+        self.parts = parts
+        self.status_code = status_code
+        self.background = None
+        self.body = b""
+        length = sum(len(part) for part in parts)
+        self.init_headers({**(headers or {}), "content-length": str(length)})
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        parts, self.parts = self.parts[::-1], []
+        batch, size = [], 0
+        while parts:  # the small pieces (brackets, commas, keys) go out with their neighbours
+            batch.append(parts.pop())
+            size += len(batch[-1])
+            if size >= SEND_BYTES or not parts:
+                await send({"type": "http.response.body", "body": b"".join(batch), "more_body": bool(parts)})
+                batch, size = [], 0

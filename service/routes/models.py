@@ -33,7 +33,7 @@ from service.models import (
     unpack_state,
     wire_number,
 )
-from service.routes.base import OrjsonRoute, compute_slot, in_worker
+from service.routes.base import OrjsonRoute, compute_slot, in_worker, json_response
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 logger = logging.getLogger("gradserve")
@@ -56,8 +56,7 @@ async def _run(request: Request, work, model_id: str | None = None):
 
 
 def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(codec.dumps(content), status_code=status, media_type="application/json",
-                    headers={"ETag": etag(version), **(headers or {})})
+    return json_response(codec.dumps_parts(content), status, {"ETag": etag(version), **(headers or {})})
 
 
 @router.post("", status_code=201, response_model=schemas.ModelResponse)

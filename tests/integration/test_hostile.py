@@ -71,3 +71,26 @@ def test_malformed_bodies_are_4xx(http, body):
     response = http.post("/v1/evaluate", content=body, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/problem+json"
+
+
+# Issue 14: these two killed the server (a segfault in orjson encoding 9e8 and 4e8 numbers).
+CRASHERS = {
+    "/v1/hessian": ({"inputs": {"x": {"data": [0.0] * 30000}}, "expr": "(x.sin()).sum()"}, 30000 * 30000 + 1,
+                    "the Hessian of inputs [[30000]]"),
+    "/v1/jacobian": ({"inputs": {"x": {"data": [0.0] * 20000}}, "expr": "x.sin()"}, 20000 * 20000 + 20000,
+                     "the Jacobian of outputs [[20000]] by inputs [[20000]]"),
+}
+
+
+@pytest.mark.parametrize("path", list(CRASHERS))
+def test_a_result_too_large_to_send_is_413_naming_its_size(http, path):
+    body, elements, what = CRASHERS[path]
+    limit = http.get("/v1/info").json()["limits"]["max_response_elements"]
+    response = http.post(path, json=body)
+    assert response.status_code == 413, response.text[:300]
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "/problems/response-too-large" and problem["status"] == 413
+    assert problem["elements"] == elements and problem["limit"] == limit
+    assert what in problem["detail"] and str(limit) in problem["detail"]
+    assert http.get("/healthz").status_code == 200

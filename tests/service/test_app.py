@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from engine.budget import BudgetExceeded
 from service import errors
 from service.app import create_app
-from service.codec import CodecError
+from service.codec import CodecError, ResponseTooLargeError
 from service.config import Settings
 
 SIN = {"inputs": {"a": {"data": [0.0, 1.0, 2.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
@@ -174,7 +174,10 @@ def test_every_error_response_is_documented_as_problem_json(client):
         (CodecError("bad", input="inputs.a"), 422, {"input": "inputs.a"}),
         (CodecError("big", input="inputs.a", too_large=True), 413, {}),
         (errors.EngineError(RuntimeError("shape"), op="matmul"), 400, {"op": "matmul"}),
-        (errors.EngineError(MemoryError()), 413, {}),
+        (errors.EngineError(MemoryError()), 503, {"type": "/problems/memory-exhausted", "kind": "memory"}),
+        (MemoryError(), 503, {"type": "/problems/memory-exhausted"}),  # raised outside engine work
+        (ResponseTooLargeError("huge", elements=9, limit=5), 413,
+         {"type": "/problems/response-too-large", "elements": 9, "limit": 5}),
         (errors.OverloadedError("busy"), 503, {}),
         (AttributeError("secret internals"), 500, {}),
     ],
@@ -186,6 +189,24 @@ def test_problem_for_maps_each_failure(error, status, extra):
         assert body[key] == value
     if status == 500:
         assert "secret internals" not in body["detail"]
+
+
+def test_an_allocation_larger_than_the_machine_is_413_and_a_full_memory_503():
+    """numpy's MemoryError says what it asked for: more than the process may ever hold cannot be retried."""
+    try:
+        np.empty(1 << 62, dtype=np.uint8)
+    except MemoryError as error:
+        too_big = error
+    body = errors.problem_for(errors.EngineError(too_big, op="empty"))
+    assert body["status"] == 413 and body["type"] == "/problems/memory-limit"
+    assert body["limit"] == errors.memory_limit_bytes() < 1 << 62
+    assert errors.problem_for(errors.EngineError(MemoryError("out of memory")))["status"] == 503
+    try:  # what a C function that lost a MemoryError makes of it
+        raise SystemError("<method 'get' of 'dict' objects> returned a result with an exception set") \
+            from MemoryError()
+    except SystemError as error:
+        assert errors.problem_for(error)["status"] == 503
+    assert errors.problem_for(SystemError("a real bug"))["status"] == 500
 
 
 def test_engine_errors_wraps_only_engine_exception_types():

@@ -190,3 +190,89 @@ def test_any_float_array_round_trips_bit_for_bit(values, encoding):
     back = codec.decode_to_array(wire)
     assert back.dtype == values.dtype and back.shape == values.shape
     np.testing.assert_array_equal(back, values)  # NaN == NaN here; infinities keep their sign
+
+
+# ---- responses: bounded before they are encoded, large tensors written piecewise ---------------
+
+LARGE = codec.INLINE_ELEMENTS + 3 * codec.SPLICE_CHUNK + 17  # several pieces, a short last one
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bool"])
+@pytest.mark.parametrize("encoding", ["json", "base64"])
+def test_large_tensors_are_written_piecewise_as_orjson_would_write_them(dtype, encoding):
+    values = np.random.default_rng(0).standard_normal(LARGE) * 1e3
+    if dtype == "bool":
+        values = values > 0
+    array = values.astype(dtype).reshape(-1, 1)
+    if dtype.startswith("float"):
+        array[[5, LARGE // 2, LARGE - 1], 0] = [np.nan, np.inf, -np.inf]
+    tensor = engine.from_numpy(array)
+    content = {"before": "x", "outputs": [codec.encode_tensor(tensor, encoding), codec.encode_tensor(tensor[:2])],
+               "after": [1, 2]}
+    parts = codec.dumps_parts(content)
+    assert len(parts) > 4  # the large tensor went around orjson's buffer, in pieces
+    assert b"".join(parts) == codec.dumps(content)
+    body = orjson.loads(codec.dumps(content))
+    assert body["before"] == "x" and body["after"] == [1, 2] and body["outputs"][1]["shape"] == [2, 1]
+    back = codec.decode_to_array(body["outputs"][0])
+    assert back.shape == array.shape and back.dtype == array.dtype
+    np.testing.assert_array_equal(back, array)  # NaN == NaN here
+
+
+def test_a_placeholder_cannot_be_forged_by_content():
+    tensor = engine.zeros(LARGE)
+    lookalikes = ['"0"', "0:0", ":0", '":0"']
+    body = orjson.loads(codec.dumps({"strings": lookalikes, "t": codec.encode_tensor(tensor)}))
+    assert body["strings"] == lookalikes and len(body["t"]["data"]) == LARGE
+
+
+def test_the_response_limit_refuses_before_anything_is_copied():
+    view = engine.zeros(1).expand(10**9)  # 4 GB if it were made contiguous
+    with codec.response_limit(1000) as budget_of_response:
+        codec.encode_tensor(engine.zeros(600))
+        with pytest.raises(codec.ResponseTooLargeError) as raised:
+            codec.encode_tensor(view, what="outputs[1]")
+    assert raised.value.limit == 1000 and raised.value.elements == 600 + 10**9
+    assert "outputs[1]" in raised.value.message and "600 are taken already" in raised.value.message
+    assert budget_of_response.elements == 600
+
+
+def test_check_response_refuses_a_result_at_once():
+    with codec.response_limit(100), pytest.raises(codec.ResponseTooLargeError) as raised:
+        codec.check_response(101, "the Hessian of inputs [[10]]")
+    assert raised.value.elements == 101 and "the Hessian of inputs [[10]]" in raised.value.message
+    codec.check_response(10**12, "anything")  # no limit active: nothing to refuse
+
+
+def test_only_the_first_numbers_of_a_response_go_through_orjsons_buffer():
+    with codec.response_limit(10**9):
+        small = [codec.encode_tensor(engine.zeros(1000)) for _ in range(codec.INLINE_ELEMENTS // 1000 + 5)]
+    inline = [type(t["data"]).__name__ != "_Spliced" for t in small]
+    assert inline[0] and not inline[-1] and sum(inline) == codec.INLINE_ELEMENTS // 1000
+
+
+PRLIMIT = pytest.mark.skipif(not __import__("shutil").which("prlimit"), reason="needs prlimit (util-linux)")
+
+
+def _run_capped(code: str, cap_bytes: int) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(["prlimit", f"--as={cap_bytes}", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300, cwd=__import__("pathlib").Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]  # a segfault in orjson would be -11
+    return done.stdout
+
+
+@PRLIMIT
+def test_under_an_address_space_limit_running_out_is_a_memory_error():
+    """orjson dies writing, and stalls parsing, when it cannot allocate: both are refused first."""
+    out = _run_capped(
+        "from service import codec\n"
+        "import engine\n"
+        "body = b'[' + b'[],' * 10_000_000 + b'[]]'\n"
+        "try:\n    codec.loads(body)\nexcept MemoryError:\n    print('parse refused')\n"
+        "t = engine.full((40_000_000,), 0.123456789, dtype=engine.float64)\n"
+        "try:\n    codec.dumps({'t': codec.encode_tensor(t)})\nexcept MemoryError:\n    print('write refused')\n",
+        1200 << 20)
+    assert out.split() == ["parse", "refused", "write", "refused"]
