@@ -22,18 +22,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiveServer:
-    """``uvicorn service.app:create_app --factory`` with ``GRADSERVE_*`` settings from ``env``."""
+UVICORN = ["-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1", "--port", "{port}",
+           "--log-level", "warning", "--no-access-log"]
 
-    def __init__(self, env: dict[str, str] | None = None):
+
+class LiveServer:
+    """``uvicorn service.app:create_app --factory`` with ``GRADSERVE_*`` settings from ``env``.
+
+    ``prefix`` runs it under another command (``["prlimit", "--as=..."]``); ``args`` replaces
+    the arguments after the Python executable (``{port}`` is filled in).
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, *, prefix: list[str] = (), args: list[str] = UVICORN):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the GC after stop(); a pipe could stall the server
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")}
         environment.update(env or {})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            [*prefix, sys.executable, *(arg.format(port=self.port) for arg in args)],
             cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self._wait_until_up()
