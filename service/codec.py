@@ -397,12 +397,13 @@ def _json_data(array):
 def encode_tensor(value, encoding: str = "json", what: str = "a response tensor") -> dict:
     """An engine Tensor (or number) -> its wire object, in the request's encoding.
 
-    Counted against the active response limit before anything is copied; a
-    large tensor's data is left for ``dumps`` to write piecewise.
+    Inside ``response_limit`` (the server's responses): counted against the limit before
+    anything is copied, and past the first ``INLINE_ELEMENTS`` numbers the data is left
+    for ``dumps`` to write piecewise. Outside it (a client building a request), the wire
+    object is plain data, as ``json.dumps`` needs it.
     """
-    count = _numbers_in(value)
     budget = _response_budget.get()
-    inline = budget.admit(count, what) if budget is not None else count <= INLINE_ELEMENTS
+    inline = budget is None or budget.admit(_numbers_in(value), what)
     array = _host_array(value)
     dtype = backend.dtype_of(array).name
     key = "b64" if encoding == "base64" else "data"

@@ -207,8 +207,9 @@ def test_large_tensors_are_written_piecewise_as_orjson_would_write_them(dtype, e
     if dtype.startswith("float"):
         array[[5, LARGE // 2, LARGE - 1], 0] = [np.nan, np.inf, -np.inf]
     tensor = engine.from_numpy(array)
-    content = {"before": "x", "outputs": [codec.encode_tensor(tensor, encoding), codec.encode_tensor(tensor[:2])],
-               "after": [1, 2]}
+    with codec.response_limit(10**9):
+        content = {"before": "x", "outputs": [codec.encode_tensor(tensor, encoding), codec.encode_tensor(tensor[:2])],
+                   "after": [1, 2]}
     parts = codec.dumps_parts(content)
     assert len(parts) > 4  # the large tensor went around orjson's buffer, in pieces
     assert b"".join(parts) == codec.dumps(content)
@@ -222,7 +223,8 @@ def test_large_tensors_are_written_piecewise_as_orjson_would_write_them(dtype, e
 def test_a_placeholder_cannot_be_forged_by_content():
     tensor = engine.zeros(LARGE)
     lookalikes = ['"0"', "0:0", ":0", '":0"']
-    body = orjson.loads(codec.dumps({"strings": lookalikes, "t": codec.encode_tensor(tensor)}))
+    with codec.response_limit(10**9):
+        body = orjson.loads(codec.dumps({"strings": lookalikes, "t": codec.encode_tensor(tensor)}))
     assert body["strings"] == lookalikes and len(body["t"]["data"]) == LARGE
 
 
@@ -242,6 +244,12 @@ def test_check_response_refuses_a_result_at_once():
         codec.check_response(101, "the Hessian of inputs [[10]]")
     assert raised.value.elements == 101 and "the Hessian of inputs [[10]]" in raised.value.message
     codec.check_response(10**12, "anything")  # no limit active: nothing to refuse
+
+
+def test_outside_a_response_tensors_are_plain_data():
+    """A client (or a test) building a request body gets the wire object as before: no placeholders."""
+    wire = codec.encode_tensor(engine.zeros(LARGE))
+    assert isinstance(wire["data"], np.ndarray) and wire["data"].size == LARGE
 
 
 def test_only_the_first_numbers_of_a_response_go_through_orjsons_buffer():
@@ -273,6 +281,7 @@ def test_under_an_address_space_limit_running_out_is_a_memory_error():
         "body = b'[' + b'[],' * 10_000_000 + b'[]]'\n"
         "try:\n    codec.loads(body)\nexcept MemoryError:\n    print('parse refused')\n"
         "t = engine.full((40_000_000,), 0.123456789, dtype=engine.float64)\n"
-        "try:\n    codec.dumps({'t': codec.encode_tensor(t)})\nexcept MemoryError:\n    print('write refused')\n",
+        "try:\n    with codec.response_limit(10**9):\n        codec.dumps({'t': codec.encode_tensor(t)})\n"
+        "except MemoryError:\n    print('write refused')\n",
         1200 << 20)
     assert out.split() == ["parse", "refused", "write", "refused"]
