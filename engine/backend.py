@@ -19,8 +19,14 @@ try:  # the GPU backend is optional: cupy is only importable where CUDA is
 except Exception:  # ImportError, or a CUDA runtime error on a machine with no driver
     cupy = None
 
+from engine import thread_pools
+
 np = numpy
 ndarray = numpy.ndarray
+
+# numpy's BLAS is loaded now: one thread per operation unless the environment chose a
+# number (engine.thread_pools says why).
+thread_pools.apply_default()
 
 
 # ---- dtypes ----------------------------------------------------------------
@@ -502,6 +508,7 @@ def _blas_axpy():
     # scipy.linalg is imported on first use: it is slow to import and only optimizers need it.
     from scipy.linalg import blas
 
+    thread_pools.rescan()  # scipy's own OpenBLAS, loaded just now, gets the engine's limit too
     _AXPY.update({numpy.dtype("float32"): blas.saxpy, numpy.dtype("float64"): blas.daxpy})
     return _AXPY
 
