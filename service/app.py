@@ -38,6 +38,9 @@ def _telemetry(settings: Settings) -> dict:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI):
+    # Startup, in every worker process: the BLAS thread limit is process-wide, so it is set here
+    # rather than per request.
+    engine.set_num_threads(app.state.settings.blas_threads)
     yield
     # Shutdown: uvicorn has answered or cut every request by now; let the workers finish
     # what they run, then close the model store.

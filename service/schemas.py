@@ -407,7 +407,11 @@ class OpsResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     model_config = _response_examples({"name": "gradserve", "version": "0.1.0", "devices": {"cpu": True, "cuda": False},
-                                       "limits": {"deadline_s": 10.0, "max_program_steps": 100000}, "auth": False})
+                                       "limits": {"deadline_s": 10.0, "max_program_steps": 100000}, "auth": False,
+                                       "blas": {"threads_setting": 1, "threads": 1, "libraries": [
+                                           {"library": "openblas", "file": "libscipy_openblas64_.so",
+                                            "version": "0.3.31", "architecture": "SkylakeX",
+                                            "threading_layer": "pthreads", "threads": 1}]}})
 
     name: str
     version: str
@@ -418,6 +422,10 @@ class InfoResponse(BaseModel):
                                                           "memory_used_bytes, compute capability, SM count")
     limits: dict[str, Any]
     auth: bool = Field(description="whether an API key is required")
+    blas: dict[str, Any] | None = Field(None, description="threads_setting (GRADSERVE_BLAS_THREADS), threads (what "
+                                                          "the BLAS libraries run with now), and per library "
+                                                          "(libraries): library, file, version, architecture "
+                                                          "(the CPU kernel), threading_layer, threads")
 
 
 class HealthResponse(BaseModel):

@@ -59,7 +59,7 @@ def list_ops() -> dict:
 
 @router.get("/info", response_model=schemas.InfoResponse)
 def get_info(request: Request) -> dict:
-    """Version, available devices and the service's limits."""
+    """Version, available devices, the service's limits and the BLAS libraries with their thread counts."""
     settings = request.app.state.settings
     return {
         "name": "gradserve",
@@ -69,6 +69,8 @@ def get_info(request: Request) -> dict:
                  "memory_limit_bytes": settings.gpu_memory_limit_bytes, "gpus": _gpus()},
         "limits": settings.public_limits(),
         "auth": settings.api_key is not None,
+        "blas": {"threads_setting": settings.blas_threads, "threads": engine.get_num_threads(),
+                 "libraries": engine.thread_pools.blas_info()},
     }
 
 

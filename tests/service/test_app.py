@@ -314,3 +314,9 @@ def test_a_restarted_app_reopens_its_model_store(tmp_path):
     with TestClient(app) as client:  # shutdown closed the store and the workers; startup works again
         assert client.get(f"/v1/models/{model_id}").status_code == 200
         assert client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a + 1"}).status_code == 200
+
+
+def test_blas_threads_below_one_is_refused(monkeypatch):
+    monkeypatch.setenv("GRADSERVE_BLAS_THREADS", "0")
+    with pytest.raises(ValueError, match="blas_threads"):
+        Settings()
