@@ -60,10 +60,11 @@ def _wait_for(check, what: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def served(env: dict[str, str]):
-    """The service under uvicorn (one worker, loopback, access log off) with ``GRADSERVE_*`` from ``env``."""
+def served(env: dict[str, str], without: tuple[str, ...] = ()):
+    """The service under uvicorn (one worker, loopback, access log off) with ``GRADSERVE_*`` from ``env``;
+    the variables named in ``without`` are left out of its environment."""
     port = _free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")} | env
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_") and k not in without} | env
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--no-access-log"],
