@@ -3,8 +3,8 @@
 numpy's OpenBLAS (or MKL, BLIS...) starts one thread per core and wakes them for
 every matrix product, however small. For the products autodiff runs all day (the
 tutorial's 16 x 1000 model: a step of 0.3 ms) waking and joining the pool costs
-more than the arithmetic, 30-45x more on a busy machine, and a server that runs
-several requests at once oversubscribes the cores on top. So ``import engine``
+more than the arithmetic: that step took 31x as long on a Xeon and 45x on a 2-core
+VM. A server that runs several requests at once oversubscribes the cores on top. So ``import engine``
 limits the BLAS pools to ``DEFAULT_THREADS`` (1), unless the environment already
 says how many threads to use (``EXPLICIT_VARIABLES``): an explicit choice is kept.
 Large products lose by it (a 2048² float32 matmul runs ~1.4x slower on one thread
