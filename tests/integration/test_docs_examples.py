@@ -63,3 +63,22 @@ def test_every_operation_succeeds_with_its_first_example_in_page_order(http):
     assert model_id is not None, "the page never creates a model"
     # The walk ends with the model gone: its DELETE came after every call that needed it.
     assert http.get(f"/v1/models/{model_id}").status_code == 404
+
+
+def test_the_state_example_fits_the_train_example_exactly(http):
+    """The state example sets out = relu(x[1] - x[0]), which is the train example's targets: no loss."""
+    spec = http.get("/openapi.json").json()
+    paths = spec["paths"]
+    create = http.post("/v1/models", json=first_example(spec, paths["/v1/models"]["post"]["requestBody"]["content"]
+                                                        ["application/json"]))
+    assert create.status_code == 201, create.text
+    model = f"/v1/models/{create.json()['id']}"
+    state = first_example(spec, paths["/v1/models/{model_id}/state"]["put"]["requestBody"]["content"]
+                          ["application/json"])
+    assert http.put(f"{model}/state", json=state).status_code == 200
+    train = first_example(spec, paths["/v1/models/{model_id}/train"]["post"]["requestBody"]["content"]
+                          ["application/json"])
+    response = http.post(f"{model}/train", json=train)
+    assert response.status_code == 200, response.text
+    assert response.json()["losses"] == [0.0] * train["steps"]
+    assert http.delete(model).status_code == 204
