@@ -16,7 +16,7 @@ from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.models import ModelService
 from service.routes import compute as compute_routes
-from service.routes import health, models, ops, profile, transforms
+from service.routes import front, health, models, ops, profile, transforms
 
 DESCRIPTION = """Gradients over HTTP.
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     compute.configure_gpu(settings)
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
+    app.include_router(front.router)
     app.include_router(health.router)
     for module in (compute_routes, transforms, profile, models, ops):
         app.include_router(module.router, dependencies=secured)

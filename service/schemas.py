@@ -441,6 +441,43 @@ GraphNodeOut.model_rebuild()
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 
+# The docs page's examples work in sequence: a reader who tries the first example of each
+# operation, top to bottom, creates this model and then forwards, trains and reloads it. It is the
+# tutorial's TinyModel in miniature (linear, ReLU, linear; sum-of-squares loss; SGD) with 2 inputs
+# and 1 output, so that a batch fits on one line of the page; its learning rate is 0.1 rather than
+# the tutorial's 0.001 so that the train example's 10 steps visibly lower the loss. TinyModel itself
+# (16 x 1000 inputs: unreadable as an example body) is the second example.
+EXAMPLE_MODEL_SPEC = {
+    "layers": [{"type": "linear", "in_features": 2, "out_features": 4}, {"type": "relu"},
+               {"type": "linear", "in_features": 4, "out_features": 1}],
+    "loss": {"type": "mse", "reduction": "sum"},
+    "optimizer": {"type": "sgd", "lr": 0.1},
+    "seed": 0,
+}
+MODEL_SPEC_EXAMPLES = {
+    "small": {"summary": "TinyModel in miniature: 2 -> 4 -> ReLU -> 1 (fits the forward and train examples)",
+              "value": EXAMPLE_MODEL_SPEC},
+    "tiny_model": {"summary": "The tutorial's TinyModel: 1000 -> 100 -> ReLU -> 10 (inputs of 1000 features)",
+                   "value": TINY_MODEL_SPEC},
+    "adam": {"summary": "One linear layer trained with Adam",
+             "value": {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}],
+                       "optimizer": {"type": "adam", "lr": 0.01}, "seed": 1}},
+}
+# A state for EXAMPLE_MODEL_SPEC, as PUT .../state takes it: hidden unit 0 computes relu(x[1] - x[0])
+# and the output copies it, which fits the train example's targets exactly. Grads, optimizer and
+# generator state are left out: they start afresh.
+EXAMPLE_MODEL_STATE = {
+    "format": "gradserve.model/1",
+    "spec": EXAMPLE_MODEL_SPEC,
+    "step": 0,
+    "parameters": {
+        "0.weight": [[-1.0, 1.0], [1.0, -1.0], [0.5, 0.5], [-0.5, -0.5]],
+        "0.bias": [0.0, 0.0, 0.0, 0.0],
+        "2.weight": [[1.0, 0.0, 0.0, 0.0]],
+        "2.bias": [0.0],
+    },
+}
+
 
 class ModelCreateRequest(BaseModel):
     """A model spec (engine.spec): layers, loss, optimizer, optional scheduler, seed and dtype.
@@ -449,10 +486,7 @@ class ModelCreateRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        TINY_MODEL_SPEC,
-        {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}],
-         "optimizer": {"type": "adam", "lr": 0.01}, "seed": 1},
-    ]})
+        example["value"] for example in MODEL_SPEC_EXAMPLES.values()]})
 
     layers: list[dict[str, Any]] = Field(
         min_length=1, description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, softmax, "
@@ -474,8 +508,8 @@ class ModelResponse(BaseModel):
 
     model_config = _response_examples({
         "id": "5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8", "version": 1, "etag": '"1"', "step": 0,
-        "parameters": {"0.weight": [100, 1000], "0.bias": [100], "2.weight": [10, 100], "2.bias": [10]},
-        "parameter_count": 101110, "spec": TINY_MODEL_SPEC, "created_at": 1.7e9, "updated_at": 1.7e9,
+        "parameters": {"0.weight": [4, 2], "0.bias": [4], "2.weight": [1, 4], "2.bias": [1]},
+        "parameter_count": 17, "spec": EXAMPLE_MODEL_SPEC, "created_at": 1.7e9, "updated_at": 1.7e9,
         "location": "/v1/models/5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8"})
 
     id: str
@@ -533,14 +567,15 @@ class StepResponse(BaseModel):
 
 
 class ZeroGradRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"set_to_none": True}]})
 
     set_to_none: bool = Field(True, description="grads become null (true) or zeros (false), as in PyTorch")
 
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 10, "batch_size": 1}]})
+        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 10},
+        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 4, "batch_size": 1}]})
 
     inputs: TensorIn
     targets: TensorIn
