@@ -61,6 +61,11 @@ def axes(*names, extra=0, all_if_none=False):
 
     ``extra`` counts axes the op adds (``stack``, ``unsqueeze``);
     ``all_if_none`` turns ``dim=None`` into every axis, as reductions mean it.
+
+    On a 0-d tensor PyTorch lets dim 0 and -1 name an axis of size 1 that the array does not
+    have; an op along it leaves every element alone. Such a dim becomes ``()``, no axis at all:
+    -1 would name the last batch axis of a cotangent or tangent carrying some (see ``lead``).
+    Rules and forwards therefore take ``()`` as "along nothing" (a reduction over no axis).
     """
 
     def normalize(params, shape, *rest):
@@ -76,9 +81,10 @@ def axes(*names, extra=0, all_if_none=False):
                 dims = tuple(sorted({_check_dim(int(d), ndim) for d in value}))
                 if len(dims) != len(value):
                     raise RuntimeError(f"dim {tuple(value)} appears multiple times in the list of dims")
-                fixed[name] = dims
+                fixed[name] = dims if ndim else ()
             else:
-                fixed[name] = _check_dim(int(value), ndim)
+                dim = _check_dim(int(value), ndim)
+                fixed[name] = dim if ndim else ()
         return fixed
 
     return normalize
@@ -608,9 +614,19 @@ dot = define(
     lambda dx, dy, x, y: (dx * y).sum(-1) + (x * dy).sum(-1),
     doc="inner product of two vectors",
 )
+
+
+def _outer(xp, x, y):
+    # Only 0-d operands are refused here: rules pass vectors with leading batch axes.
+    for name, v in (("self", x), ("vec2", y)):
+        if v.ndim == 0:
+            raise RuntimeError(f"outer: Expected 1-D argument {name}, but got 0-D")
+    return x[..., :, None] * y[..., None, :]
+
+
 outer = define(
     "outer",
-    lambda xp, x, y: x[..., :, None] * y[..., None, :],
+    _outer,
     (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
     lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
     grad_fn="MulBackward0",  # PyTorch computes outer as a broadcast mul
@@ -619,6 +635,10 @@ outer = define(
 
 
 def _linear(xp, x, w, b):
+    if x.ndim == 0 or w.ndim == 0:
+        raise RuntimeError(
+            f"both arguments to linear need to be at least 1D, but they are {x.ndim}D and {w.ndim}D"
+        )
     if x.ndim == 2 and 1 < x.shape[0] < w.shape[0] and x.shape[1] == w.shape[1]:
         # (w @ x.T).T is the same product; with fewer rows than outputs, numpy's OpenBLAS runs it
         # up to ~1.7x faster than x @ w.T (e.g. 16x1000 @ 1000x100: 54 µs against 90 µs).
@@ -694,11 +714,16 @@ def _moments(xp, x, *, dim=None, correction=1.0, keepdim=False):
 
 
 def var_slope(outk, x, *, dim, correction):
-    return (x - mean(x, dim=dim, keepdim=True)) * (2 / builtins.max(_count(x.shape, dim) - correction, 0))
+    """2 (x - mean) / (N - correction). With no degrees of freedom left (one element, Bessel's
+    correction) the variance is 0/0 = nan, and its slope 2/0 * 0 = nan too, as PyTorch's."""
+    dof = builtins.max(_count(x.shape, dim) - correction, 0)
+    return (x - mean(x, dim=dim, keepdim=True)) * (2 / dof if dof else math.inf)
 
 
 def std_slope(outk, x, *, dim, correction):
-    return var_slope(outk, x, dim=dim, correction=correction) / (outk * 2)
+    """var' / (2 std); 0 where the std is 0 (PyTorch's subgradient: all elements equal)."""
+    safe = where(outk == 0, 1.0, outk)
+    return where(outk == 0, 0.0, var_slope(outk, x, dim=dim, correction=correction) / (safe * 2))
 
 
 var = define(
@@ -737,7 +762,17 @@ min = define("min", _reduce_forward("min"), *reduction_rules(extreme_share),
              doc="minimum of all elements")
 
 
+def _arg_along(xp, fn, x, dim, keepdim):
+    """``xp.argmax`` (or argmin) along ``dim``; along no axis (a 0-d tensor's dim) each element
+    is the extreme of its own one-element slice, at index 0."""
+    if dim == ():
+        return xp.zeros(x.shape, dtype=xp.int64)
+    return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+
+
 def _first_extreme_mask(xp, x, *, dim, largest=True):
+    if dim == ():
+        return xp.ones(x.shape, dtype=x.dtype)
     index = (xp.argmax if largest else xp.argmin)(x, axis=dim, keepdims=True)
     mask = xp.zeros(x.shape, dtype=x.dtype)
     xp.put_along_axis(mask, index, 1, axis=dim)
@@ -753,7 +788,7 @@ first_extreme_mask = define(
 def _extreme_dim(fn, arg):
     def forward(xp, x, *, dim, keepdim=False):
         values = getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
-        return values, getattr(xp, arg)(x, axis=dim, keepdims=keepdim)
+        return values, _arg_along(xp, arg, x, dim, keepdim)
 
     return forward
 
@@ -784,7 +819,7 @@ def _arg_extreme(fn):
     def forward(xp, x, *, dim=None, keepdim=False):
         if dim is None:
             return getattr(xp, fn)(x.reshape(-1))
-        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+        return _arg_along(xp, fn, x, dim, keepdim)
 
     return forward
 
@@ -867,16 +902,25 @@ log_softmax = define(
 )
 flip = define(
     "flip",
-    lambda xp, x, *, dims: xp.flip(x, axis=dims),
+    # A copy, as PyTorch's flip: numpy's is a view, whose in-place writes would reach x unrecorded.
+    lambda xp, x, *, dims: xp.array(xp.flip(x, axis=dims)),  # (xp.array copies; a 0-d flip is a scalar)
     lambda g, *, dims: flip(g, dims=dims),
     linear=True,
     normalize=axes("dims"),
     doc="reverse the order along dims",
 )
+
+
+def _cumsum(xp, x, *, dim):
+    # Along no axis (a 0-d tensor's dim) the running sum is x itself: numpy's cumsum would
+    # flatten a 0-d array to shape (1,).
+    return x.copy() if dim == () else xp.cumsum(x, axis=dim)
+
+
 cumsum = define(
     "cumsum",
-    lambda xp, x, *, dim: xp.cumsum(x, axis=dim),
-    lambda g, *, dim: flip(cumsum(flip(g, dims=(dim,)), dim=dim), dims=(dim,)),
+    _cumsum,
+    lambda g, *, dim: flip(cumsum(flip(g, dims=_as_tuple(dim)), dim=dim), dims=_as_tuple(dim)),
     linear=True,
     normalize=axes("dim"),
     doc="running sum along dim",
@@ -974,11 +1018,19 @@ def sum_to_size_vjp(g, out_shape, x_shape, *, shape, lead):
     return expand(reshape(g, shape=tuple(batch) + kept), shape=tuple(batch) + tuple(x_shape))
 
 
+def _check_sum_to_size(params, shape):
+    target, own = tuple(params["shape"]), tuple(shape[params["lead"] :])
+    if len(target) > len(own) or builtins.any(n != 1 and n != m for n, m in zip(target[::-1], own[::-1])):
+        raise RuntimeError(f"size {{{list(target)}}} is not expandable to size {{{list(own)}}}.")
+    return params
+
+
 sum_to_size = define(
     "sum_to_size",
     lambda xp, x, *, shape, lead=0: backend.sum_to_shape(x, tuple(shape), lead),
     sum_to_size_vjp,
     lambda dx, x, *, shape, lead: sum_to_size(dx, shape=shape, lead=lead + dx.ndim - x.ndim),
+    normalize=_check_sum_to_size,
     doc="sum broadcast axes away (the adjoint of expand)",
 )
 
@@ -1021,7 +1073,7 @@ permute = define(
 )
 transpose = define(
     "transpose",
-    lambda xp, x, *, dim0, dim1: x.swapaxes(dim0, dim1),
+    lambda xp, x, *, dim0, dim1: x[...] if dim0 == () else x.swapaxes(dim0, dim1),  # () on a 0-d tensor
     lambda g, *, dim0, dim1: transpose(g, dim0=dim0, dim1=dim1),
     linear=True,
     view=True,
@@ -1135,6 +1187,10 @@ def _full_index(params, shape, *rest):
             raise IndexError("indexing with a Python bool is not supported; use a tensor mask")
         elif hasattr(part, "__index__") and not backend.is_array(part):
             parts.append(int(part))
+        elif backend.is_array(part) and part.ndim == 0 and part.dtype.kind in "iu":
+            # A 0-d integer tensor indexes like the int it holds (PyTorch's select: a view, whose
+            # in-place writes reach x), not like numpy's integer-array indexing (a copy).
+            parts.append(int(part))
         else:
             parts.append(part)
     consumed = builtins.sum(1 for p in parts if p is not None and p is not Ellipsis)
@@ -1226,7 +1282,13 @@ getitem_adjoint = define(
 
 def _index_put(xp, x, values, *, index):
     out = xp.array(x, copy=True)
-    out[index] = values
+    try:
+        out[index] = values
+    except ValueError as error:  # numpy's word for it; PyTorch raises a RuntimeError
+        raise RuntimeError(
+            f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to indexing "
+            f"result of shape {list(out[index].shape)}"
+        ) from error
     return out
 
 
@@ -1336,6 +1398,10 @@ def _variadic_axes(extra):
     def normalize(params, shapes):
         if not shapes:
             raise RuntimeError("expected a non-empty list of Tensors")
+        if not extra:  # cat joins along an existing axis, which a 0-d tensor lacks
+            for i, shape in enumerate(shapes):
+                if not shape:
+                    raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
         return base(params, shapes[0])
 
     return normalize
@@ -1388,9 +1454,21 @@ to_device = define(
     method=False,
     doc="copy to device",
 )
+
+
+def _copy_from(xp, x, src):
+    try:
+        return xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype)
+    except ValueError as error:  # numpy's word for it; PyTorch raises a RuntimeError
+        raise RuntimeError(
+            f"copy_: the source's shape {list(getattr(src, 'shape', ()))} cannot be broadcast to the destination's "
+            f"shape {list(x.shape)}"
+        ) from error
+
+
 copy_from = define(
     "copy_from",
-    lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype),
+    _copy_from,
     (lambda g: g * 0, lambda g: g),
     linear=True,
     broadcast=True,

@@ -37,6 +37,18 @@ def _dims_arg(dims):
     return int(dims)
 
 
+def _reduced_dims(dims):
+    """``dim`` of sum, mean, var, std and norm: an empty list means every axis there, as in PyTorch."""
+    dims = _dims_arg(dims)
+    return None if dims == () else dims
+
+
+def _needs_dims(tensor, message, error=RuntimeError):
+    """PyTorch's error for a method that needs an axis to work along, called on a 0-d tensor."""
+    if not tensor._data.ndim:
+        raise error(message)
+
+
 class Tensor:
     """A multi-dimensional array that records the ops applied to it."""
 
@@ -537,7 +549,7 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if x._data.dtype.kind in "bi" and dtype is None:
             x = x.to(backend.int64)
-        return _apply(ops.sum, (x,), {"dim": _dims_arg(axis if dim is None else dim), "keepdim": keepdim})
+        return _apply(ops.sum, (x,), {"dim": _reduced_dims(axis if dim is None else dim), "keepdim": keepdim})
 
     def mean(self, dim=None, keepdim=False, *, dtype=None):
         x = self if dtype is None else self.to(dtype)
@@ -546,18 +558,18 @@ class Tensor:
                 f"mean(): could not infer output dtype. Input dtype must be either a floating point or "
                 f"complex dtype. Got: {x.dtype.name.capitalize()}"
             )
-        return _apply(ops.mean, (x,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+        return _apply(ops.mean, (x,), {"dim": _reduced_dims(dim), "keepdim": keepdim})
 
     def prod(self, dim=None, keepdim=False):
         return _apply(ops.prod, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         correction = _correction(unbiased, correction)
-        return _apply(ops.var, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+        return _apply(ops.var, (self,), {"dim": _reduced_dims(dim), "correction": correction, "keepdim": keepdim})
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         correction = _correction(unbiased, correction)
-        return _apply(ops.std, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+        return _apply(ops.std, (self,), {"dim": _reduced_dims(dim), "correction": correction, "keepdim": keepdim})
 
     def _extreme(self, op_all, op_dim, dim, keepdim, other):
         if isinstance(dim, Tensor):
@@ -596,7 +608,7 @@ class Tensor:
     def norm(self, p="fro", dim=None, keepdim=False):
         if p == "fro" or p is None:
             p = 2
-        return _apply(ops.norm, (self,), {"p": float(p), "dim": _dims_arg(dim), "keepdim": keepdim})
+        return _apply(ops.norm, (self,), {"p": float(p), "dim": _reduced_dims(dim), "keepdim": keepdim})
 
     def logsumexp(self, dim, keepdim=False):
         return _apply(ops.logsumexp, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
@@ -650,6 +662,7 @@ class Tensor:
         return self.reshape(shape[:start] + (merged,) + shape[end + 1 :])
 
     def unflatten(self, dim, sizes):
+        _needs_dims(self, "unflatten: Dimension specified as 0 but tensor has no dimensions")
         shape = self._data.shape
         dim %= len(shape)
         return self.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1 :])
@@ -668,6 +681,10 @@ class Tensor:
 
     @property
     def mT(self):  # noqa: N802 - PyTorch's name
+        if self._data.ndim < 2:
+            if not self._data.ndim:
+                return self  # PyTorch: the identity on a 0-d tensor (deprecated there)
+            raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices. Got 1-D tensor.")
         return self.transpose(-2, -1)
 
     def permute(self, *dims):
@@ -682,6 +699,11 @@ class Tensor:
     def expand(self, *shape):
         shape = _shape_arg(shape)
         lead = len(shape) - self._data.ndim
+        for i, n in enumerate(shape[:lead]):
+            if n == -1:
+                raise RuntimeError(
+                    f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing dimension {i}"
+                )
         shape = tuple(self._data.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         return _apply(ops.expand, (self,), {"shape": shape})
 
@@ -695,6 +717,7 @@ class Tensor:
         return _apply(ops.tile, (self,), {"reps": _shape_arg(sizes)})
 
     def split(self, split_size, dim=0):
+        _needs_dims(self, "split expects at least a 1-dimensional tensor")
         size = self._data.shape[dim]
         if isinstance(split_size, int):
             bounds = list(range(0, size, split_size)) + [size]
@@ -707,17 +730,21 @@ class Tensor:
         )
 
     def chunk(self, chunks, dim=0):
+        _needs_dims(self, "chunk expects at least a 1-dimensional tensor")
         size = self._data.shape[dim]
         return self.split(-(-size // chunks), dim)
 
     def unbind(self, dim=0):
+        _needs_dims(self, "Dimension specified as 0 but tensor has no dimensions", IndexError)
         return tuple(self.select(dim, i) for i in range(self._data.shape[dim]))
 
     def narrow(self, dim, start, length):
+        _needs_dims(self, "narrow() cannot be applied to a 0-dim tensor.")
         index = (slice(None),) * (dim % self._data.ndim) + (slice(start, start + length),)
         return self[index]
 
     def select(self, dim, index):
+        _needs_dims(self, "select() cannot be applied to a 0-dim tensor.", IndexError)
         return self[(slice(None),) * (dim % self._data.ndim) + (index,)]
 
     # ---- in-place ---------------------------------------------------------
@@ -755,7 +782,14 @@ class Tensor:
         return self._inplace(ops.copy_from, (src,), _NO_PARAMS)
 
     def fill_(self, value):
-        return self._inplace(ops.fill, (), {"value": float(value) if not isinstance(value, Tensor) else value.item()})
+        if isinstance(value, Tensor):
+            if value._data.ndim:
+                raise RuntimeError(
+                    f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions."
+                )
+            # A 0-d tensor value stays in the graph: PyTorch differentiates fill_ with respect to it.
+            return self.copy_(value)
+        return self._inplace(ops.fill, (), {"value": float(value)})
 
     def zero_(self):
         return self.fill_(0.0)
