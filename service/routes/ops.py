@@ -43,7 +43,7 @@ def _ops() -> dict:
             variadic=op.variadic,
             linear=op.linear,
             nondiff=op.nondiff,
-            method=op.method,
+            method=op.name in op.methods,
             grad_fn=op.grad_fn if isinstance(op.grad_fn, str) else None,
         )
         for op in sorted(table.values(), key=lambda op: op.name)
