@@ -15,17 +15,17 @@ import inspect
 
 from engine import ops
 from engine.autograd.function import apply
-from engine.tensor import Tensor, _dims_arg
+from engine.tensor import Tensor, _dims_arg, _tensor_arg
 
 _NO_PARAMS: dict = {}
 
 
 def add(input, other, *, alpha=1):
-    return input.add(other, alpha=alpha) if isinstance(input, Tensor) else other.__radd__(input)
+    return input.add(other, alpha=alpha) if isinstance(input, Tensor) else _tensor_arg(other, "add").__radd__(input)
 
 
 def sub(input, other, *, alpha=1):
-    return input.sub(other, alpha=alpha) if isinstance(input, Tensor) else other.__rsub__(input)
+    return input.sub(other, alpha=alpha) if isinstance(input, Tensor) else _tensor_arg(other, "sub").__rsub__(input)
 
 
 def div(input, other, *, rounding_mode=None):
@@ -40,21 +40,22 @@ divide, true_divide, subtract = div, div, sub
 def pow(input, exponent):
     if isinstance(input, Tensor):
         return input.pow(exponent)
-    return exponent.__rpow__(input)  # a number base: PyTorch's pow.Scalar (PowBackward2)
+    # A number base: PyTorch's pow.Scalar (PowBackward2).
+    return _tensor_arg(exponent, "pow", "exponent").__rpow__(input)
 
 
 def matmul(input, other):
-    return input.matmul(other) if isinstance(input, Tensor) else other.__rmatmul__(input)
+    return input.matmul(other) if isinstance(input, Tensor) else _tensor_arg(other, "matmul").__rmatmul__(input)
 
 
 def mm(input, mat2):
     """matrix product of two matrices (one MmBackward0 node)"""
-    return input.mm(mat2)
+    return _tensor_arg(input, "mm", "input").mm(mat2)
 
 
 def bmm(input, mat2):
     """matrix products of two batches of matrices, both 3-D (one BmmBackward0 node)"""
-    return input.bmm(mat2)
+    return _tensor_arg(input, "bmm", "input").bmm(mat2)
 
 
 def outer(input, vec2):
@@ -92,31 +93,31 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
-    return input.flatten(start_dim, end_dim)
+    return _tensor_arg(input, "flatten", "input").flatten(start_dim, end_dim)
 
 
 def broadcast_to(input, size):
-    return input.expand(size)
+    return _tensor_arg(input, "broadcast_to", "input").expand(size)
 
 
 def square(input):
-    return input.pow(2)
+    return _tensor_arg(input, "square", "input").pow(2)
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-    return input.allclose(other, rtol, atol, equal_nan)
+    return _tensor_arg(input, "allclose", "input").allclose(other, rtol, atol, equal_nan)
 
 
 def equal(input, other) -> bool:
-    return input.equal(other)
+    return _tensor_arg(input, "equal", "input").equal(other)
 
 
 def detach(input):
-    return input.detach()
+    return _tensor_arg(input, "detach", "input").detach()
 
 
 def numel(input) -> int:
-    return input.numel()
+    return _tensor_arg(input, "numel", "input").numel()
 
 
 def is_tensor(value) -> bool:
@@ -142,9 +143,7 @@ def _method_function(name):
     method = getattr(Tensor, name)
 
     def function(input, *args, **kwargs):
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name}(): argument 'input' must be Tensor, not {type(input).__name__}")
-        return method(input, *args, **kwargs)
+        return method(_tensor_arg(input, name, "input"), *args, **kwargs)
 
     signature = inspect.signature(method)
     self_param, *rest = signature.parameters.values()

@@ -43,7 +43,7 @@ from engine import backend, creation, ops
 from engine import budget as budget_module
 from engine.autograd.function import apply
 from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
-from engine.program_library import ENGINE_ERRORS
+from engine.errors import ENGINE_ERRORS
 from engine.tensor import Tensor
 
 _NODE_KEYS = frozenset({"op", "inputs", "output", "attrs"})

@@ -593,9 +593,9 @@ def _matmul_name(params, shapes):
 
 
 def _check_matmul(xp, x, y):
-    if x.ndim == 0 or y.ndim == 0:
+    if not getattr(x, "ndim", 0) or not getattr(y, "ndim", 0):  # a number operand is 0-D too
         raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
-                           f"{x.ndim}D and {y.ndim}D")
+                           f"{getattr(x, 'ndim', 0)}D and {getattr(y, 'ndim', 0)}D")
     k_x = x.shape[-1]
     k_y = y.shape[0] if y.ndim == 1 else y.shape[-2]
     if k_x != k_y:
@@ -628,8 +628,9 @@ matmul = define(
 
 
 def _dot(xp, x, y):
-    if x.ndim != 1 or y.ndim != 1:
-        raise RuntimeError(f"1D tensors expected, but got {x.ndim}D and {y.ndim}D tensors")
+    x_ndim, y_ndim = getattr(x, "ndim", 0), getattr(y, "ndim", 0)  # a number operand is 0-D
+    if x_ndim != 1 or y_ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {x_ndim}D and {y_ndim}D tensors")
     if x.shape != y.shape:
         raise RuntimeError(
             f"inconsistent tensor size, expected tensor [{x.shape[0]}] and src [{y.shape[0]}] "
@@ -659,6 +660,9 @@ outer = define(
 
 
 def _linear(xp, x, w, b):
+    if not getattr(x, "ndim", 0) or not getattr(w, "ndim", 0):  # a number operand is 0-D too
+        raise RuntimeError("both arguments to linear need to be at least 1D, but they are "
+                           f"{getattr(x, 'ndim', 0)}D and {getattr(w, 'ndim', 0)}D")
     if x.ndim == 2 and 1 < x.shape[0] < w.shape[0] and x.shape[1] == w.shape[1]:
         # (w @ x.T).T is the same product; with fewer rows than outputs, numpy's OpenBLAS runs it
         # up to ~1.7x faster than x @ w.T (e.g. 16x1000 @ 1000x100: 54 µs against 90 µs).

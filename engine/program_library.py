@@ -228,6 +228,8 @@ def _tensor(data, *, dtype=None, requires_grad=False, device=None):
 
 def _like(make):
     def create(x, *args, dtype=None, requires_grad=False, device=None):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{make.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
         return make(x, *args, dtype=dtype, requires_grad=requires_grad)
 
     create.__name__ = make.__name__
@@ -346,21 +348,6 @@ _FORBIDDEN_WORDS = """
 """
 # Python built-ins programs cannot use, named in the error so nobody wonders whether they were misspelt.
 FORBIDDEN_BUILTINS = frozenset(_FORBIDDEN_WORDS.split())
-
-# What the functions, methods and ops above raise on a client's bad arguments (a shape mismatch, a bad
-# dim, an overflow...): the interpreter and the graph runner report these as the client's error, at the
-# line or node that raised them, and let anything else propagate unchanged.
-ENGINE_ERRORS = (
-    RuntimeError,
-    TypeError,
-    ValueError,
-    IndexError,
-    KeyError,
-    ArithmeticError,
-    NotImplementedError,
-    AttributeError,
-    MemoryError,
-)
 
 _EXTRA_DOCS = {
     "allclose": "whether two tensors are equal within tolerances (a bool)",

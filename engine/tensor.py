@@ -489,10 +489,11 @@ class Tensor:
         return _apply(ops.where, (condition, self, other), _NO_PARAMS)
 
     def equal(self, other) -> bool:
-        return self.shape == other.shape and bool((self == other).all())
+        return self.shape == _tensor_arg(other, "equal").shape and bool((self == other).all())
 
     def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-        return bool(backend.numpy.allclose(self.numpy(force=True), other.numpy(force=True), rtol, atol, equal_nan))
+        other = _tensor_arg(other, "allclose").numpy(force=True)
+        return bool(backend.numpy.allclose(self.numpy(force=True), other, rtol, atol, equal_nan))
 
     # ---- reductions -------------------------------------------------------
 
@@ -595,10 +596,10 @@ class Tensor:
         return result
 
     def view_as(self, other):
-        return self.view(other.shape)
+        return self.view(_tensor_arg(other, "view_as").shape)
 
     def reshape_as(self, other):
-        return self.reshape(other.shape)
+        return self.reshape(_tensor_arg(other, "reshape_as").shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self._data.shape
@@ -646,7 +647,7 @@ class Tensor:
         return _apply(ops.expand, (self,), {"shape": shape})
 
     def expand_as(self, other):
-        return self.expand(other.shape)
+        return self.expand(_tensor_arg(other, "expand_as").shape)
 
     def broadcast_to(self, shape):
         return self.expand(shape)
@@ -844,6 +845,13 @@ def _product(shape) -> int:
     for n in shape:
         total *= n
     return total
+
+
+def _tensor_arg(value, function: str, argument: str = "other"):
+    """``value``, a Tensor; anything else is PyTorch's TypeError naming the function and argument."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{function}(): argument '{argument}' must be Tensor, not {type(value).__name__}")
+    return value
 
 
 def _scalar(value):

@@ -194,6 +194,24 @@ def test_engine_errors_wraps_only_engine_exception_types():
     assert caught.value.op == "sin"
     with pytest.raises(AttributeError), errors.engine_errors():
         raise AttributeError("a bug stays a bug")
+    with pytest.raises(AssertionError), errors.engine_errors():
+        raise AssertionError("so does a broken invariant")
+
+
+@pytest.mark.parametrize(("raised", "status"), [(AttributeError, 500), (AssertionError, 500), (ValueError, 400)])
+def test_an_op_failing_is_the_clients_error_only_for_engine_errors(client, monkeypatch, raised, status):
+    """Expressions, programs and graphs classify an op's exception alike: 400 for what the engine
+    raises on bad input, 500 (a bug) for anything else."""
+    import engine
+
+    def failing(xp, x):
+        raise raised("the op failed")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", failing)
+    graph = {"nodes": [{"op": "sin", "inputs": ["a"], "output": "b"}], "outputs": ["b"]}
+    for function in ({"expr": "sin(a) * 2"}, {"program": "y = a.sin()\nreturn y"}, {"graph": graph}):
+        body = assert_problem(client.post("/v1/evaluate", json={"inputs": {"a": [1.0]}, **function}), status)
+        assert ("the op failed" in body["detail"]) == (status == 400)
 
 
 def test_nonfinite_outputs_travel_as_strings(client):
