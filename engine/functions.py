@@ -143,7 +143,9 @@ def _method_function(name):
     method = getattr(Tensor, name)
 
     def function(input, *args, **kwargs):
-        return method(_tensor_arg(input, name, "input"), *args, **kwargs)
+        if not isinstance(input, Tensor):  # checked here, not by a call: this sits on the hot path
+            _tensor_arg(input, name, "input")
+        return method(input, *args, **kwargs)
 
     signature = inspect.signature(method)
     self_param, *rest = signature.parameters.values()
