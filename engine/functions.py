@@ -11,7 +11,7 @@ with ``input`` first (``engine.sum(x, 0)`` is ``x.sum(0)``; the in-place
 
 from __future__ import annotations
 
-import inspect
+from inspect import signature as _signature
 
 from engine import ops
 from engine.autograd.function import apply
@@ -147,7 +147,7 @@ def _method_function(name):
             _tensor_arg(input, name, "input")
         return method(input, *args, **kwargs)
 
-    signature = inspect.signature(method)
+    signature = _signature(method)
     self_param, *rest = signature.parameters.values()
     function.__signature__ = signature.replace(parameters=[self_param.replace(name="input"), *rest])
     return function
