@@ -7,9 +7,10 @@ A graph is ONNX-like JSON, topologically ordered, with SSA names::
                {"op": "sum", "inputs": ["c"], "output": "out", "attrs": {"dim": 0}}],
      "outputs": ["out"]}
 
-- ``op``: an op of the derivative table (``engine.ops.table``; ``GET /v1/ops``
-  lists them), or ``"constant"`` (no inputs; ``attrs: {"value": number or nested
-  list, "dtype"?: "float32"}``) which makes a tensor.
+- ``op``: a public op of the derivative table (``engine.ops.table``; ``GET
+  /v1/ops`` lists them, the internal ones with ``public: false``), or
+  ``"constant"`` (no inputs; ``attrs: {"value": number or nested list,
+  "dtype"?: "float32"}``) which makes a tensor.
 - ``inputs``: names of the function's inputs or of earlier nodes' outputs;
   a JSON number (or ``{"const": number}``) is a scalar operand, and ``null`` an
   absent optional operand (``linear``'s bias). Variadic ops (``cat``,
@@ -42,11 +43,9 @@ from engine import backend, creation, ops
 from engine import budget as budget_module
 from engine.autograd.function import apply
 from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
-from engine.program_library import ENGINE_ERRORS
+from engine.errors import ENGINE_ERRORS
 from engine.tensor import Tensor
 
-# Table ops a client graph may not use (device placement is the service's business).
-_HIDDEN_OPS = frozenset({"to_device"})
 _NODE_KEYS = frozenset({"op", "inputs", "output", "attrs"})
 _GRAPH_KEYS = frozenset({"nodes", "outputs"})
 _MAX_INDEX_NESTING = 32
@@ -79,7 +78,7 @@ class GraphRuntimeError(GraphError):
 
 def available_ops() -> dict[str, str]:
     """Ops a graph node may name: op name -> one-line description."""
-    described = {name: op.doc for name, op in sorted(ops.table.items()) if name not in _HIDDEN_OPS}
+    described = {name: op.doc for name, op in sorted(ops.table.items()) if op.public}
     described["constant"] = "a tensor from attrs.value (a number or nested lists), optional attrs.dtype"
     return described
 
@@ -387,8 +386,8 @@ def _validate_node(index, raw, defined, budget) -> _Node:
         raise fail("'op' must be an op name")
     is_constant = op_name == "constant"
     op = None if is_constant else ops.table.get(op_name)
-    if not is_constant and (op is None or op_name in _HIDDEN_OPS):
-        close = sorted(n for n in ops.table if n.startswith(op_name[:3]) and n not in _HIDDEN_OPS)[:5]
+    if not is_constant and (op is None or not op.public):
+        close = sorted(n for n, o in ops.table.items() if n.startswith(op_name[:3]) and o.public)[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else "; GET /v1/ops lists them"
         raise fail(f"unknown op '{op_name}'{hint}")
     raw_inputs = raw.get("inputs", [])

@@ -61,11 +61,11 @@ from engine import budget as budget_module
 from engine import creation, ops
 from engine.autograd.function import apply
 from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
+from engine.errors import ENGINE_ERRORS
 from engine.program_library import (
     ATTRIBUTE_NAMES,
     CONSTANTS,
     CREATION,
-    ENGINE_ERRORS,
     FORBIDDEN_BUILTINS,
     FUNCTIONS,
     GRAD_MODES,

@@ -3,8 +3,10 @@
 A Tensor holds its array (``_data``, numpy or cupy), ``requires_grad``,
 ``grad``, ``grad_fn`` and a version counter shared with its views. Every
 method that computes is a thin call of ``apply(op, ...)`` with an entry of
-``engine.ops``; the methods only translate PyTorch's signatures (``dim``,
-``keepdim``, varargs shapes) into the table's parameters.
+``engine.ops``, which declares it (``method=``, ``inplace=``). The methods
+written here translate PyTorch's signatures (``dim``, ``keepdim``, varargs
+shapes, ``alpha``) into the table's parameters; the plain ones (``x.sin()``,
+``x.mul(y)``, ``x.sin_()``) are generated from the declarations at the end.
 """
 
 from __future__ import annotations
@@ -370,9 +372,6 @@ class Tensor:
             raise RuntimeError("Invalid device, must be cuda device")
         return self.to(device=device)  # "cuda:1" or engine.device("cuda", 1)
 
-    def clone(self):
-        return _apply(ops.clone, (self,), _NO_PARAMS)
-
     def contiguous(self):
         return self
 
@@ -469,15 +468,12 @@ class Tensor:
     def sub(self, other, *, alpha=1):
         return self - (other if alpha == 1 else other * alpha)
 
-    def mul(self, other):
-        return self * other
-
     def div(self, other, *, rounding_mode=None):
         if rounding_mode is not None:
             return _apply(ops.div_rounded, (self, other), {"rounding_mode": rounding_mode})
         return self / other
 
-    multiply, divide, true_divide, subtract = mul, div, div, sub
+    divide, true_divide, subtract = div, div, sub
 
     def pow(self, exponent):
         if isinstance(exponent, Tensor):
@@ -496,18 +492,6 @@ class Tensor:
                                f"and {getattr(mat2, 'ndim', 0)}D)")
         return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
 
-    def dot(self, other):
-        return _apply(ops.dot, (self, other), _NO_PARAMS)
-
-    def outer(self, other):
-        return _apply(ops.outer, (self, other), _NO_PARAMS)
-
-    def maximum(self, other):
-        return _apply(ops.maximum, (self, other), _NO_PARAMS)
-
-    def minimum(self, other):
-        return _apply(ops.minimum, (self, other), _NO_PARAMS)
-
     def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
         return _apply(ops.clamp, (self,), {"min": min, "max": max})
 
@@ -516,32 +500,12 @@ class Tensor:
     def where(self, condition, other):
         return _apply(ops.where, (condition, self, other), _NO_PARAMS)
 
-    def eq(self, other):
-        return self == other
-
-    def ne(self, other):
-        return self != other
-
-    def lt(self, other):
-        return self < other
-
-    def le(self, other):
-        return self <= other
-
-    def gt(self, other):
-        return self > other
-
-    def ge(self, other):
-        return self >= other
-
-    def logical_not(self):
-        return ~self
-
     def equal(self, other) -> bool:
-        return self.shape == other.shape and bool((self == other).all())
+        return self.shape == _tensor_arg(other, "equal").shape and bool((self == other).all())
 
     def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-        return bool(backend.numpy.allclose(self.numpy(force=True), other.numpy(force=True), rtol, atol, equal_nan))
+        other = _tensor_arg(other, "allclose").numpy(force=True)
+        return bool(backend.numpy.allclose(self.numpy(force=True), other, rtol, atol, equal_nan))
 
     # ---- reductions -------------------------------------------------------
 
@@ -644,10 +608,10 @@ class Tensor:
         return result
 
     def view_as(self, other):
-        return self.view(other.shape)
+        return self.view(_tensor_arg(other, "view_as").shape)
 
     def reshape_as(self, other):
-        return self.reshape(other.shape)
+        return self.reshape(_tensor_arg(other, "reshape_as").shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self._data.shape
@@ -671,9 +635,6 @@ class Tensor:
         return _apply(ops.transpose, (self,), {"dim0": int(dim0), "dim1": int(dim1)})
 
     swapaxes = transpose
-
-    def t(self):
-        return _apply(ops.t, (self,), _NO_PARAMS)
 
     @property
     def T(self):  # noqa: N802 - PyTorch's name
@@ -708,7 +669,7 @@ class Tensor:
         return _apply(ops.expand, (self,), {"shape": shape})
 
     def expand_as(self, other):
-        return self.expand(other.shape)
+        return self.expand(_tensor_arg(other, "expand_as").shape)
 
     def broadcast_to(self, shape):
         return self.expand(shape)
@@ -760,12 +721,6 @@ class Tensor:
     def sub_(self, other, *, alpha=1):
         return self._inplace(ops.sub, (other if alpha == 1 else other * alpha,), _NO_PARAMS)
 
-    def mul_(self, other):
-        return self._inplace(ops.mul, (other,), _NO_PARAMS)
-
-    def div_(self, other):
-        return self._inplace(ops.div, (other,), _NO_PARAMS)
-
     def pow_(self, exponent):
         if isinstance(exponent, Tensor):
             return self._inplace(ops.pow, (exponent,), _NO_PARAMS)
@@ -793,9 +748,6 @@ class Tensor:
 
     def zero_(self):
         return self.fill_(0.0)
-
-    def neg_(self):
-        return self._inplace(ops.neg, (), _NO_PARAMS)
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -929,6 +881,13 @@ def _product(shape) -> int:
     return total
 
 
+def _tensor_arg(value, function: str, argument: str = "other"):
+    """``value``, a Tensor; anything else is PyTorch's TypeError naming the function and argument."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{function}(): argument '{argument}' must be Tensor, not {type(value).__name__}")
+    return value
+
+
 def _scalar(value):
     """A number as Python's own type: numpy scalars are not weakly typed in numpy's promotion."""
     return value.item() if isinstance(value, backend.numpy.generic) else value
@@ -976,23 +935,34 @@ def _rebuild(array, requires_grad):
     return t
 
 
-# Unary methods whose PyTorch name equals the table's: ``t.sin()`` and the in-place ``t.sin_()``.
-def _unary_method(op):
-    def method(self):
-        return _apply(op, (self,), _NO_PARAMS)
-
-    def method_(self):
-        return self._inplace(op, (), _NO_PARAMS)
-
-    method.__name__, method_.__name__ = op.name, op.name + "_"
-    method.__doc__ = op.doc
-    return method, method_
+# ---- methods generated from the table's declarations ------------------------------------
 
 
-for _name in ops.UNARY_METHODS:
-    _method, _method_ = _unary_method(ops.table[_name])
-    setattr(Tensor, _name, _method)
-    setattr(Tensor, _name + "_", _method_)
+def _generated_method(name, op):
+    """``Tensor.<name>``: ``op`` on self and the other operand, in place for an ``inplace`` name."""
+    if op is None:
+        return None  # not a plain call of one op: written by hand above
+    if name in op.inplace:
+        if op.arity == 1:
+            def method(self):
+                return self._inplace(op, (), _NO_PARAMS)
+        else:
+            def method(self, other):
+                return self._inplace(op, (other,), _NO_PARAMS)
+    elif op.arity == 1:
+        def method(self):
+            return _apply(op, (self,), _NO_PARAMS)
+    else:
+        def method(self, other):
+            return _apply(op, (self, other), _NO_PARAMS)
+    method.__name__, method.__qualname__, method.__doc__ = name, f"Tensor.{name}", op.doc
+    return method
+
+
+for _kind in ("methods", "inplace"):
+    _made = ops.table.missing_variants(_kind, vars(Tensor), _generated_method, "engine/tensor.py")
+    for _name, _method in _made.items():
+        setattr(Tensor, _name, _method)
 
 # Set by engine.autograd.backward when it loads (it imports this module, so not the other way).
 _backward = None

@@ -15,8 +15,10 @@ A 500 is always a bug: it says so and carries no internals.
 
 Engine exceptions reach this module wrapped: compute code runs the client's
 function inside ``engine_errors()``, which turns the builtin exceptions the
-engine raises (RuntimeError, ValueError, TypeError, ...) into ``EngineError``;
-a builtin exception raised anywhere else is a bug and gives 500.
+engine raises on bad input (``engine.errors.ENGINE_ERRORS``: RuntimeError,
+ValueError, TypeError, ...) into ``EngineError``; any other exception (an
+AttributeError, an AssertionError), or one raised anywhere else, is a bug and
+gives 500.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from engine import cuda as engine_cuda
+from engine.errors import ENGINE_ERRORS
 from service.codec import CodecError, dumps
 
 logger = logging.getLogger("gradserve")
@@ -147,11 +150,6 @@ class EngineError(Exception):
         self.op = op
 
 
-# The builtin exceptions that mean "the client's function is wrong", when the engine raises them.
-ENGINE_EXCEPTIONS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, NotImplementedError,
-                     ArithmeticError, MemoryError, AssertionError)
-
-
 @contextlib.contextmanager
 def engine_errors(current_op=lambda: None):
     """Run client-driven engine work: its builtin exceptions become ``EngineError``.
@@ -164,7 +162,7 @@ def engine_errors(current_op=lambda: None):
     except (EngineError, ServiceError, CodecError):
         raise
     except Exception as error:
-        if isinstance(error, ENGINE_EXCEPTIONS) or _known_engine_class(error) is not None:
+        if isinstance(error, ENGINE_ERRORS) or _known_engine_class(error) is not None:
             raise EngineError(error, current_op()) from error
         raise
 

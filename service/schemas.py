@@ -391,14 +391,20 @@ class OpInfo(BaseModel):
     variadic: bool
     linear: bool
     nondiff: bool
-    method: bool
+    method: bool = Field(description="whether Tensor has a method of the op's own name (`methods` lists them all)")
+    functions: list[str] = Field(description="the engine functions that run the op (`engine.sin`, `sin` in a program)")
+    methods: list[str] = Field(description="the Tensor methods that run it out of place (`x.sin()`)")
+    inplace: list[str] = Field(description="the Tensor methods that run it in place (`x.sin_()`; not in programs)")
+    public: bool = Field(description="whether clients may call it (programs through its functions and methods, "
+                         "graphs by its name); false for the engine's internal ops")
     grad_fn: str | None = Field(description="PyTorch's grad_fn name; null when it depends on the arguments")
 
 
 class OpsResponse(BaseModel):
     model_config = _response_examples({"ops": [{
         "name": "sin", "doc": "sine", "inputs": ["x"], "params": {}, "required_params": [], "arity": 1,
-        "variadic": False, "linear": False, "nondiff": False, "method": True, "grad_fn": "SinBackward0"}],
+        "variadic": False, "linear": False, "nondiff": False, "method": True, "functions": ["sin", "sin_"],
+        "methods": ["sin"], "inplace": ["sin_"], "public": True, "grad_fn": "SinBackward0"}],
         "functions": ["sin", "sum"]})
 
     ops: list[OpInfo]

@@ -43,7 +43,11 @@ def _ops() -> dict:
             variadic=op.variadic,
             linear=op.linear,
             nondiff=op.nondiff,
-            method=op.method,
+            method=op.name in op.methods,
+            functions=list(op.functions),
+            methods=list(op.methods),
+            inplace=list(op.inplace),
+            public=op.public,
             grad_fn=op.grad_fn if isinstance(op.grad_fn, str) else None,
         )
         for op in sorted(table.values(), key=lambda op: op.name)
@@ -53,7 +57,8 @@ def _ops() -> dict:
 
 @router.get("/ops", response_model=schemas.OpsResponse)
 def list_ops() -> dict:
-    """Every op of the engine's derivative table, with its inputs, parameters and grad_fn name."""
+    """Every op of the engine's derivative table: inputs, parameters, grad_fn name, the functions and
+    methods that run it, and whether clients may call it."""
     return _ops()
 
 

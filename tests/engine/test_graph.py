@@ -195,6 +195,23 @@ def test_runtime_errors_name_the_node():
     assert isinstance(caught.value.error, RuntimeError) and "is invalid for input of size 6" in caught.value.message
 
 
+@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
+def test_an_engine_bug_is_not_reported_as_the_graphs_error(monkeypatch, bug):
+    def broken(xp, x):
+        raise bug("an engine bug")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
+    with pytest.raises(bug):
+        compile_graph(SIN_EXAMPLE, ["a"])(engine.tensor(A))
+
+
+def test_numbers_where_an_op_needs_tensors_are_runtime_errors():
+    for op_name, inputs in [("dot", ["a", 2.0]), ("matmul", [2.0, "a"]), ("linear", ["a", 2.0, None])]:
+        with pytest.raises(GraphRuntimeError) as caught:
+            compile_graph(graph(node(op_name, inputs, "b"), outputs=["b"]), ["a"])(engine.tensor([1.0, 2.0]))
+        assert isinstance(caught.value.error, RuntimeError) and "1D" in caught.value.message
+
+
 def test_node_budget():
     spec = graph(*[node("neg", ["a" if i == 0 else f"n{i - 1}"], f"n{i}") for i in range(11)], outputs=["n10"])
     with pytest.raises(BudgetExceeded) as caught:
@@ -230,8 +247,9 @@ def test_wrong_number_of_inputs():
         compile_graph(SIN_EXAMPLE, ["a"])()
 
 
-def test_available_ops_cover_the_table_but_device_moves():
+def test_available_ops_cover_the_table_but_internal_ops():
     names = available_ops()
     assert {"sin", "matmul", "getitem", "cat", "constant"} <= set(names)
-    assert "to_device" not in names
+    for internal in ("to_device", "getitem_adjoint", "sum_to_size", "copy_from", "first_extreme_mask"):
+        assert internal not in names
     assert all(isinstance(doc, str) and doc for doc in names.values())

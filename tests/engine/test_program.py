@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 import engine
 from engine.budget import Budget, BudgetExceeded
 from engine.program import (
+    FUNCTIONS,
     MAX_DEPTH,
+    TENSOR_METHODS,
     ProgramError,
     ProgramRuntimeError,
     available_functions,
@@ -509,6 +512,53 @@ def test_engine_errors_carry_the_line_and_construct():
 def test_mistakes_give_program_errors(source, words):
     with pytest.raises(ProgramError, match=words):
         compile_program(source, ["x"])(engine.tensor([1.0, 2.0, 3.0]))
+
+
+# Values a client may pass where a function or method wants something else.
+WRONG_ARGUMENTS = ("2", "None", "'a'", "x")
+
+
+def _wrong_calls(call):
+    yield f"return {call}()"
+    for first in WRONG_ARGUMENTS:
+        yield f"return {call}({first})"
+        for second in WRONG_ARGUMENTS:
+            yield f"return {call}({first}, {second})"
+
+
+@pytest.mark.parametrize(
+    "call",
+    sorted(FUNCTIONS) + [f"x.{name}" for name in sorted(TENSOR_METHODS)],
+)
+def test_wrong_arguments_are_the_programs_errors_never_a_bug(call):
+    """A number, None or a string where a tensor belongs is a TypeError (or another engine error) the
+    program reports, never an AttributeError: that one means a bug in the engine (a 500)."""
+    x = engine.tensor([[1.0, 2.0], [3.0, 4.0]])
+    for source in _wrong_calls(call):
+        with contextlib.suppress(ProgramError, BudgetExceeded):
+            compile_program(source, ["x"])(x)
+
+
+@pytest.mark.parametrize("operator", ["+", "-", "*", "/", "@", "**", "<", "==", "&", "|", "//", "%"])
+def test_wrong_operands_are_the_programs_errors(operator):
+    for value in WRONG_ARGUMENTS + ("x > 0", "[x]"):
+        for source in (f"return x {operator} {value}", f"return {value} {operator} x"):
+            with contextlib.suppress(ProgramError, BudgetExceeded):
+                compile_program(source, ["x"])(engine.tensor([[1.0, 2.0], [3.0, 4.0]]))
+
+
+@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
+def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, bug):
+    def broken(xp, x):
+        raise bug("an engine bug")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
+    with pytest.raises(bug):
+        compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", lambda xp, x: xp.sin(x[5]))
+    with pytest.raises(ProgramRuntimeError) as caught:  # an IndexError: an engine error, the program's
+        compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
+    assert isinstance(caught.value.error, IndexError)
 
 
 def test_statements_in_an_expression_say_so():

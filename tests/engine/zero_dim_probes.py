@@ -75,7 +75,11 @@ def dims(op, label, call, keepdim=False, torch_call=None, domains=None):
 
 # ---- elementwise: unary ---------------------------------------------------------------------
 
-for _name in ops.UNARY_METHODS:
+# The elementwise unary ops: those declaring all four of PyTorch's forms (engine.sin, engine.sin_,
+# x.sin(), x.sin_()), as ``ops.unary`` does.
+UNARY = [name for name, op in ops.table.items() if op.arity == 1 and op.inplace == (name + "_",) and name in op.methods]
+
+for _name in UNARY:
     probe(_name, "method", lambda m, x, n=_name: getattr(x, n)())
     probe(_name, "function", lambda m, x, n=_name: getattr(m, n)(x))
     probe(_name, "in_place", lambda m, x, n=_name: getattr(x.clone(), n + "_")())
