@@ -35,9 +35,10 @@ def assert_within_ulps(actual, desired, ulps: float, *, scale=None, err_msg: str
     """Assert ``|actual - desired| <= ulps * spacing(scale)`` elementwise.
 
     ``spacing`` is the distance from ``|scale|`` to the next larger number of ``actual``'s dtype
-    (float64 when ``actual`` holds no floats); ``scale`` defaults to ``|desired|`` and
-    broadcasts against it. ``desired`` may be wider than ``actual`` (an exact float64 value for
-    a float32 result). NaNs must sit at the same places and infinities must be equal.
+    (float64 when ``actual`` holds no floats, and for a Python float: pass a float32 number as
+    ``np.float32``); ``scale`` defaults to ``|desired|`` and broadcasts against it. ``desired``
+    may be wider than ``actual`` (an exact float64 value for a float32 result). NaNs must sit at
+    the same places and infinities must be equal.
     """
     actual = np.asarray(actual)
     desired = np.asarray(desired)

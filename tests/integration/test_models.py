@@ -8,16 +8,16 @@
 - Durability: the server is SIGKILLed in the middle of a stream of ``step``
   requests; restarted on the same data dir, the model holds every
   acknowledged step.
+- Concurrency: 50 parallel steps advance the model by exactly 50; a stale
+  ``If-Match`` gets 412.
+- Scale-out: two uvicorn processes sharing one redis-server serve one model
+  consistently, also under parallel steps sent to both.
 
 What the server computes with BLAS (losses, gradients, steps) is compared with
 the in-process model up to summation order (``tests/floats.py``): the server is
 another process, and its BLAS thread count, which decides how a matrix product
 is split, is its own setting. Copies (seeded weights, weights after backward,
 grads after step, zeros) are compared bit for bit.
-- Concurrency: 50 parallel steps advance the model by exactly 50; a stale
-  ``If-Match`` gets 412.
-- Scale-out: two uvicorn processes sharing one redis-server serve one model
-  consistently, also under parallel steps sent to both.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def test_tutorial_training_section_over_http(client):
     response = client.post(f"/v1/models/{model_id}/backward", json={"input": wire(some_input),
                                                                      "target": wire(ideal_output)})
     assert response.status_code == 200 and response.headers["etag"] == '"2"'
-    assert_close_up_to_summation_order(response.json()["loss"], local.backward(some_input, ideal_output))
+    # Losses are float32 numbers sent as JSON doubles: ulps of float32.
+    assert_close_up_to_summation_order(np.float32(response.json()["loss"]), local.backward(some_input, ideal_output))
     after_backward, first_grads = fetch_parameters(client, model_id)
     for name in initial:
         np.testing.assert_array_equal(after_backward[name], initial[name])  # backward leaves the weights alone
@@ -181,7 +182,7 @@ def test_training_streams_server_sent_events(client):
     assert [e["step"] for _, e in events[:5]] == [1, 2, 3, 4, 5]
     losses = [e["loss"] for _, e in events[:5]]
     for step, (loss, want) in enumerate(zip(losses, expected, strict=True), 1):
-        assert_close_up_to_summation_order(loss, want, err_msg=f"step {step}")
+        assert_close_up_to_summation_order(np.float32(loss), want, err_msg=f"step {step}")  # float32 losses
     assert events[-1][1] == {"losses": losses, "step": 5, "version": 2}
 
 
