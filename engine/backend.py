@@ -514,9 +514,13 @@ def _blas_axpy():
 
 
 def axpy_(alpha: float, x, y) -> None:
-    """``y += alpha * x`` in place. For contiguous numpy float arrays this is BLAS ?axpy: one
-    pass, no temporary, and one rounding per element (a fused multiply-add), which is how
-    PyTorch's ``y.add_(x, alpha=alpha)`` rounds, so SGD steps match PyTorch's bit for bit."""
+    """``y += alpha * x`` in place, PyTorch's ``y.add_(x, alpha=alpha)``. For contiguous numpy float
+    arrays this is BLAS ?axpy: one pass, no temporary. Whether an element is rounded once (a fused
+    multiply-add) or twice is the kernel's choice, and OpenBLAS picks its kernel by CPU: on one
+    x86 machine its SkylakeX kernel fused every element, its Haswell kernel all but a few, its
+    Sandybridge and older kernels none. PyTorch fuses where its CPU capability has FMA. So an SGD
+    step is within one ulp of ``|y| + |alpha x|`` of the exact value, and PyTorch's bit for bit
+    only where both fuse."""
     table = _AXPY or _blas_axpy()
     blas = table.get(y.dtype) if type(y) is numpy.ndarray and type(x) is numpy.ndarray else None
     if blas is None or x.dtype != y.dtype or x.shape != y.shape or not (
