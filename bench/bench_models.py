@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.timing import Table, fmt_time, per_call_seconds, ratio
-from engine.spec import TINY_MODEL_SPEC
+from frontends.model_spec import TINY_MODEL_SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 1.5
@@ -116,7 +116,7 @@ def http_step_seconds(url: str) -> float:
 
 def in_process_seconds(directory: str) -> tuple[float, float, int]:
     """(step alone, step + pack + SQLite compare-and-set, packed bytes)."""
-    from engine.spec import ModelSpec, TrainableModel
+    from frontends.model_spec import ModelSpec, TrainableModel
     from service.models import pack_state
     from service.store import ModelRecord
     from service.store.sqlite import SQLiteStore

@@ -35,7 +35,7 @@ import engine
 from bench.bench_models import served
 from bench.timing import Table, blas_threads, fmt_time, numpy_default_threads, per_call_seconds, ratio
 from engine import thread_pools
-from engine.spec import TINY_MODEL_SPEC, TrainableModel
+from frontends.model_spec import TINY_MODEL_SPEC, TrainableModel
 
 STEPS = 100
 ROUNDS = 5

@@ -6,11 +6,11 @@ does: ``RuntimeError`` for shapes, devices, in-place and backward misuse;
 belongs is a ``TypeError``); ``IndexError`` for dims and indices out of range;
 ``KeyError`` for a missing entry of a state to load; ``ArithmeticError`` for
 overflows; ``NotImplementedError`` for a derivative the table does not define;
-``MemoryError`` for a result too large to allocate. The program interpreter,
-the graph runner and the service (``service.errors``) report exactly these as
-the client's error. Anything else escaping the engine, an ``AttributeError``
-or an ``AssertionError`` above all, is a bug in the engine and stays one (a 500
-over HTTP), never a client error.
+``MemoryError`` for a result too large to allocate. Code that runs a caller's
+functions on top of the engine (an interpreter, a graph runner, a server)
+reports exactly these as the caller's error. Anything else
+escaping the engine, an ``AttributeError`` or an ``AssertionError`` above all,
+is a bug in the engine and stays one, never the caller's error.
 """
 
 from __future__ import annotations

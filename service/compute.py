@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import engine
 from engine.autograd.graph import AccumulateGrad
-from engine.budget import Budget, enforce
 from engine.tensor import Tensor
+from frontends.budget import Budget, enforce
 from service import codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
@@ -166,14 +166,14 @@ def _compiled(form: str, source: str, names: tuple[str, ...], budget: Budget) ->
     sources are re-checked, and reported, every time.
     """
     if form == "expr":
-        from engine.program import compile_expr
+        from frontends.program import compile_expr
 
         return compile_expr(source, list(names), budget)
     if form == "program":
-        from engine.program import compile_program
+        from frontends.program import compile_program
 
         return compile_program(source, list(names), budget)
-    from engine.graph import compile_graph
+    from frontends.graph import compile_graph
 
     return compile_graph(codec.loads(source), list(names), budget)
 

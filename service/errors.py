@@ -171,19 +171,19 @@ def _engine_types() -> dict:
     """The interpreter's and budget's exception classes, when those modules exist."""
     found = {}
     try:
-        from engine.program import ProgramError
+        from frontends.program import ProgramError
 
         found["program"] = ProgramError
     except ImportError:
         pass
     try:
-        from engine.graph import GraphError
+        from frontends.graph import GraphError
 
         found["graph"] = GraphError
     except ImportError:
         pass
     try:
-        from engine.budget import BudgetExceeded
+        from frontends.budget import BudgetExceeded
 
         found["budget"] = BudgetExceeded
     except ImportError:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from engine.spec import TINY_MODEL_SPEC
+from frontends.model_spec import TINY_MODEL_SPEC
 
 # ---- tensors ---------------------------------------------------------------------
 
@@ -486,7 +486,7 @@ EXAMPLE_MODEL_STATE = {
 
 
 class ModelCreateRequest(BaseModel):
-    """A model spec (engine.spec): layers, loss, optimizer, optional scheduler, seed and dtype.
+    """A model spec (frontends.model_spec): layers, loss, optimizer, optional scheduler, seed and dtype.
 
     The parts are checked by the engine, which names the one at fault (422, ``layer``).
     """

@@ -24,7 +24,7 @@ def _jsonable(value):
 
 def _callable_names() -> list[str]:
     try:
-        from engine.program import available_functions
+        from frontends.program import available_functions
     except ImportError:
         return []
     return sorted(available_functions())

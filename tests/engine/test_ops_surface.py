@@ -5,8 +5,9 @@ run it (``function=``, ``method=``, ``inplace=``) and whether clients may call
 it (``public``). These tests hold the declarations and the code to each other
 in both directions, so neither can drift: what an entry declares exists, and
 every public Tensor method and ``engine`` function is declared by an entry or
-is one of the short lists of things built from them. The program whitelist
-and the JSON graph's op list are derived from the same declarations.
+is one of the short lists of things built from them (``frontends.program_library``
+keeps those lists, for the programs that may call them). What clients may call,
+derived from the same declarations, is tested in ``tests/frontends/test_client_surface.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import pytest
 
 import engine
 from engine import functions, ops
-from engine.graph import GraphError, available_ops, validate
-from engine.program import FUNCTIONS, TENSOR_METHODS, ProgramError, compile_program
-from engine.program_library import COMPOSITE_FUNCTIONS, COMPOSITE_METHODS, CREATION, client_variants
 from engine.tensor import Tensor
+from frontends.program_library import COMPOSITE_FUNCTIONS, COMPOSITE_METHODS
 from tests.engine.opcases import cases_for
 
 TABLE = ops.table
@@ -140,46 +139,3 @@ def test_variants_of_ops_without_parameters_run_their_op(name):
         for variant in getattr(op, kind):
             if declared[kind][variant] == [op]:  # not shared (x.max(y)): a plain call of the op
                 assert _runs(op, kind, variant), f"{kind} {variant} does not run {name}"
-
-
-# ---- what clients may call: one declaration --------------------------------------------
-
-
-def test_programs_may_call_the_variants_of_public_ops_only_out_of_place():
-    for name, declaring in TABLE.variants("functions").items():
-        allowed = all(op.public and name not in op.inplace for op in declaring)
-        assert (name in FUNCTIONS) == allowed, name
-    for name, declaring in TABLE.variants("methods").items():
-        assert (name in TENSOR_METHODS) == all(op.public for op in declaring), name
-    assert not set(TENSOR_METHODS) & _declared("inplace")
-    others = set(FUNCTIONS) - set(client_variants("functions")) - set(COMPOSITE_FUNCTIONS) - set(CREATION)
-    assert others == {"range", "len", "float", "int", "bool", "round", "list", "tuple", "enumerate", "zip"}
-
-
-def test_every_whitelisted_method_exists():
-    missing = [name for name in TENSOR_METHODS if name not in _tensor_methods()]
-    assert not missing
-
-
-@pytest.mark.parametrize("name", [n for n, op in TABLE.items() if not op.public])
-def test_internal_ops_are_callable_neither_from_programs_nor_graphs(name):
-    op = TABLE[name]
-    assert name not in available_ops()
-    node = {"op": name, "inputs": ["a"] * (op.arity or 1), "output": "b"}
-    with pytest.raises(GraphError, match="unknown op"):
-        validate({"nodes": [node], "outputs": ["b"]}, ["a"])
-    for variant in (*op.functions, *op.methods):
-        assert variant not in FUNCTIONS and variant not in TENSOR_METHODS
-    with pytest.raises(ProgramError):
-        compile_program(f"return {name}(a)", ["a"])(engine.ones(2))
-
-
-@pytest.mark.parametrize("name", [n for n, op in TABLE.items() if op.public])
-def test_public_ops_are_graph_ops(name):
-    op = TABLE[name]
-    assert name in available_ops()
-    node = {"op": name, "inputs": ["a"] * (op.arity or 1), "output": "b"}
-    try:
-        validate({"nodes": [node], "outputs": ["b"]}, ["a"])
-    except GraphError as error:  # a missing attribute or the like, never an unknown op
-        assert "unknown op" not in str(error)

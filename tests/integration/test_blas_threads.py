@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.spec import TINY_MODEL_SPEC
+from frontends.model_spec import TINY_MODEL_SPEC
 from tests.integration.conftest import LiveServer
 
 

@@ -1,7 +1,7 @@
 """/v1/models against real uvicorn processes: the tutorial's training loop, crashes, races, replicas.
 
 - The tutorial's training section over HTTP gives the numbers of
-  ``engine.spec.TrainableModel`` in-process with the same seed, and the
+  ``frontends.model_spec.TrainableModel`` in-process with the same seed, and the
   numbers the tutorial's own formulas give (weights unchanged by backward,
   ``step`` moves them by ``-lr * grad`` to float32 rounding, five more backward
   calls add five gradients, ``zero_grad(set_to_none=False)`` leaves zeros).
@@ -32,7 +32,7 @@ import pybase64
 import pytest
 
 import engine
-from engine.spec import TINY_MODEL_SPEC, TrainableModel
+from frontends.model_spec import TINY_MODEL_SPEC, TrainableModel
 from tests.floats import assert_close_up_to_summation_order, assert_within_ulps
 from tests.integration.conftest import LiveServer, assert_no_server_errors
 from tests.redis_server import running_redis

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.budget import BudgetExceeded
+from frontends.budget import BudgetExceeded
 from service import errors
 from service.app import create_app
 from service.codec import CodecError
@@ -217,7 +217,7 @@ def test_an_op_failing_is_the_clients_error_only_for_engine_errors(client, monke
 def test_ops_publish_what_tensor_and_engine_really_have(client):
     """Each op's flags against Tensor and ``engine`` themselves, not against the table's declarations."""
     import engine
-    from engine.graph import available_ops
+    from frontends.graph import available_ops
 
     published = client.get("/v1/ops").json()["ops"]
     assert {op["name"] for op in published} == set(engine.ops.table)

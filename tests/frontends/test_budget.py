@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import engine
-from engine import budget as budget_module
 from engine import ops
-from engine.budget import Budget, BudgetExceeded, enforce, estimate_elements
+from frontends import budget as budget_module
+from frontends.budget import Budget, BudgetExceeded, enforce, estimate_elements
 
 
 def test_no_budget_no_checks():
@@ -217,7 +217,7 @@ def test_estimates_are_exact_for_broadcast_shapes():
 
 
 def test_live_elements_add_up_across_tensors():
-    from engine.program import compile_program
+    from frontends.program import compile_program
 
     keep_all = compile_program("xs = [zeros(10**5) + i for i in range(20)]\nreturn xs[0]", [])
     with enforce(Budget(max_live_elements=10**6)), pytest.raises(BudgetExceeded) as caught:
@@ -226,7 +226,7 @@ def test_live_elements_add_up_across_tensors():
 
 
 def test_freed_tensors_are_released():
-    from engine.program import compile_program
+    from frontends.program import compile_program
 
     churn = compile_program("y = zeros(1)\nfor i in range(50):\n    y = zeros(10**5) + i\nreturn y.sum()", [])
     with enforce(Budget(max_live_elements=10**6)):

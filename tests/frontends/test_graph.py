@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import engine
-from engine.budget import Budget, BudgetExceeded
-from engine.graph import GraphError, GraphRuntimeError, available_ops, compile_graph
+from frontends.budget import Budget, BudgetExceeded
+from frontends.graph import GraphError, GraphRuntimeError, available_ops, compile_graph
 
 A = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
 

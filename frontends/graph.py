@@ -40,11 +40,11 @@ import math
 from collections.abc import Callable
 
 from engine import backend, creation, ops
-from engine import budget as budget_module
 from engine.autograd.function import apply
-from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
 from engine.errors import ENGINE_ERRORS
 from engine.tensor import Tensor
+from frontends import budget as budget_module
+from frontends.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
 
 _NODE_KEYS = frozenset({"op", "inputs", "output", "attrs"})
 _GRAPH_KEYS = frozenset({"nodes", "outputs"})

@@ -32,19 +32,19 @@ modify a tensor in place: ``y += 1`` rebinds ``y`` to ``y + 1`` and
 ``y[i] = v`` rebinds ``y`` to a copy with ``v`` written at ``i`` (the
 differentiable ``index_put``), so a program cannot change its inputs.
 
-Limits (``engine.budget``): every statement executed, expression evaluated
+Limits (``frontends.budget``): every statement executed, expression evaluated
 and table op run is a step; ``range`` longer than the steps left is refused
 at once; integers are capped at ``MAX_INT_BITS`` bits (``10**10**10`` fails
 fast); creation functions check their size before allocating; nesting deeper
 than ``MAX_DEPTH`` is refused before running (the evaluator recurses).
-What programs may call lives in ``engine.program_library``.
+What programs may call lives in ``frontends.program_library``.
 
 Errors: ``ProgramError`` (a ``ValueError``; ``str()`` is "line L, column C:
 message", with ``construct`` naming the syntax at fault) for invalid programs,
 ``ProgramRuntimeError`` (its subclass, ``error`` holding the engine's
-exception) for failures while running, ``engine.budget.BudgetExceeded`` for
+exception) for failures while running, ``frontends.budget.BudgetExceeded`` for
 limits. The compiled callables take the inputs positionally, run under the
-caller's grad mode, and enforce their budget (``engine.budget.enforce``) for
+caller's grad mode, and enforce their budget (``frontends.budget.enforce``) for
 the duration of each call.
 """
 
@@ -57,12 +57,13 @@ import keyword
 import operator
 from collections.abc import Callable
 
-from engine import budget as budget_module
 from engine import creation, ops
 from engine.autograd.function import apply
-from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
 from engine.errors import ENGINE_ERRORS
-from engine.program_library import (
+from engine.tensor import ReductionResult, Size, Tensor, _index_arg
+from frontends import budget as budget_module
+from frontends.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
+from frontends.program_library import (
     ATTRIBUTE_NAMES,
     CONSTANTS,
     CREATION,
@@ -78,7 +79,6 @@ from engine.program_library import (
     available_methods,
     sequence_limit,
 )
-from engine.tensor import ReductionResult, Size, Tensor, _index_arg
 
 MAX_DEPTH = 100
 MAX_INT_BITS = 4096

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.budget import Budget, BudgetExceeded
-from engine.program import (
+from frontends.budget import Budget, BudgetExceeded
+from frontends.program import (
     FUNCTIONS,
     MAX_DEPTH,
     TENSOR_METHODS,

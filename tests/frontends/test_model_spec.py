@@ -10,7 +10,7 @@ import pytest
 
 import engine
 from engine import nn
-from engine.spec import ModelSpec, SpecError, TrainableModel, build
+from frontends.model_spec import ModelSpec, SpecError, TrainableModel, build
 from tests.floats import assert_within_ulps
 
 TUTORIAL = {
@@ -195,6 +195,18 @@ def test_input_width_is_checked():
         trainable.backward(np.ones((2, 20)), np.ones(2))
     with pytest.raises(ValueError, match="same number of rows"):
         trainable.train(np.ones((4, 20)), np.ones((3, 3)), steps=1)
+
+
+@pytest.mark.host_only  # it takes cupy away itself
+def test_model_spec_on_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(engine.backend, "cupy", None)
+    spec = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "device": "cuda", "seed": 0}
+    assert ModelSpec.parse(spec).as_dict()["device"] == "cuda"
+    with pytest.raises(RuntimeError, match="cupy is not installed"):
+        build(spec)
+    with pytest.raises(SpecError, match="device must be one of"):
+        ModelSpec.parse({**spec, "device": "tpu"})
+    assert "device" not in ModelSpec.parse({**spec, "device": "cpu"}).as_dict()
 
 
 def test_scheduler_runs_with_each_step():

@@ -1,6 +1,6 @@
 """Model specs: a JSON description -> model, loss and optimizer; and the full training state.
 
-A spec (what ``POST /v1/models`` takes) looks like::
+A spec is a dict of plain JSON values, for example::
 
     {"layers": [{"type": "linear", "in_features": 1000, "out_features": 100},
                 {"type": "relu"},

@@ -9,7 +9,7 @@ functions (``zeros``, ``arange``, ``tensor``...) check the size of what they
 are about to allocate against the active budget first; the Python built-ins a
 program may use (``range``, ``len``, ``list``...) are wrapped so that they
 cannot build more than ``MAX_SEQUENCE`` items or loop past the step budget.
-``engine.program`` interprets programs against these tables.
+``frontends.program`` interprets programs against these tables.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import operator
 from collections.abc import Callable
 
 from engine import backend, creation, functions, ops
-from engine import budget as budget_module
 from engine.autograd import grad_mode
-from engine.budget import Budget, BudgetExceeded
 from engine.tensor import Tensor
+from frontends import budget as budget_module
+from frontends.budget import Budget, BudgetExceeded
 
 MAX_SEQUENCE = 1_000_000  # items in a Python list or tuple a program builds
 MAX_LIST_NESTING = 32
