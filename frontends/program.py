@@ -88,22 +88,28 @@ class ProgramError(ValueError):
     """A client program is invalid or failed; ``str()`` starts with its line and column.
 
     ``construct`` names the offending piece of syntax (``"Attribute '__class__'"``,
-    ``"Import"``, ``"call of matmul"``) when there is one.
+    ``"Import"``, ``"call of matmul"``) when there is one. ``hint``, for a name the
+    program may not use, says which function of this package lists the ones it may;
+    ``str()`` ends with it, ``message`` leaves it out (a caller with its own listing,
+    such as the service, points there instead).
     """
 
-    def __init__(self, message: str, line: int | None = None, column: int | None = None, construct: str | None = None):
+    def __init__(self, message: str, line: int | None = None, column: int | None = None, construct: str | None = None,
+                 hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
         self.construct = construct
+        self.hint = hint
 
     def __str__(self) -> str:
+        text = self.message if self.hint is None else f"{self.message}; {self.hint}"
         if self.line is None:
-            return self.message
+            return text
         if self.column is None:
-            return f"line {self.line}: {self.message}"
-        return f"line {self.line}, column {self.column}: {self.message}"
+            return f"line {self.line}: {text}"
+        return f"line {self.line}, column {self.column}: {text}"
 
 
 class ProgramRuntimeError(ProgramError):
@@ -122,9 +128,9 @@ def _where(node) -> tuple[int | None, int | None]:
     return line, None if column is None else column + 1
 
 
-def _error(message: str, node, construct: str | None = None) -> ProgramError:
+def _error(message: str, node, construct: str | None = None, hint: str | None = None) -> ProgramError:
     line, column = _where(node)
-    return ProgramError(message, line, column, construct)
+    return ProgramError(message, line, column, construct, hint)
 
 
 # ---- static validation ------------------------------------------------------------
@@ -340,10 +346,11 @@ def _check_node(node, parent, in_loop) -> None:
             )
         if node.attr not in ATTRIBUTE_NAMES:
             raise _error(
-                f"unknown attribute '{node.attr}'; programs may use the tensor methods and attributes "
-                "listed by GET /v1/ops",
+                f"unknown attribute '{node.attr}'",
                 node,
                 f"Attribute '{node.attr}'",
+                "programs may use the tensor methods and attributes that frontends.program.available_methods() "
+                "and available_attributes() list",
             )
         if not isinstance(node.ctx, ast.Load):
             raise _error("assigning to attributes is not allowed", node, f"Attribute '{node.attr}'")
@@ -422,8 +429,10 @@ def _check_name(node: ast.Name, parent, stored: set) -> None:
     if name in FORBIDDEN_BUILTINS:
         raise _error(f"'{name}' is not available in programs", node, f"Name '{name}'")
     if called:
-        raise _error(f"unknown function '{name}'; GET /v1/ops lists the available ones", node, f"Name '{name}'")
-    raise _error(f"name '{name}' is not defined (inputs are the names the request gives)", node, f"Name '{name}'")
+        raise _error(f"unknown function '{name}'", node, f"Name '{name}'",
+                     "frontends.program.available_functions() lists the available ones")
+    raise _error(f"name '{name}' is not defined (a program sees its inputs and the names it assigns)", node,
+                 f"Name '{name}'")
 
 
 def _check_input_names(input_names) -> list[str]:

@@ -219,8 +219,14 @@ def _budget_problem(error) -> dict:
                    line=getattr(error, "line", None), op=getattr(error, "op", None))
 
 
+# A frontends error about a name a function may not use ends, in Python, with a hint naming the
+# Python function that lists the allowed ones; over HTTP the listing is GET /v1/ops.
+HTTP_LISTING = "; see GET /v1/ops"
+
+
 def _engine_problem(error: BaseException, op: str | None) -> dict:
     kind = _known_engine_class(error)
+    listed = getattr(error, "hint", None) is not None
     inner = getattr(error, "error", None)  # ProgramRuntimeError: what the engine raised inside the program
     if kind == "program" and isinstance(inner, (MemoryError, RecursionError)):
         status, slug = (413, "too-large") if isinstance(inner, MemoryError) else (400, "program-error")
@@ -228,12 +234,14 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
                        column=getattr(error, "column", None), construct=getattr(error, "construct", None), op=op)
     if kind == "program":
         title = "Program failed" if inner is not None else "Invalid program"
-        return problem(400, "program-error", title, getattr(error, "message", None) or str(error),
+        detail = (getattr(error, "message", None) or str(error)) + (HTTP_LISTING if listed else "")
+        return problem(400, "program-error", title, detail,
                        line=getattr(error, "line", None), column=getattr(error, "column", None),
                        construct=getattr(error, "construct", None), op=op)
     if kind == "graph":
         title = "Graph failed" if inner is not None else "Invalid graph"
-        return problem(400, "graph-error", title, str(error), node=getattr(error, "node", None),
+        detail = f"{error.where}: {error.message}{HTTP_LISTING}" if listed else str(error)
+        return problem(400, "graph-error", title, detail, node=getattr(error, "node", None),
                        output=getattr(error, "output", None), op=getattr(error, "op", None) or op)
     if kind == "budget":
         return _budget_problem(error)

@@ -7,7 +7,7 @@ import pytest
 
 import engine
 from frontends.budget import Budget, BudgetExceeded
-from frontends.graph import GraphError, GraphRuntimeError, available_ops, compile_graph
+from frontends.graph import GraphError, GraphRuntimeError, available_ops, compile_graph, validate
 
 A = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
 
@@ -184,6 +184,19 @@ def test_error_names_the_op_and_output():
     error = caught.value
     assert (error.node, error.op, error.output) == (1, "sum", "total")
     assert str(error).startswith("node 1 (sum -> total): unknown attribute")
+
+
+def test_an_unknown_op_suggests_close_names_or_points_to_available_ops():
+    with pytest.raises(GraphError) as caught:
+        validate(graph(node("sinn", ["a"], "b"), outputs=["b"]), ["a"])
+    assert caught.value.hint is None and "did you mean sin" in caught.value.message
+    with pytest.raises(GraphError) as caught:
+        validate(graph(node("frobnicate", ["a"], "b"), outputs=["b"]), ["a"])
+    error = caught.value
+    assert error.message == "unknown op 'frobnicate'" and error.where == "node 0 (frobnicate -> b)"
+    assert str(error) == f"node 0 (frobnicate -> b): unknown op 'frobnicate'; {error.hint}"
+    assert error.hint.startswith("frontends.graph.available_ops()") and "/v1/" not in str(error)
+    assert "sin" in available_ops() and "frobnicate" not in available_ops()
 
 
 def test_runtime_errors_name_the_node():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import re
 import threading
 
 import numpy as np
@@ -311,6 +313,30 @@ def test_hostile_expressions_are_refused_before_running(source, construct, words
     assert words in caught.value.message
     assert caught.value.line == 1
     assert str(caught.value).startswith("line 1, column ")
+
+
+def listed_by(hint: str) -> set:
+    """The names the Python functions a hint names return (``frontends.program.available_methods()
+    and available_attributes() list ...``: both, from the module the first one names)."""
+    calls = re.findall(r"([\w.]+)\(\)", hint)
+    module = importlib.import_module(calls[0].rpartition(".")[0])
+    return set().union(*(getattr(module, call.rpartition(".")[2])() for call in calls))
+
+
+@pytest.mark.parametrize(("source", "name", "allowed"), [
+    ("frobnicate(x)", "frobnicate", "sin"),
+    ("x.frobnicate()", "frobnicate", "sum"),
+    ("x.frobnicate", "frobnicate", "shape"),
+])
+def test_an_unknown_name_points_to_the_python_function_that_lists_the_allowed_ones(source, name, allowed):
+    with pytest.raises(ProgramError) as caught:
+        compile_expr(source, ["x"])
+    error = caught.value
+    assert f"unknown {'function' if source.startswith(name) else 'attribute'} '{name}'" == error.message
+    assert str(error) == f"line 1, column {error.column}: {error.message}; {error.hint}"
+    listed = listed_by(error.hint)
+    assert allowed in listed and name not in listed
+    assert "/v1/" not in str(error) and "request" not in str(error)
 
 
 REFUSED_PROGRAMS = [
