@@ -11,9 +11,9 @@
 - ``record_function("label")`` ranges, which contain whatever runs inside them.
 
 ``prof.key_averages()`` groups events by name into rows, ``.table()`` prints
-them as PyTorch does, ``prof.export_chrome_trace(path)`` writes Trace Event
-Format JSON (Perfetto, chrome://tracing), and ``prof.summary()`` is the dict the
-service returns.
+them as PyTorch does, and ``prof.export_chrome_trace(path)`` writes Trace Event
+Format JSON (Perfetto, chrome://tracing); ``prof.chrome_trace()`` is the same
+trace as a dict.
 
 Honest timings. Each event stores the time between two clock reads taken as
 close to the work as possible: the last thing the observer does before the op
@@ -28,8 +28,8 @@ keeps the raw clock reads, so its events nest exactly.
 
 Concurrency. The observers are registered while any profile is active; each
 call looks up the active recording in a ``ContextVar``, so a profile sees only
-its own thread's (or task's) ops: two requests profiled at once in the server
-never see each other. With no profile active the engine pays one list check
+its own thread's (or task's) ops: two threads or asyncio tasks profiling at
+once never see each other's. With no profile active the engine pays one list check
 per op and per backward node.
 
 Device time. ``use_device="cuda"`` also records a pair of CUDA events (through
@@ -414,27 +414,6 @@ class profile:  # noqa: N801 - PyTorch's name
     def export_chrome_trace(self, path) -> None:
         self.events().export_chrome_trace(path)
 
-    def summary(self, sort_by="self_cpu_time_total", row_limit=100, group_by_input_shape=False) -> dict:
-        """The profile as plain data, for JSON: ``{"rows", "totals", "table", "trace"}``."""
-        events = self.events()
-        rows = events.key_averages(group_by_input_shape)
-        ordered = rows.sorted(sort_by)[:row_limit] if sort_by else rows[:row_limit]
-        self_total = rows.self_cpu_time_total
-        totals = {
-            "self_cpu_time_total_us": self_total,
-            "wall_time_us": (self._end - self._start) / 1000.0,
-            "events": len(events),
-            "threads": sorted({e.thread for e in events}),
-        }
-        if self.use_device:
-            totals[f"self_{self.use_device}_time_total_us"] = sum(r.self_device_time_total for r in rows)
-        return {
-            "rows": [row.to_dict(self_total) for row in ordered],
-            "totals": totals,
-            "table": rows.table(sort_by=sort_by, row_limit=row_limit),
-            "trace": events.chrome_trace(),
-        }
-
 
 class record_function:  # noqa: N801 - PyTorch's name
     """Mark a range of code with a label: ``with record_function("forward"):``, or as a decorator.
@@ -579,24 +558,6 @@ class FunctionEventAvg(_Formatted):
         self.cpu_memory_usage += event.cpu_memory_usage
         self.self_cpu_memory_usage += event.self_cpu_memory_usage
         return self
-
-    def to_dict(self, self_cpu_total: float) -> dict:
-        row = {
-            "name": self.key,
-            "count": self.count,
-            "self_cpu_time_total_us": self.self_cpu_time_total,
-            "cpu_time_total_us": self.cpu_time_total,
-            "cpu_time_avg_us": self.cpu_time,
-            "self_cpu_percent": _share(self.self_cpu_time_total, self_cpu_total),
-            "cpu_total_percent": _share(self.cpu_time_total, self_cpu_total),
-            "self_device_time_total_us": self.self_device_time_total,
-            "device_time_total_us": self.device_time_total,
-            "cpu_memory_usage": self.cpu_memory_usage,
-            "self_cpu_memory_usage": self.self_cpu_memory_usage,
-        }
-        if self.input_shapes != "":
-            row["input_shapes"] = self.input_shapes
-        return row
 
     def __repr__(self) -> str:
         return (f"<FunctionEventAvg key={self.key} self_cpu_time={self.self_cpu_time_total_str} "
