@@ -338,7 +338,7 @@ class profile:  # noqa: N801 - PyTorch's name
         self._token = None
         self._entered = False
         self._finished = False
-        self._start = self._end = 0
+        self._start = 0
         self._events = None
         self._bias = (0.0, 0.0)
 
@@ -362,7 +362,6 @@ class profile:  # noqa: N801 - PyTorch's name
     def __exit__(self, *exc_info):
         if not self.enabled or not self._entered or self._finished:
             return False
-        self._end = _now()
         try:
             _active.reset(self._token)
         except ValueError:  # exited in another context than the one it entered
