@@ -12,6 +12,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY engine ./engine
+COPY frontends ./frontends
 COPY service ./service
 RUN /opt/venv/bin/pip install .
 

@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml | $(PY)
 run: $(STAMP)
 	$(VENV)/bin/gradserve serve --host $(HOST) --port $(PORT)
 
-# The second pass runs the engine suite again with every tensor on tests/fake_cupy.py's
-# device (``--device fake-cuda``): the GPU path, checked without a GPU.
+# The second pass runs the engine and frontends suites again with every tensor on
+# tests/fake_cupy.py's device (``--device fake-cuda``): the GPU path, checked without a GPU.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
-	$(PY) -m pytest tests/engine --device fake-cuda -m "not host_only" -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests/engine tests/frontends --device fake-cuda -m "not host_only" -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m bench $(BENCH)

@@ -14,9 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-# One BLAS thread, like PyTorch's one thread: set before numpy loads.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from bench.timing import blas_table
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +27,11 @@ def main(argv: list[str]) -> int:
         return 2
     sections = [f"# gradserve benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M')} · Python {platform.python_version()}"
                 f" · {platform.machine()} · {os.cpu_count()} cores\n"]
+    # Nothing pins BLAS threads here: each engine workload runs with the engine's setting (what
+    # `import engine` gives) and with numpy's default pool, side by side.
+    blas = blas_table().markdown()
+    print(blas, flush=True)
+    sections.append(blas)
     for name in chosen:
         module = importlib.import_module(f"bench.bench_{name}")
         for table in module.run():

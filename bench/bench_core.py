@@ -3,7 +3,8 @@
 Cases (issue 2): the tutorial's sin example on 25 elements; a 100-op
 elementwise chain on 25 elements (reported per op); sum(x * sin(x)) with its
 gradient on 1e6 elements. Each against hand-written numpy (forward plus the
-gradient written by hand) and PyTorch CPU on one thread.
+gradient written by hand) and PyTorch CPU on one thread; ours with the engine's
+BLAS setting and, beside it, with numpy's default BLAS pool.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import math
 import numpy as np
 
 import engine
-from bench.timing import Table, fmt_time, optional_torch, per_call_seconds, ratio
+from bench.timing import (
+    Table,
+    engine_threads,
+    fmt_time,
+    numpy_default_threads,
+    optional_torch,
+    per_call_seconds,
+    per_call_seconds_by_threads,
+    ratio,
+)
 
 CHAIN_LENGTH = 100
 
@@ -148,14 +158,16 @@ def run() -> list[Table]:
         ("sum(x*sin(x)) fwd+bwd (1e6 el.)", big(engine, data), big_numpy(data),
          big(torch, data) if torch else None, 1),
     ]
+    configured, numpy_default = engine_threads(), numpy_default_threads()
     table = Table(
-        "Engine core (CPU, one thread)",
-        ["case", "gradserve", "numpy (by hand)", "PyTorch", "vs numpy", "vs PyTorch"],
+        f"Engine core (CPU; BLAS: the engine's {configured} thread(s), and numpy's default {numpy_default})",
+        ["case", "gradserve", f"gradserve, numpy's {numpy_default} BLAS threads", "numpy (by hand)",
+         "PyTorch (1 thread)", "vs numpy", "vs PyTorch", "numpy's threads / engine's"],
     )
     for name, ours, by_hand, theirs, per in cases:
-        t_ours = per_call_seconds(ours) / per
+        t_ours, t_ours_default = (t / per for t in per_call_seconds_by_threads(ours, [configured, numpy_default]))
         t_numpy = per_call_seconds(by_hand) / per
         t_torch = per_call_seconds(theirs) / per if theirs else None
-        table.add(name, fmt_time(t_ours), fmt_time(t_numpy), fmt_time(t_torch),
-                  ratio(t_ours, t_numpy), ratio(t_ours, t_torch))
+        table.add(name, fmt_time(t_ours), fmt_time(t_ours_default), fmt_time(t_numpy), fmt_time(t_torch),
+                  ratio(t_ours, t_numpy), ratio(t_ours, t_torch), ratio(t_ours_default, t_ours))
     return [table]

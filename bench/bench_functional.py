@@ -8,7 +8,9 @@
   vectorize=True)``, ``torch.func.hessian`` and JAX's jitted ``hessian``.
 - hvp (forward-over-reverse) against vhp (reverse-over-reverse) on that function.
 
-float32, one thread everywhere (``python -m bench`` pins BLAS to one thread).
+float32. Ours runs with the engine's BLAS setting (what ``import engine`` gives)
+and, in its own column, with numpy's default BLAS pool (one thread per core);
+PyTorch on one thread.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 import engine
-from bench.timing import Table, fmt_time, optional_jax, optional_torch, per_call_seconds, ratio
+from bench.timing import (
+    Table,
+    engine_threads,
+    fmt_time,
+    numpy_default_threads,
+    optional_jax,
+    optional_torch,
+    per_call_seconds,
+    per_call_seconds_by_threads,
+    ratio,
+)
 from engine.autograd import functional
 
 JACOBIAN_SIZES = (16, 128, 512)
@@ -31,10 +43,16 @@ def _data(n, seed=0):
     )
 
 
+def _ours_both_ways(fn) -> tuple[float, float]:
+    """(seconds with the engine's BLAS setting, seconds with numpy's default pool)."""
+    configured, numpy_default = per_call_seconds_by_threads(fn, [engine_threads(), numpy_default_threads()])
+    return configured, numpy_default
+
+
 def _jacobian_timings(n, torch, jax):
     w, x = _data(n)
     weight, point = engine.tensor(w), engine.tensor(x)
-    ours = per_call_seconds(lambda: functional.jacobian(lambda v: engine.tanh(weight @ v), point))
+    ours = _ours_both_ways(lambda: functional.jacobian(lambda v: engine.tanh(weight @ v), point))
     expected = (1 - np.tanh(w.astype(np.float64) @ x) ** 2)[:, None] * w
     got = functional.jacobian(lambda v: engine.tanh(weight @ v), point).numpy()
     assert np.allclose(got, expected, atol=1e-4), "jacobian mismatch"
@@ -64,7 +82,7 @@ def _hessian_timings(n, torch, jax):
     def f(v):
         return (engine.sin(v) * v**2).sum() + ((matrix @ v) ** 2).sum()
 
-    ours = per_call_seconds(lambda: functional.hessian(f, point))
+    ours = _ours_both_ways(lambda: functional.hessian(f, point))
     x64, a64 = x.astype(np.float64), a.astype(np.float64)
     expected = np.diag(-np.sin(x64) * x64**2 + 4 * x64 * np.cos(x64) + 2 * np.sin(x64)) + 2 * a64.T @ a64
     assert np.allclose(functional.hessian(f, point).numpy(), expected, atol=1e-3), "hessian mismatch"
@@ -108,11 +126,16 @@ def _product_timings(n, torch):
 
 
 def _ours_against(title, others, sizes, timings):
-    """A row per size: our time, the others' (``others`` maps each column to its ratio's label), ours / each."""
-    table = Table(title, ["n", "ours", *others, *(f"ours / {label}" for label in others.values())])
+    """A row per size: our time (the engine's BLAS threads, numpy's), the others' (``others`` maps each column
+    to its ratio's label), ours / each, and numpy's threads against the engine's."""
+    numpy_default = numpy_default_threads()
+    table = Table(f"{title}; BLAS: the engine's {engine_threads()} thread(s), and numpy's default {numpy_default}",
+                  ["n", "ours", f"ours, numpy's {numpy_default} BLAS threads", *others,
+                   *(f"ours / {label}" for label in others.values()), "numpy's threads / engine's"])
     for n in sizes:
-        ours, *theirs = timings(n)
-        table.add(n, fmt_time(ours), *(fmt_time(t) for t in theirs), *(ratio(ours, t) for t in theirs))
+        (ours, ours_default), *theirs = timings(n)
+        table.add(n, fmt_time(ours), fmt_time(ours_default), *(fmt_time(t) for t in theirs),
+                  *(ratio(ours, t) for t in theirs), ratio(ours_default, ours))
     return table
 
 
@@ -120,20 +143,20 @@ def run() -> list[Table]:
     torch = optional_torch()
     jax = optional_jax()
     jac = _ours_against(
-        "Jacobian of tanh(W @ x) (float32, 1 thread)",
+        "Jacobian of tanh(W @ x) (float32)",
         {"torch.autograd.functional (vectorize)": "torch AF", "torch.func.jacrev": "jacrev", "jax.jit(jacrev)": "jax"},
         JACOBIAN_SIZES,
         lambda n: _jacobian_timings(n, torch, jax),
     )
     hes = _ours_against(
-        "Hessian of sum(sin(x) * x**2) + sum((A @ x)**2) (float32, 1 thread)",
+        "Hessian of sum(sin(x) * x**2) + sum((A @ x)**2) (float32)",
         {"torch.autograd.functional (vectorize)": "torch AF", "torch.func.hessian": "torch.func",
          "jax.jit(hessian)": "jax"},
         HESSIAN_SIZES,
         lambda n: _hessian_timings(n, torch, jax),
     )
     products = Table(
-        "Hessian-vector products of the same function (float32, 1 thread)",
+        f"Hessian-vector products of the same function (float32, the engine's {engine_threads()} BLAS thread(s))",
         ["n", "hvp (forward-over-reverse)", "vhp (reverse-over-reverse)", "torch.autograd.functional.hvp",
          "hvp / vhp", "hvp / torch"],
     )

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.timing import Table, fmt_time, per_call_seconds, ratio
-from engine.spec import TINY_MODEL_SPEC
+from frontends.model_spec import TINY_MODEL_SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 1.5
@@ -60,10 +60,11 @@ def _wait_for(check, what: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def served(env: dict[str, str]):
-    """The service under uvicorn (one worker, loopback, access log off) with ``GRADSERVE_*`` from ``env``."""
+def served(env: dict[str, str], without: tuple[str, ...] = ()):
+    """The service under uvicorn (one worker, loopback, access log off) with ``GRADSERVE_*`` from ``env``;
+    the variables named in ``without`` are left out of its environment."""
     port = _free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")} | env
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_") and k not in without} | env
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--no-access-log"],
@@ -115,7 +116,7 @@ def http_step_seconds(url: str) -> float:
 
 def in_process_seconds(directory: str) -> tuple[float, float, int]:
     """(step alone, step + pack + SQLite compare-and-set, packed bytes)."""
-    from engine.spec import ModelSpec, TrainableModel
+    from frontends.model_spec import ModelSpec, TrainableModel
     from service.models import pack_state
     from service.store import ModelRecord
     from service.store.sqlite import SQLiteStore

@@ -3,6 +3,9 @@
 One step = forward, sum-of-squares loss, backward, SGD step (lr 0.001), zero_grad.
 Ours (engine.nn + engine.optim) against PyTorch CPU on one thread and against
 the same step written by hand in numpy (forward, the gradients by hand, update).
+Ours runs twice: with the engine's BLAS setting (what ``import engine`` gives)
+and with numpy's default BLAS pool, one thread per core, as before the engine
+limited it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 import engine
-from bench.timing import Table, fmt_time, optional_torch, per_call_seconds, ratio
+from bench.timing import (
+    Table,
+    blas_threads,
+    engine_threads,
+    fmt_time,
+    numpy_default_threads,
+    optional_torch,
+    per_call_seconds,
+    ratio,
+)
 
 BATCH, DIM_IN, HIDDEN, DIM_OUT = 16, 1000, 100, 10
 LR = 0.001
@@ -86,25 +98,34 @@ def run() -> list[Table]:
             rng.standard_normal((BATCH, DIM_OUT)).astype(np.float32))
     engine.manual_seed(0)
     torch = optional_torch()
-    cases = {"engine": library_step(engine, data), "numpy": numpy_step(data),
-             "numpy swapped": numpy_step(data, swapped=True)}
+    configured, numpy_default = engine_threads(), numpy_default_threads()
+    # name -> (step, BLAS threads it runs with)
+    cases = {"engine": (library_step(engine, data), configured),
+             "engine, numpy's threads": (library_step(engine, data), numpy_default),
+             "numpy": (numpy_step(data), configured), "numpy swapped": (numpy_step(data, swapped=True), configured)}
     if torch is not None:
-        cases["torch"] = library_step(torch, data)
+        cases["torch"] = (library_step(torch, data), configured)
     # Interleaved rounds, best round kept: on a shared machine the load drifts, and timing
-    # the three one after the other would let the drift decide the ratios.
+    # the cases one after the other would let the drift decide the ratios.
     best = {}
     for _ in range(ROUNDS):
-        for name, step in cases.items():
-            seconds = per_call_seconds(step, repeat=5)
+        for name, (step, threads) in cases.items():
+            with blas_threads(threads):
+                seconds = per_call_seconds(step, repeat=5)
             best[name] = min(best.get(name, seconds), seconds)
     ours, by_hand, theirs = best["engine"], best["numpy"], best.get("torch")
+    ours_default = best["engine, numpy's threads"]
     table = Table(
-        "TinyModel training step (batch 16, 1000->100->10, SGD), per step",
-        ["case", "engine", "numpy by hand", "PyTorch (1 thread)", "engine / numpy", "engine / PyTorch"],
+        f"TinyModel training step (batch 16, 1000->100->10, SGD), per step; BLAS: the engine's {configured} "
+        f"thread(s), and numpy's default {numpy_default}",
+        ["case", "engine", f"engine, numpy's {numpy_default} BLAS threads", "numpy by hand", "PyTorch (1 thread)",
+         "engine / numpy", "engine / PyTorch", "numpy's threads / engine's"],
     )
-    table.add("forward + loss + backward + SGD step + zero_grad", fmt_time(ours), fmt_time(by_hand),
-              fmt_time(theirs), ratio(ours, by_hand), ratio(ours, theirs))
+    table.add("forward + loss + backward + SGD step + zero_grad", fmt_time(ours), fmt_time(ours_default),
+              fmt_time(by_hand), fmt_time(theirs), ratio(ours, by_hand), ratio(ours, theirs),
+              ratio(ours_default, ours))
     swapped = best["numpy swapped"]
-    table.add("same, numpy written with (w @ x.T).T as engine's linear runs it", fmt_time(ours), fmt_time(swapped),
-              fmt_time(theirs), ratio(ours, swapped), ratio(ours, theirs))
+    table.add("same, numpy written with (w @ x.T).T as engine's linear runs it", fmt_time(ours),
+              fmt_time(ours_default), fmt_time(swapped), fmt_time(theirs), ratio(ours, swapped), ratio(ours, theirs),
+              ratio(ours_default, ours))
     return [table]

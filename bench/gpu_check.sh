@@ -7,8 +7,8 @@
 #    one the steps run on the CPU as they are, GPU cases skipping with their reason);
 # 2. records the GPU, cupy and engine.cuda's view of it (env.txt);
 # 3. runs the GPU-marked tests (`pytest -m gpu`), the device tests (fake and real), the
-#    whole engine suite with cupy present (the same-device check is live there), and the
-#    whole engine suite again with every tensor on the GPU (`--device cuda`);
+#    whole engine and frontends suites with cupy present (the same-device check is live there),
+#    and both again with every tensor on the GPU (`--device cuda`);
 # 4. runs the GPU benchmark (`python -m bench gpu`: ours on cupy vs PyTorch CUDA).
 # Every step runs even when one before it failed; summary.txt has each step's exit status,
 # and the script exits non-zero when any step failed. Service tests run only where the
@@ -58,10 +58,10 @@ step() {  # step NAME COMMAND...: run, keep the log, record the exit status
 step env bash -c "nvidia-smi || true; $PY -c 'import sys, numpy, engine; print(sys.version); \
 print(\"numpy\", numpy.__version__, \"cupy\", getattr(engine.backend.cupy, \"__version__\", None)); \
 print(\"engine.cuda:\", engine.cuda.is_available(), engine.cuda.device_count(), engine.cuda.unavailable_reason())'"
-step pytest_gpu "$PY" -m pytest -m gpu tests/engine -q -p no:cacheprovider
+step pytest_gpu "$PY" -m pytest -m gpu tests/engine tests/frontends -q -p no:cacheprovider
 step pytest_devices "$PY" -m pytest tests/engine/test_devices.py -q -p no:cacheprovider
-step pytest_engine "$PY" -m pytest tests/engine -q -x -p no:cacheprovider -n 8
-step pytest_engine_on_gpu "$PY" -m pytest tests/engine --device cuda -m "not host_only" -q -p no:cacheprovider -n 8
+step pytest_engine "$PY" -m pytest tests/engine tests/frontends -q -x -p no:cacheprovider -n 8
+step pytest_engine_on_gpu "$PY" -m pytest tests/engine tests/frontends --device cuda -m "not host_only" -q -p no:cacheprovider -n 8
 if "$PY" -c 'import fastapi, fastapi_offline, pydantic_settings, orjson, pybase64' >/dev/null 2>&1; then
     step pytest_service_devices "$PY" -m pytest tests/service/test_devices.py -q -p no:cacheprovider
 else

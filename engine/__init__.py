@@ -46,6 +46,7 @@ from engine.creation import (
 )
 from engine.functions import *  # noqa: F403 - the torch.<fn> namespace
 from engine.tensor import Size, Tensor
+from engine.thread_pools import get_num_threads, set_num_threads
 
 float = float32  # noqa: A001
 double = float64

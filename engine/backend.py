@@ -19,8 +19,14 @@ try:  # the GPU backend is optional: cupy is only importable where CUDA is
 except Exception:  # ImportError, or a CUDA runtime error on a machine with no driver
     cupy = None
 
+from engine import thread_pools
+
 np = numpy
 ndarray = numpy.ndarray
+
+# numpy's BLAS is loaded now: one thread per operation unless the environment chose a
+# number (engine.thread_pools says why).
+thread_pools.apply_default()
 
 
 # ---- dtypes ----------------------------------------------------------------
@@ -502,14 +508,19 @@ def _blas_axpy():
     # scipy.linalg is imported on first use: it is slow to import and only optimizers need it.
     from scipy.linalg import blas
 
+    thread_pools.rescan()  # scipy's own OpenBLAS, loaded just now, gets the engine's limit too
     _AXPY.update({numpy.dtype("float32"): blas.saxpy, numpy.dtype("float64"): blas.daxpy})
     return _AXPY
 
 
 def axpy_(alpha: float, x, y) -> None:
-    """``y += alpha * x`` in place. For contiguous numpy float arrays this is BLAS ?axpy: one
-    pass, no temporary, and one rounding per element (a fused multiply-add), which is how
-    PyTorch's ``y.add_(x, alpha=alpha)`` rounds, so SGD steps match PyTorch's bit for bit."""
+    """``y += alpha * x`` in place, PyTorch's ``y.add_(x, alpha=alpha)``. For contiguous numpy float
+    arrays this is BLAS ?axpy: one pass, no temporary. Whether an element is rounded once (a fused
+    multiply-add) or twice is the kernel's choice, and OpenBLAS picks its kernel by CPU: on one
+    x86 machine its SkylakeX kernel fused every element, its Haswell kernel all but a few, its
+    Sandybridge and older kernels none. PyTorch fuses where its CPU capability has FMA. So an SGD
+    step is within one ulp of ``|y| + |alpha x|`` of the exact value, and PyTorch's bit for bit
+    only where both fuse."""
     table = _AXPY or _blas_axpy()
     blas = table.get(y.dtype) if type(y) is numpy.ndarray and type(x) is numpy.ndarray else None
     if blas is None or x.dtype != y.dtype or x.shape != y.shape or not (

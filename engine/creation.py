@@ -237,8 +237,10 @@ def _linspace(start, end, steps, dt, xp, requires_grad):
     kind = dt.np.type
     start_, end_ = kind(start), kind(end)
     step = (end_ - start_) / kind(steps - 1)
-    # PyTorch's kernel uses fused multiply-adds: one rounding of start + step * i. For dtypes
-    # narrower than float64, computing in float64 and rounding once reproduces it bit for bit.
+    # PyTorch's kernel rounds start + step * i once where its CPU capability fuses multiply-adds
+    # (AVX2, AVX-512); for dtypes narrower than float64, computing in float64 and rounding once
+    # gives its values (tested bit for bit). Its kernel without FMA (ATEN_CPU_CAPABILITY=default)
+    # rounds twice: within an ulp of max(|start|, |end|).
     wide = backend.float64.np.type if dt.np.itemsize < 8 else kind
     index = xp.arange(steps).astype(wide)
     halfway = steps // 2

@@ -12,6 +12,12 @@ An ``Op`` is also callable: on plain arrays it runs the forward directly, on
 Tensors it goes through autograd. Rules are written with these callables, so
 one rule serves both a plain backward (arrays, fast) and ``create_graph=True``
 (Tensors, recorded, differentiable again).
+
+An ``Op`` also declares its public surface: the ``engine.<fn>`` functions and
+Tensor methods (out of place and in place) that run it, whether clients may
+call it, and how large its result can be (``estimate``, for the budgets).
+``engine.tensor`` and ``engine.functions`` generate the simple variants from
+these declarations and check that the hand-written ones exist.
 """
 
 from __future__ import annotations
@@ -28,6 +34,39 @@ tensor_type: type = type(None)
 
 # Names the rules may use besides inputs, tangents and parameters.
 GRAD, RESULT = "g", "out"
+
+
+def numel(shape) -> int:
+    total = 1
+    for n in shape:
+        total *= int(n)
+    return total
+
+
+def broadcast_numel(shapes) -> int:
+    """Elements of the broadcast of ``shapes`` (an upper bound if they do not broadcast)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    total = 1
+    for axis in range(1, ndim + 1):
+        total *= max((int(s[-axis]) for s in shapes if len(s) >= axis), default=1)
+    return total
+
+
+def broadcast_size(shapes, params):
+    """The default ``estimate`` of a broadcasting op: its inputs' broadcast (None for one input)."""
+    return broadcast_numel(shapes) if len(shapes) > 1 else None
+
+
+def total_size(shapes, params):
+    """The default ``estimate`` of a variadic op (cat, stack): all its inputs together."""
+    return sum(numel(s) for s in shapes)
+
+
+def _names(declared) -> tuple[str, ...]:
+    """A variant declaration (a name, several names, or none) as a tuple of names."""
+    if not declared:
+        return ()
+    return (declared,) if isinstance(declared, str) else tuple(declared)
 
 
 def _positional_names(fn) -> list[str]:
@@ -125,6 +164,26 @@ class Op:
     ``normalize(params, *shapes)`` (optional) rewrites axis parameters to
     negative form and validates them, so rules stay correct when tangents and
     cotangents carry extra leading batch axes.
+
+    The surface, as PyTorch's ``native_functions.yaml`` declares it (each a
+    name or a tuple of names; none by default):
+
+    - ``function``: ``engine.<name>`` functions that run the op (``"sin"``,
+      aliases such as ``("mul", "multiply")``; an in-place one such as
+      ``"sin_"`` must also be an ``inplace`` method, which it calls);
+    - ``method``: Tensor methods that run it out of place (``x.sin()``);
+    - ``inplace``: Tensor methods that run it in place (``x.sin_()``);
+    - ``public``: whether clients may call it (programs through its function
+      and method variants, JSON graphs by its name); internal ops such as
+      adjoints and device moves say ``public=False``;
+    - ``estimate(shapes, params)``: the result's element count from the
+      inputs' shapes and the normalized params alone, for ops whose result can
+      be larger than every input (the budget checks it before the op runs).
+      Broadcasting ops default to the broadcast size and variadic ops to the
+      total; every other op's result is no larger than an input.
+
+    Several ops may declare one name (``x.pow`` runs ``pow`` or ``pow_scalar``):
+    the variant then chooses among them, written by hand.
     """
 
     def __init__(
@@ -143,7 +202,11 @@ class Op:
         variadic=False,
         extra_outputs=0,
         normalize=None,
-        method=True,
+        function=(),
+        method=(),
+        inplace=(),
+        public=True,
+        estimate=None,
     ):
         self.name = name
         self.forward = forward
@@ -155,7 +218,17 @@ class Op:
         self.variadic = variadic
         self.extra_outputs = extra_outputs
         self.normalize = normalize
-        self.method = method
+        self.functions = _names(function)
+        self.methods = _names(method)
+        self.inplace = _names(inplace)
+        misnamed = [n for n in self.inplace if not n.endswith("_")]
+        misnamed += [n for n in self.functions if n.endswith("_") and n not in self.inplace]
+        if misnamed:
+            raise TypeError(f"{name}: in-place variants end in '_' and are Tensor methods; check {misnamed}")
+        self.public = public
+        if estimate is None:
+            estimate = broadcast_size if broadcast else total_size if variadic else None
+        self.estimate = estimate
         signature = inspect.signature(forward)
         params = list(signature.parameters.values())[1:]  # drop xp
         self.input_names = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
@@ -200,6 +273,12 @@ class Op:
         else:
             self.jvp = Rule(jvp, [*tangent_names, RESULT, *self.input_names], name) if jvp else None
 
+    @property
+    def generic(self) -> bool:
+        """Whether a variant can be generated: the op takes one or two tensors and no parameters,
+        so ``x.mul(y)`` is just the op on ``(x, y)``."""
+        return not self.param_defaults and not self.variadic and not self.extra_outputs and self.arity in (1, 2)
+
     def grad_fn_name(self, params, shapes) -> str:
         return self.grad_fn(params, shapes) if callable(self.grad_fn) else self.grad_fn
 
@@ -230,3 +309,37 @@ class Table(dict):
         op = Op(name, forward, vjp, jvp, **flags)
         self[name] = op
         return op
+
+    def variants(self, kind: str) -> dict[str, list[Op]]:
+        """Declared variant name -> the ops declaring it, for ``kind`` "functions", "methods" or
+        "inplace". Several ops share a name where the variant chooses among them (``x.max()``,
+        ``x.max(0)``, ``x.max(y)``); the op of that name, if any, comes first."""
+        found: dict[str, list[Op]] = {}
+        for op in self.values():
+            for name in getattr(op, kind):
+                found.setdefault(name, []).append(op)
+        for name, declaring in found.items():
+            declaring.sort(key=lambda op: op.name != name)
+        return found
+
+    def missing_variants(self, kind: str, existing, generate, where: str) -> dict:
+        """The declared ``kind`` variants not in ``existing`` (the names written by hand), each made
+        by ``generate(name, op)``. ``op`` is the op to run when the name is a plain call of it: one
+        generic op (``Op.generic``) declares the name alone, and none of that op's other names is
+        written by hand (an alias of a hand-written variant takes its arguments); else None.
+        ``generate`` returns None for a name it cannot make; then it must be written in ``where``."""
+        declared = self.variants(kind)
+        made = {}
+        for name, declaring in declared.items():
+            if name in existing:
+                continue
+            op = declaring[0] if len(declaring) == 1 and declaring[0].generic else None
+            if op is not None and any(n in existing for n in getattr(op, kind) if declared[n] == [op]):
+                op = None
+            made[name] = generate(name, op)
+            if made[name] is None:
+                raise TypeError(
+                    f"{name} (declared by {', '.join(o.name for o in declaring)}) translates PyTorch's "
+                    f"arguments into the op: write it by hand in {where}"
+                )
+        return made

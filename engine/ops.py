@@ -21,6 +21,15 @@ Conventions that keep the rules short:
   never numpy: on arrays that runs the forward directly, on Tensors (when
   ``create_graph=True``) it records, so every derivative is differentiable.
 - A rule longer than a line is a named function right above its entry.
+
+Each entry also declares its surface (see ``engine.op.Op``): the
+``function``, ``method`` and ``inplace`` names that run it (``engine.sin``,
+``x.sin()``, ``x.sin_()``), ``public=False`` for the internal ops clients may
+not call, and an ``estimate`` of its result size where that can exceed its
+inputs' (``expand``, ``matmul``...). Variants of ops without parameters are
+generated; those that translate PyTorch's arguments (``dim``, ``keepdim``,
+``alpha``...) are written by hand under the same name in ``engine.tensor``
+(methods) and ``engine.functions`` (functions).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import math
 from functools import reduce as _fold
 
 from engine import backend
-from engine.op import Table
+from engine.op import Table, broadcast_numel, numel
 
 table = Table()
 define = table.define
@@ -61,6 +70,11 @@ def axes(*names, extra=0, all_if_none=False):
 
     ``extra`` counts axes the op adds (``stack``, ``unsqueeze``);
     ``all_if_none`` turns ``dim=None`` into every axis, as reductions mean it.
+
+    On a 0-d tensor PyTorch lets dim 0 and -1 name an axis of size 1 that the array does not
+    have; an op along it leaves every element alone. Such a dim becomes ``()``, no axis at all:
+    -1 would name the last batch axis of a cotangent or tangent carrying some (see ``lead``).
+    Rules and forwards therefore take ``()`` as "along nothing" (a reduction over no axis).
     """
 
     def normalize(params, shape, *rest):
@@ -76,9 +90,10 @@ def axes(*names, extra=0, all_if_none=False):
                 dims = tuple(sorted({_check_dim(int(d), ndim) for d in value}))
                 if len(dims) != len(value):
                     raise RuntimeError(f"dim {tuple(value)} appears multiple times in the list of dims")
-                fixed[name] = dims
+                fixed[name] = dims if ndim else ()
             else:
-                fixed[name] = _check_dim(int(value), ndim)
+                dim = _check_dim(int(value), ndim)
+                fixed[name] = dim if ndim else ()
         return fixed
 
     return normalize
@@ -139,38 +154,44 @@ def _reduce_forward(fn):
 
 # ---- elementwise: unary ----------------------------------------------------
 
-neg = define("neg", lambda xp, x: xp.negative(x), lambda g: -g, linear=True, doc="-x")
-exp = define("exp", lambda xp, x: xp.exp(x), lambda g, out: g * out, lambda dx, out: dx * out, doc="e^x")
-log = define("log", lambda xp, x: xp.log(x), lambda g, x: g / x, lambda dx, x: dx / x, doc="natural logarithm")
-log1p = define(
+
+def unary(name, forward, vjp, jvp=None, **flags):
+    """An elementwise op with PyTorch's four forms: ``engine.sin``, ``engine.sin_``, ``x.sin()``, ``x.sin_()``."""
+    return define(name, forward, vjp, jvp, function=(name, name + "_"), method=name, inplace=name + "_", **flags)
+
+
+neg = unary("neg", lambda xp, x: xp.negative(x), lambda g: -g, linear=True, doc="-x")
+exp = unary("exp", lambda xp, x: xp.exp(x), lambda g, out: g * out, lambda dx, out: dx * out, doc="e^x")
+log = unary("log", lambda xp, x: xp.log(x), lambda g, x: g / x, lambda dx, x: dx / x, doc="natural logarithm")
+log1p = unary(
     "log1p", lambda xp, x: xp.log1p(x), lambda g, x: g / (x + 1), lambda dx, x: dx / (x + 1),
     grad_fn="Log1PBackward0", doc="log(1 + x)",
 )
-expm1 = define("expm1", lambda xp, x: xp.expm1(x), lambda g, out: g * (out + 1), lambda dx, out: dx * (out + 1), doc="e^x - 1")
-sqrt = define("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out: g / (out * 2), lambda dx, out: dx / (out * 2), doc="square root")
-rsqrt = define(
+expm1 = unary("expm1", lambda xp, x: xp.expm1(x), lambda g, out: g * (out + 1), lambda dx, out: dx * (out + 1), doc="e^x - 1")
+sqrt = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out: g / (out * 2), lambda dx, out: dx / (out * 2), doc="square root")
+rsqrt = unary(
     "rsqrt",
     lambda xp, x: 1 / xp.sqrt(x),
     lambda g, out: g * out * out * out * -0.5,
     lambda dx, out: dx * out * out * out * -0.5,
     doc="1 / sqrt(x)",
 )
-reciprocal = define(
+reciprocal = unary(
     "reciprocal", lambda xp, x: 1 / x, lambda g, out: -g * out * out, lambda dx, out: -dx * out * out, doc="1 / x"
 )
-sin = define("sin", lambda xp, x: xp.sin(x), lambda g, x: g * cos(x), lambda dx, x: dx * cos(x), doc="sine")
-cos = define("cos", lambda xp, x: xp.cos(x), lambda g, x: -g * sin(x), lambda dx, x: -dx * sin(x), doc="cosine")
-tan = define(
+sin = unary("sin", lambda xp, x: xp.sin(x), lambda g, x: g * cos(x), lambda dx, x: dx * cos(x), doc="sine")
+cos = unary("cos", lambda xp, x: xp.cos(x), lambda g, x: -g * sin(x), lambda dx, x: -dx * sin(x), doc="cosine")
+tan = unary(
     "tan", lambda xp, x: xp.tan(x), lambda g, out: g * (out * out + 1), lambda dx, out: dx * (out * out + 1), doc="tangent"
 )
-tanh = define(
+tanh = unary(
     "tanh",
     lambda xp, x: xp.tanh(x),
     lambda g, out: tanh_backward(g, out),
     lambda dx, out: tanh_backward(dx, out),
     doc="hyperbolic tangent",
 )
-sigmoid = define(
+sigmoid = unary(
     "sigmoid",
     lambda xp, x: backend.expit(x),
     lambda g, out: sigmoid_backward(g, out),
@@ -178,17 +199,17 @@ sigmoid = define(
     doc="1 / (1 + e^-x)",
 )
 # The subgradient at 0 is 0, as in PyTorch (threshold_backward uses out > 0).
-relu = define(
+relu = unary(
     "relu",
     lambda xp, x: xp.maximum(x, 0),
     lambda g, out: threshold_backward(g, out, threshold=0.0),
     lambda dx, out: threshold_backward(dx, out, threshold=0.0),
     doc="max(x, 0)",
 )
-abs = define("abs", lambda xp, x: xp.abs(x), lambda g, x: g * sign(x), lambda dx, x: dx * sign(x), doc="|x|")
+abs = unary("abs", lambda xp, x: xp.abs(x), lambda g, x: g * sign(x), lambda dx, x: dx * sign(x), doc="|x|")
 # sign is piecewise constant: its derivative is zero wherever it exists.
-sign = define("sign", lambda xp, x: xp.sign(x), lambda g: g * 0, lambda dx: dx * 0, doc="-1, 0 or 1")
-erf = define(
+sign = unary("sign", lambda xp, x: xp.sign(x), lambda g: g * 0, lambda dx: dx * 0, doc="-1, 0 or 1")
+erf = unary(
     "erf",
     lambda xp, x: backend.erf(x),
     lambda g, x: g * exp(-x * x) * (2 / math.sqrt(math.pi)),
@@ -209,6 +230,7 @@ gelu = define(
     lambda g, x, *, approximate: gelu_backward(g, x, approximate=approximate),
     lambda dx, x, *, approximate: gelu_backward(dx, x, approximate=approximate),
     doc="x * Phi(x) (approximate='tanh' for the tanh form)",
+    function="gelu",
 )
 
 
@@ -222,6 +244,7 @@ softplus = define(
     lambda g, x, **p: softplus_backward(g, x, **p),
     lambda dx, x, **p: softplus_backward(dx, x, **p),
     doc="log(1 + e^(beta x)) / beta, linear above threshold",
+    function="softplus",
 )
 
 
@@ -244,7 +267,6 @@ tanh_backward = define(
     (lambda g, y: tanh_backward(g, y), lambda g, grad, y: g * grad * y * -2),
     lambda dgrad, dy, grad, y: tanh_backward(dgrad, y) - dy * grad * y * 2,
     broadcast=True,
-    method=False,
     doc="grad * (1 - y^2): tanh's derivative given y = tanh(x)",
 )
 
@@ -260,7 +282,6 @@ sigmoid_backward = define(
     (lambda g, y: sigmoid_backward(g, y), lambda g, grad, y: g * grad * (1 - y * 2)),
     lambda dgrad, dy, grad, y: sigmoid_backward(dgrad, y) + dy * grad * (1 - y * 2),
     broadcast=True,
-    method=False,
     doc="grad * y * (1 - y): sigmoid's derivative given y = sigmoid(x)",
 )
 
@@ -277,7 +298,6 @@ threshold_backward = define(
     (lambda g, y, *, threshold: threshold_backward(g, y, threshold=threshold), lambda g: g * 0),
     lambda dgrad, y, *, threshold: threshold_backward(dgrad, y, threshold=threshold),
     broadcast=True,
-    method=False,
     doc="grad where y > threshold, else 0 (relu's derivative; a NaN grad below the threshold gives 0)",
 )
 
@@ -312,7 +332,6 @@ gelu_backward = define(
         gelu_backward(dgrad, x, approximate=approximate) + dx * grad * gelu_curvature(x, approximate=approximate)
     ),
     broadcast=True,
-    method=False,
     doc="grad * gelu'(x)",
 )
 
@@ -337,7 +356,6 @@ softplus_backward = define(
     ),
     lambda dgrad, dx, grad, x, **p: softplus_backward(dgrad, x, **p) + dx * grad * softplus_curvature(x, **p),
     broadcast=True,
-    method=False,
     doc="grad * softplus'(x)",
 )
 
@@ -365,6 +383,7 @@ clamp = define(
     lambda dx, x, **p: dx * clamp_pass(x, **p),
     grad_fn="ClampBackward1",
     doc="x limited to [min, max]",
+    function=("clamp", "clip"), method=("clamp", "clip"), inplace=("clamp_", "clip_"),
 )
 
 
@@ -379,12 +398,19 @@ pow_scalar = define(
     lambda dx, x, *, exponent: dx * _pow_scalar_slope(x, exponent),
     grad_fn="PowBackward0",
     doc="x ** exponent for a number exponent",
+    function="pow", method="pow", inplace="pow_",
 )
 
 # ---- elementwise: binary (broadcasting) ------------------------------------
 
-add = define("add", lambda xp, x, y: xp.add(x, y), (lambda g: g, lambda g: g), linear=True, broadcast=True, doc="x + y")
-sub = define("sub", lambda xp, x, y: xp.subtract(x, y), (lambda g: g, lambda g: -g), linear=True, broadcast=True, doc="x - y")
+add = define(
+    "add", lambda xp, x, y: xp.add(x, y), (lambda g: g, lambda g: g), linear=True, broadcast=True, doc="x + y",
+    function="add", method="add", inplace="add_",
+)
+sub = define(
+    "sub", lambda xp, x, y: xp.subtract(x, y), (lambda g: g, lambda g: -g), linear=True, broadcast=True, doc="x - y",
+    function=("sub", "subtract"), method=("sub", "subtract"), inplace="sub_",
+)
 # PyTorch runs ``2 - x`` as its own op (rsub with a Scalar other: RsubBackward1), not as a sub.
 rsub = define(
     "rsub",
@@ -392,8 +418,8 @@ rsub = define(
     lambda g: -g,
     lambda dx: -dx,
     grad_fn="RsubBackward1",
-    method=False,
     doc="other - x for a number other (Python's 2 - x)",
+    function=("sub", "subtract"),
 )
 mul = define(
     "mul",
@@ -402,6 +428,7 @@ mul = define(
     lambda dx, dy, x, y: dx * y + x * dy,
     broadcast=True,
     doc="x * y",
+    function=("mul", "multiply"), method=("mul", "multiply"), inplace="mul_",
 )
 div = define(
     "div",
@@ -410,6 +437,7 @@ div = define(
     lambda dx, dy, out, y: (dx - out * dy) / y,
     broadcast=True,
     doc="x / y",
+    function=("div", "divide", "true_divide"), method=("div", "divide", "true_divide"), inplace="div_",
 )
 
 
@@ -431,8 +459,8 @@ div_rounded = define(
     lambda dx, dy: dx * 0 + dy * 0,
     broadcast=True,
     grad_fn="DivBackward2",
-    method=False,
     doc="x / y rounded down ('floor') or toward zero ('trunc')",
+    function=("div", "divide", "true_divide"), method=("div", "divide", "true_divide"),
 )
 
 
@@ -449,6 +477,7 @@ pow = define(
     broadcast=True,
     grad_fn="PowBackward1",
     doc="x ** y for tensors",
+    function="pow", method="pow", inplace="pow_",
 )
 
 
@@ -467,8 +496,8 @@ rpow = define(
     lambda g, out, *, base: g * rpow_slope(out, base),
     lambda dx, out, *, base: dx * rpow_slope(out, base),
     grad_fn="PowBackward2",
-    method=False,
     doc="base ** x for a number base",
+    function="pow",
 )
 
 
@@ -490,6 +519,7 @@ maximum = define(
     lambda dx, dy, x, y: dx * share_of_larger(x, y) + dy * share_of_larger(y, x),
     broadcast=True,
     doc="elementwise max",
+    function=("maximum", "max"), method=("maximum", "max"),
 )
 minimum = define(
     "minimum",
@@ -498,6 +528,7 @@ minimum = define(
     lambda dx, dy, x, y: dx * share_of_larger(y, x) + dy * share_of_larger(x, y),
     broadcast=True,
     doc="elementwise min",
+    function=("minimum", "min"), method=("minimum", "min"),
 )
 where = define(
     "where",
@@ -506,26 +537,27 @@ where = define(
     lambda dx, dy, cond: where(cond, dx, dy),
     broadcast=True,
     doc="x where cond else y",
+    function="where", method="where",
 )
 
 # ---- comparisons and logic (no gradient) -----------------------------------
 
 
-def _nondiff(name, forward, doc):
-    return define(name, forward, nondiff=True, broadcast=True, doc=doc)
+def _nondiff(name, forward, doc, **variants):
+    return define(name, forward, nondiff=True, broadcast=True, doc=doc, **variants)
 
 
-eq = _nondiff("eq", lambda xp, x, y: xp.equal(x, y), "x == y")
-ne = _nondiff("ne", lambda xp, x, y: xp.not_equal(x, y), "x != y")
-lt = _nondiff("lt", lambda xp, x, y: xp.less(x, y), "x < y")
-le = _nondiff("le", lambda xp, x, y: xp.less_equal(x, y), "x <= y")
-gt = _nondiff("gt", lambda xp, x, y: xp.greater(x, y), "x > y")
-ge = _nondiff("ge", lambda xp, x, y: xp.greater_equal(x, y), "x >= y")
+eq = _nondiff("eq", lambda xp, x, y: xp.equal(x, y), "x == y", function="eq", method="eq")
+ne = _nondiff("ne", lambda xp, x, y: xp.not_equal(x, y), "x != y", function="ne", method="ne")
+lt = _nondiff("lt", lambda xp, x, y: xp.less(x, y), "x < y", function="lt", method="lt")
+le = _nondiff("le", lambda xp, x, y: xp.less_equal(x, y), "x <= y", function="le", method="le")
+gt = _nondiff("gt", lambda xp, x, y: xp.greater(x, y), "x > y", function="gt", method="gt")
+ge = _nondiff("ge", lambda xp, x, y: xp.greater_equal(x, y), "x >= y", function="ge", method="ge")
 logical_and = _nondiff("logical_and", lambda xp, x, y: xp.logical_and(x, y), "x and y")
 logical_or = _nondiff("logical_or", lambda xp, x, y: xp.logical_or(x, y), "x or y")
-logical_not = define("logical_not", lambda xp, x: xp.logical_not(x), nondiff=True, doc="not x")
-isnan = define("isnan", lambda xp, x: xp.isnan(x), nondiff=True, doc="x is NaN")
-isfinite = define("isfinite", lambda xp, x: xp.isfinite(x), nondiff=True, doc="x is finite")
+logical_not = define("logical_not", lambda xp, x: xp.logical_not(x), nondiff=True, doc="not x", method="logical_not")
+isnan = define("isnan", lambda xp, x: xp.isnan(x), nondiff=True, doc="x is NaN", function="isnan")
+isfinite = define("isfinite", lambda xp, x: xp.isfinite(x), nondiff=True, doc="x is finite", function="isfinite")
 
 # ---- linear algebra --------------------------------------------------------
 
@@ -567,9 +599,9 @@ def _matmul_name(params, shapes):
 
 
 def _check_matmul(xp, x, y):
-    if x.ndim == 0 or y.ndim == 0:
+    if not getattr(x, "ndim", 0) or not getattr(y, "ndim", 0):  # a number operand is 0-D too
         raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
-                           f"{x.ndim}D and {y.ndim}D")
+                           f"{getattr(x, 'ndim', 0)}D and {getattr(y, 'ndim', 0)}D")
     k_x = x.shape[-1]
     k_y = y.shape[0] if y.ndim == 1 else y.shape[-2]
     if k_x != k_y:
@@ -577,6 +609,15 @@ def _check_matmul(xp, x, y):
         right = "x".join(map(str, y.shape[-2:])) if y.ndim > 1 else str(y.shape[0])
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({left} and {right})")
     return xp.matmul(x, y)
+
+
+def matmul_size(shapes, params) -> int:
+    if len(shapes) < 2 or not shapes[0] or not shapes[1]:
+        return 0
+    x, y = shapes[0], shapes[1]
+    rows = x[-2] if len(x) >= 2 else 1
+    cols = y[-1] if len(y) >= 2 else 1
+    return broadcast_numel([x[:-2], y[:-2]]) * int(rows) * int(cols)
 
 
 matmul = define(
@@ -587,12 +628,15 @@ matmul = define(
     broadcast=True,  # batch axes broadcast; their gradients are summed back like any other
     grad_fn=_matmul_name,
     doc="matrix product (1-D, 2-D and batched, numpy semantics)",
+    estimate=matmul_size,
+    function=("matmul", "mm", "bmm"), method=("matmul", "mm", "bmm"),
 )
 
 
 def _dot(xp, x, y):
-    if x.ndim != 1 or y.ndim != 1:
-        raise RuntimeError(f"1D tensors expected, but got {x.ndim}D and {y.ndim}D tensors")
+    x_ndim, y_ndim = getattr(x, "ndim", 0), getattr(y, "ndim", 0)  # a number operand is 0-D
+    if x_ndim != 1 or y_ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {x_ndim}D and {y_ndim}D tensors")
     if x.shape != y.shape:
         raise RuntimeError(
             f"inconsistent tensor size, expected tensor [{x.shape[0]}] and src [{y.shape[0]}] "
@@ -607,18 +651,36 @@ dot = define(
     (lambda g, y: g[..., None] * y, lambda g, x: g[..., None] * x),
     lambda dx, dy, x, y: (dx * y).sum(-1) + (x * dy).sum(-1),
     doc="inner product of two vectors",
+    function="dot", method="dot",
 )
+
+
+def _outer(xp, x, y):
+    # Only 0-d operands are refused here: rules pass vectors with leading batch axes.
+    for name, v in (("self", x), ("vec2", y)):
+        if not hasattr(v, "ndim"):
+            raise TypeError(f"outer(): argument '{name}' must be Tensor, not {type(v).__name__}")
+        if v.ndim == 0:
+            raise RuntimeError(f"outer: Expected 1-D argument {name}, but got 0-D")
+    return x[..., :, None] * y[..., None, :]
+
+
 outer = define(
     "outer",
-    lambda xp, x, y: x[..., :, None] * y[..., None, :],
+    _outer,
     (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
     lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
     grad_fn="MulBackward0",  # PyTorch computes outer as a broadcast mul
     doc="outer product of two vectors",
+    estimate=lambda shapes, params: numel(shapes[0]) * (numel(shapes[1]) if len(shapes) > 1 else 1),
+    function="outer", method="outer",
 )
 
 
 def _linear(xp, x, w, b):
+    if not getattr(x, "ndim", 0) or not getattr(w, "ndim", 0):  # a number operand is 0-D too
+        raise RuntimeError("both arguments to linear need to be at least 1D, but they are "
+                           f"{getattr(x, 'ndim', 0)}D and {getattr(w, 'ndim', 0)}D")
     if x.ndim == 2 and 1 < x.shape[0] < w.shape[0] and x.shape[1] == w.shape[1]:
         # (w @ x.T).T is the same product; with fewer rows than outputs, numpy's OpenBLAS runs it
         # up to ~1.7x faster than x @ w.T (e.g. 16x1000 @ 1000x100: 54 µs against 90 µs).
@@ -657,6 +719,7 @@ sum = define(
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "SumBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "SumBackward1",
     doc="sum over dim (all axes by default)",
+    function="sum", method="sum",
 )
 mean = define(
     "mean",
@@ -666,6 +729,7 @@ mean = define(
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "MeanBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "MeanBackward1",
     doc="mean over dim (all axes by default)",
+    function="mean", method="mean",
 )
 
 
@@ -684,6 +748,7 @@ prod = define(
     *reduction_rules(prod_others),
     normalize=axes("dim", all_if_none=True),
     doc="product over dim (all axes by default)",
+    function="prod", method="prod",
 )
 
 
@@ -694,11 +759,16 @@ def _moments(xp, x, *, dim=None, correction=1.0, keepdim=False):
 
 
 def var_slope(outk, x, *, dim, correction):
-    return (x - mean(x, dim=dim, keepdim=True)) * (2 / builtins.max(_count(x.shape, dim) - correction, 0))
+    """2 (x - mean) / (N - correction). With no degrees of freedom left (one element, Bessel's
+    correction) the variance is 0/0 = nan, and its slope 2/0 * 0 = nan too, as PyTorch's."""
+    dof = builtins.max(_count(x.shape, dim) - correction, 0)
+    return (x - mean(x, dim=dim, keepdim=True)) * (2 / dof if dof else math.inf)
 
 
 def std_slope(outk, x, *, dim, correction):
-    return var_slope(outk, x, dim=dim, correction=correction) / (outk * 2)
+    """var' / (2 std); 0 where the std is 0 (PyTorch's subgradient: all elements equal)."""
+    safe = where(outk == 0, 1.0, outk)
+    return where(outk == 0, 0.0, var_slope(outk, x, dim=dim, correction=correction) / (safe * 2))
 
 
 var = define(
@@ -707,6 +777,7 @@ var = define(
     *reduction_rules(var_slope),
     normalize=axes("dim", all_if_none=True),
     doc="variance over dim, with Bessel's correction by default",
+    function="var", method="var",
 )
 std = define(
     "std",
@@ -716,6 +787,7 @@ std = define(
     *reduction_rules(std_slope),
     normalize=axes("dim", all_if_none=True),
     doc="standard deviation over dim",
+    function="std", method="std",
 )
 
 
@@ -726,18 +798,28 @@ def extreme_share(outk, x, *, dim):
 
 
 amax = define("amax", _reduce_forward("max"), *reduction_rules(extreme_share),
-              normalize=axes("dim", all_if_none=True), doc="maximum over dim")
+              normalize=axes("dim", all_if_none=True), doc="maximum over dim", function="amax", method="amax")
 amin = define("amin", _reduce_forward("min"), *reduction_rules(extreme_share),
-              normalize=axes("dim", all_if_none=True), doc="minimum over dim")
+              normalize=axes("dim", all_if_none=True), doc="minimum over dim", function="amin", method="amin")
 max = define("max", _reduce_forward("max"), *reduction_rules(extreme_share),
-             normalize=axes("dim", all_if_none=True), grad_fn="MaxBackward1", method=False,
-             doc="maximum of all elements")
+             normalize=axes("dim", all_if_none=True), grad_fn="MaxBackward1",
+             doc="maximum of all elements", function="max", method="max")
 min = define("min", _reduce_forward("min"), *reduction_rules(extreme_share),
-             normalize=axes("dim", all_if_none=True), grad_fn="MinBackward1", method=False,
-             doc="minimum of all elements")
+             normalize=axes("dim", all_if_none=True), grad_fn="MinBackward1",
+             doc="minimum of all elements", function="min", method="min")
+
+
+def _arg_along(xp, fn, x, dim, keepdim):
+    """``xp.argmax`` (or argmin) along ``dim``; along no axis (a 0-d tensor's dim) each element
+    is the extreme of its own one-element slice, at index 0."""
+    if dim == ():
+        return xp.zeros(x.shape, dtype=xp.int64)
+    return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
 
 
 def _first_extreme_mask(xp, x, *, dim, largest=True):
+    if dim == ():
+        return xp.ones(x.shape, dtype=x.dtype)
     index = (xp.argmax if largest else xp.argmin)(x, axis=dim, keepdims=True)
     mask = xp.zeros(x.shape, dtype=x.dtype)
     xp.put_along_axis(mask, index, 1, axis=dim)
@@ -745,15 +827,16 @@ def _first_extreme_mask(xp, x, *, dim, largest=True):
 
 
 first_extreme_mask = define(
-    "first_extreme_mask", _first_extreme_mask, nondiff=True, normalize=axes("dim"), method=False,
+    "first_extreme_mask", _first_extreme_mask, nondiff=True, normalize=axes("dim"),
     doc="1 at the first max (or min) along dim, else 0",
+    public=False,
 )
 
 
 def _extreme_dim(fn, arg):
     def forward(xp, x, *, dim, keepdim=False):
         values = getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
-        return values, getattr(xp, arg)(x, axis=dim, keepdims=keepdim)
+        return values, _arg_along(xp, arg, x, dim, keepdim)
 
     return forward
 
@@ -765,8 +848,8 @@ max_dim = define(
     normalize=axes("dim"),
     extra_outputs=1,
     grad_fn="MaxBackward0",
-    method=False,
     doc="(values, indices) of the maximum along dim; the gradient goes to the index",
+    function="max", method="max",
 )
 min_dim = define(
     "min_dim",
@@ -775,8 +858,8 @@ min_dim = define(
     normalize=axes("dim"),
     extra_outputs=1,
     grad_fn="MinBackward0",
-    method=False,
     doc="(values, indices) of the minimum along dim",
+    function="min", method="min",
 )
 
 
@@ -784,15 +867,19 @@ def _arg_extreme(fn):
     def forward(xp, x, *, dim=None, keepdim=False):
         if dim is None:
             return getattr(xp, fn)(x.reshape(-1))
-        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+        return _arg_along(xp, fn, x, dim, keepdim)
 
     return forward
 
 
-argmax = define("argmax", _arg_extreme("argmax"), nondiff=True, normalize=axes("dim"), doc="index of the maximum")
-argmin = define("argmin", _arg_extreme("argmin"), nondiff=True, normalize=axes("dim"), doc="index of the minimum")
-all = define("all", _reduce_forward("all"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="all true")
-any = define("any", _reduce_forward("any"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="any true")
+argmax = define("argmax", _arg_extreme("argmax"), nondiff=True, normalize=axes("dim"), doc="index of the maximum",
+                function="argmax", method="argmax")
+argmin = define("argmin", _arg_extreme("argmin"), nondiff=True, normalize=axes("dim"), doc="index of the minimum",
+                function="argmin", method="argmin")
+all = define("all", _reduce_forward("all"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="all true",
+             method="all")
+any = define("any", _reduce_forward("any"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="any true",
+             method="any")
 
 
 def _norm(xp, x, *, p=2.0, dim=None, keepdim=False):
@@ -825,6 +912,7 @@ norm = define(
     normalize=axes("dim", all_if_none=True),
     grad_fn="LinalgVectorNormBackward0",
     doc="vector p-norm over dim (p = 1, 2, inf or any p > 0)",
+    function="norm", method="norm",
 )
 
 
@@ -841,6 +929,7 @@ logsumexp = define(
     *reduction_rules(lambda outk, x, *, dim: exp(x - outk)),
     normalize=axes("dim"),
     doc="log(sum(exp(x))) over dim, computed stably",
+    function="logsumexp", method="logsumexp",
 )
 
 
@@ -856,6 +945,7 @@ softmax = define(
     lambda dx, out, *, dim: out * (dx - sum(dx * out, dim=dim, keepdim=True)),
     normalize=axes("dim"),
     doc="exp(x) / sum(exp(x)) along dim",
+    function="softmax", method="softmax",
 )
 log_softmax = define(
     "log_softmax",
@@ -864,22 +954,34 @@ log_softmax = define(
     lambda dx, out, *, dim: dx - sum(exp(out) * dx, dim=dim, keepdim=True),
     normalize=axes("dim"),
     doc="x - logsumexp(x) along dim",
+    function="log_softmax", method="log_softmax",
 )
 flip = define(
     "flip",
-    lambda xp, x, *, dims: xp.flip(x, axis=dims),
+    # A copy, as PyTorch's flip: numpy's is a view, whose in-place writes would reach x unrecorded.
+    lambda xp, x, *, dims: xp.array(xp.flip(x, axis=dims)),  # (xp.array copies; a 0-d flip is a scalar)
     lambda g, *, dims: flip(g, dims=dims),
     linear=True,
     normalize=axes("dims"),
     doc="reverse the order along dims",
+    function="flip", method="flip",
 )
+
+
+def _cumsum(xp, x, *, dim):
+    # Along no axis (a 0-d tensor's dim) the running sum is x itself: numpy's cumsum would
+    # flatten a 0-d array to shape (1,).
+    return x.copy() if dim == () else xp.cumsum(x, axis=dim)
+
+
 cumsum = define(
     "cumsum",
-    lambda xp, x, *, dim: xp.cumsum(x, axis=dim),
-    lambda g, *, dim: flip(cumsum(flip(g, dims=(dim,)), dim=dim), dims=(dim,)),
+    _cumsum,
+    lambda g, *, dim: flip(cumsum(flip(g, dims=_as_tuple(dim)), dim=dim), dims=_as_tuple(dim)),
     linear=True,
     normalize=axes("dim"),
     doc="running sum along dim",
+    function="cumsum", method="cumsum",
 )
 
 # ---- shape and indexing ----------------------------------------------------
@@ -921,6 +1023,7 @@ reshape = define(
     normalize=_resolve_shape,
     grad_fn="ViewBackward0",
     doc="the same elements in a new shape",
+    function="reshape", method=("reshape", "view"),
 )
 # PyTorch's _unsafe_view: a reshape whose result is not tracked as a view (matmul reshapes its
 # fresh mm/bmm result with it, so the output's grad_fn is UnsafeViewBackward0).
@@ -930,8 +1033,8 @@ unsafe_view = define(
     _reshape_vjp,
     _reshape_jvp,
     normalize=_resolve_shape,
-    method=False,
     doc="reshape, the result not a view (matmul's batched output)",
+    method="reshape",
 )
 
 
@@ -965,6 +1068,8 @@ expand = define(
     view=True,
     normalize=_check_expand,
     doc="broadcast to a larger shape without copying",
+    method="expand",
+    estimate=lambda shapes, params: numel(params.get("shape", ())),
 )
 
 
@@ -974,12 +1079,21 @@ def sum_to_size_vjp(g, out_shape, x_shape, *, shape, lead):
     return expand(reshape(g, shape=tuple(batch) + kept), shape=tuple(batch) + tuple(x_shape))
 
 
+def _check_sum_to_size(params, shape):
+    target, own = tuple(params["shape"]), tuple(shape[params["lead"] :])
+    if len(target) > len(own) or builtins.any(n != 1 and n != m for n, m in zip(target[::-1], own[::-1])):
+        raise RuntimeError(f"size {{{list(target)}}} is not expandable to size {{{list(own)}}}.")
+    return params
+
+
 sum_to_size = define(
     "sum_to_size",
     lambda xp, x, *, shape, lead=0: backend.sum_to_shape(x, tuple(shape), lead),
     sum_to_size_vjp,
     lambda dx, x, *, shape, lead: sum_to_size(dx, shape=shape, lead=lead + dx.ndim - x.ndim),
+    normalize=_check_sum_to_size,
     doc="sum broadcast axes away (the adjoint of expand)",
+    public=False,
 )
 
 
@@ -1018,15 +1132,17 @@ permute = define(
     view=True,
     normalize=_check_permute,
     doc="reorder axes",
+    function="permute", method="permute",
 )
 transpose = define(
     "transpose",
-    lambda xp, x, *, dim0, dim1: x.swapaxes(dim0, dim1),
+    lambda xp, x, *, dim0, dim1: x[...] if dim0 == () else x.swapaxes(dim0, dim1),  # () on a 0-d tensor
     lambda g, *, dim0, dim1: transpose(g, dim0=dim0, dim1=dim1),
     linear=True,
     view=True,
     normalize=axes("dim0", "dim1"),
     doc="swap two axes",
+    function="transpose", method=("transpose", "swapaxes"),
 )
 
 
@@ -1045,6 +1161,7 @@ t = define(
     lambda dx, x: transpose(dx, dim0=-2, dim1=-1) if x.ndim == 2 else dx,
     view=True,
     doc="the transpose of a matrix (a 1-D or 0-D tensor as it is)",
+    function="t", method="t",
 )
 
 
@@ -1077,6 +1194,7 @@ squeeze = define(
     normalize=_squeeze_dims,
     grad_fn=lambda params, shapes: "SqueezeBackward1" if isinstance(params["dim"], int) else "SqueezeBackward0",
     doc="drop axes of size 1",
+    function="squeeze", method="squeeze",
 )
 unsqueeze = define(
     "unsqueeze",
@@ -1086,6 +1204,7 @@ unsqueeze = define(
     view=True,
     normalize=axes("dim", extra=1),
     doc="insert an axis of size 1",
+    function="unsqueeze", method="unsqueeze",
 )
 
 
@@ -1117,9 +1236,16 @@ def _check_reps(params, shape):
     return {"reps": reps}
 
 
+def tile_size(shapes, params) -> int:
+    reps = tuple(params.get("reps", ()))
+    return numel((1,) * (len(reps) - len(shapes[0])) + tuple(shapes[0])) * numel(reps)
+
+
 tile = define(
     "tile", _tile_forward, tile_vjp, tile_jvp, normalize=_check_reps, grad_fn="RepeatBackward0",
     doc="repeat the tensor along each axis (PyTorch's Tensor.repeat)",
+    method="repeat",
+    estimate=tile_size,
 )
 
 
@@ -1134,6 +1260,10 @@ def _full_index(params, shape, *rest):
         elif isinstance(part, bool):
             raise IndexError("indexing with a Python bool is not supported; use a tensor mask")
         elif hasattr(part, "__index__") and not backend.is_array(part):
+            parts.append(int(part))
+        elif backend.is_array(part) and part.ndim == 0 and part.dtype.kind in "iu":
+            # A 0-d integer tensor indexes like the int it holds (PyTorch's select: a view, whose
+            # in-place writes reach x), not like numpy's integer-array indexing (a copy).
             parts.append(int(part))
         else:
             parts.append(part)
@@ -1191,6 +1321,23 @@ def _getitem(xp, x, *, index):
     return x[index]
 
 
+def getitem_size(shapes, params) -> int:
+    """Basic indexing keeps or shrinks axes; integer arrays contribute their broadcast shape."""
+    shape = shapes[0]
+    basic = 1
+    arrays = []
+    axis = 0
+    for part in params.get("index", ())[1:]:  # the normalized index starts with Ellipsis
+        if part is None:
+            continue
+        if isinstance(part, slice):
+            basic *= len(range(*part.indices(int(shape[axis]))))
+        elif hasattr(part, "shape"):
+            arrays.append(tuple(part.shape))
+        axis += 1
+    return basic * (broadcast_numel(arrays) if arrays else 1)
+
+
 getitem = define(
     "getitem",
     _getitem,
@@ -1199,8 +1346,8 @@ getitem = define(
     view=True,
     normalize=_full_index,
     grad_fn=_index_kind,
-    method=False,
     doc="x[index]: ints, slices, None, Ellipsis, integer and boolean arrays",
+    estimate=getitem_size,
 )
 
 
@@ -1219,14 +1366,21 @@ getitem_adjoint = define(
     lambda g, *, index, shape: getitem(g, index=index),
     lambda dy, y, *, shape, index: getitem_adjoint(dy, shape=lead(dy, y) + tuple(shape), index=index),
     grad_fn="IndexPutBackward0",
-    method=False,
     doc="zeros of shape with y added at index (the adjoint of getitem)",
+    public=False,
+    estimate=lambda shapes, params: numel(params.get("shape", ())),
 )
 
 
 def _index_put(xp, x, values, *, index):
     out = xp.array(x, copy=True)
-    out[index] = values
+    try:
+        out[index] = values
+    except ValueError as error:  # numpy's word for it; PyTorch raises a RuntimeError
+        raise RuntimeError(
+            f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to indexing "
+            f"result of shape {list(out[index].shape)}"
+        ) from error
     return out
 
 
@@ -1249,7 +1403,6 @@ index_put = define(
     broadcast=True,
     normalize=_full_index,
     grad_fn="IndexPutBackward0",
-    method=False,
     doc="x with values written at index (x[index] = values, out of place)",
 )
 
@@ -1276,14 +1429,20 @@ def take_flat_vjp(g, out_shape, *, positions, shape):
     return reshape(flat, shape=batch + tuple(shape))
 
 
+def take_flat_size(shapes, params) -> int:
+    positions = params.get("positions", ())
+    return int(positions.size if backend.is_array(positions) else backend.numpy.asarray(positions).size)
+
+
 take_flat = define(
     "take_flat",
     _take_flat,
     take_flat_vjp,
     linear=True,
     grad_fn="AsStridedBackward0",
-    method=False,
     doc="x's elements at flat row-major positions (a view read again from its base, as_strided)",
+    public=False,
+    estimate=take_flat_size,
 )
 
 
@@ -1302,8 +1461,8 @@ copy_slices = define(
     ),
     linear=True,
     grad_fn="CopySlices",
-    method=False,
     doc="x with values written at flat row-major positions (an in-place op on a view of x)",
+    public=False,
 )
 
 
@@ -1336,14 +1495,19 @@ def _variadic_axes(extra):
     def normalize(params, shapes):
         if not shapes:
             raise RuntimeError("expected a non-empty list of Tensors")
+        if not extra:  # cat joins along an existing axis, which a 0-d tensor lacks
+            for i, shape in enumerate(shapes):
+                if not shape:
+                    raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
         return base(params, shapes[0])
 
     return normalize
 
 
 cat = define(
-    "cat", _cat, cat_vjp, linear=True, variadic=True, normalize=_variadic_axes(0), method=False,
+    "cat", _cat, cat_vjp, linear=True, variadic=True, normalize=_variadic_axes(0),
     doc="join tensors along an existing axis",
+    function=("cat", "concat", "concatenate"),
 )
 
 
@@ -1363,21 +1527,25 @@ def _stack(xp, xs, *, dim=0):
 
 
 stack = define(
-    "stack", _stack, stack_vjp, linear=True, variadic=True, normalize=_variadic_axes(1), method=False,
+    "stack", _stack, stack_vjp, linear=True, variadic=True, normalize=_variadic_axes(1),
     doc="join tensors along a new axis",
+    function="stack",
 )
 
 # ---- copies, dtypes, devices -----------------------------------------------
 
-clone = define("clone", lambda xp, x: x.copy(), lambda g: g, linear=True, doc="a copy that stays in the graph")
+clone = define(
+    "clone", lambda xp, x: x.copy(), lambda g: g, linear=True, doc="a copy that stays in the graph",
+    function="clone", method="clone",
+)
 to_dtype = define(
     "to_dtype",
     lambda xp, x, *, dtype: x.astype(backend.dtype(dtype).np),
     lambda g, x: to_dtype(g, dtype=backend.dtype(x.dtype).name),
     linear=True,
     grad_fn="ToCopyBackward0",
-    method=False,
     doc="convert to dtype",
+    method=("float", "double", "half", "long", "int", "bool"),
 )
 to_device = define(
     "to_device",
@@ -1385,30 +1553,38 @@ to_device = define(
     lambda g, x: to_device(g, device=str(backend.device_of(getattr(x, "_data", x)))),
     linear=True,
     grad_fn="ToCopyBackward0",
-    method=False,
     doc="copy to device",
+    method=("cpu", "cuda"),
+    public=False,
 )
+
+
+def _copy_from(xp, x, src):
+    try:
+        return xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype)
+    except ValueError as error:  # numpy's word for it; PyTorch raises a RuntimeError
+        raise RuntimeError(
+            f"copy_: the source's shape {list(getattr(src, 'shape', ()))} cannot be broadcast to the destination's "
+            f"shape {list(x.shape)}"
+        ) from error
+
+
 copy_from = define(
     "copy_from",
-    lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype),
+    _copy_from,
     (lambda g: g * 0, lambda g: g),
     linear=True,
     broadcast=True,
     grad_fn="CopyBackwards",
-    method=False,
     doc="src broadcast to x's shape and dtype (x.copy_(src) out of place)",
+    inplace="copy_",
+    public=False,
 )
 fill = define(
     "fill",
     lambda xp, x, *, value: xp.full(x.shape, value, dtype=x.dtype),
     lambda g: g * 0,
     lambda dx: dx * 0,
-    method=False,
     doc="x's shape filled with value",
-)
-
-# Tensor methods named like their op, each with an in-place twin (``sin`` and ``sin_``).
-UNARY_METHODS = (
-    "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "tan",
-    "tanh", "sigmoid", "relu", "abs", "sign", "erf",
+    inplace="fill_",
 )

@@ -11,9 +11,9 @@
 - ``record_function("label")`` ranges, which contain whatever runs inside them.
 
 ``prof.key_averages()`` groups events by name into rows, ``.table()`` prints
-them as PyTorch does, ``prof.export_chrome_trace(path)`` writes Trace Event
-Format JSON (Perfetto, chrome://tracing), and ``prof.summary()`` is the dict the
-service returns.
+them as PyTorch does, and ``prof.export_chrome_trace(path)`` writes Trace Event
+Format JSON (Perfetto, chrome://tracing); ``prof.chrome_trace()`` is the same
+trace as a dict.
 
 Honest timings. Each event stores the time between two clock reads taken as
 close to the work as possible: the last thing the observer does before the op
@@ -28,8 +28,8 @@ keeps the raw clock reads, so its events nest exactly.
 
 Concurrency. The observers are registered while any profile is active; each
 call looks up the active recording in a ``ContextVar``, so a profile sees only
-its own thread's (or task's) ops: two requests profiled at once in the server
-never see each other. With no profile active the engine pays one list check
+its own thread's (or task's) ops: two threads or asyncio tasks profiling at
+once never see each other's. With no profile active the engine pays one list check
 per op and per backward node.
 
 Device time. ``use_device="cuda"`` also records a pair of CUDA events (through
@@ -54,7 +54,6 @@ from enum import Enum
 
 from engine import backend
 from engine.autograd import function as _function
-from engine.budget import BudgetExceeded
 from engine.tensor import Tensor
 
 # The module, not the ``engine.autograd.backward`` function that shadows it as an attribute.
@@ -64,6 +63,7 @@ __all__ = [
     "EventList",
     "FunctionEvent",
     "FunctionEventAvg",
+    "ProfileLimitError",
     "ProfilerActivity",
     "profile",
     "record_function",
@@ -100,6 +100,14 @@ class ProfilerActivity(Enum):
     CUDA = "cuda"
 
 
+class ProfileLimitError(RuntimeError):
+    """A profile recorded ``profile(max_events=...)`` events and another was about to start."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"the profile recorded {limit} events, its limit; profile fewer repeats or a shorter run")
+        self.limit = limit
+
+
 class _Session:
     """One profile's recording in one context: the stack of open events and the ended ones."""
 
@@ -117,10 +125,7 @@ class _Session:
     def check_room(self):
         """Refuse to start another event once ``max_events`` are recorded (the memory they hold)."""
         if len(self.events) >= self.max_events:
-            raise BudgetExceeded(
-                "events", self.max_events,
-                f"the profile recorded {self.max_events} events, its limit; profile fewer repeats or a shorter run",
-            )
+            raise ProfileLimitError(self.max_events)
 
     def open(self, frame):
         if self.clock is not None:
@@ -320,7 +325,7 @@ class profile:  # noqa: N801 - PyTorch's name
     ``record_shapes`` keeps each op's input shapes (scalars show as ``[]``);
     ``profile_memory`` the bytes of each op's output (backward nodes allocate 0 here).
     ``max_events`` (not in PyTorch) bounds the events kept: starting one more raises
-    ``engine.budget.BudgetExceeded`` (kind "events").
+    ``ProfileLimitError``.
     """
 
     def __init__(self, enabled=True, *, use_cuda=None, use_device=None, record_shapes=False,
@@ -355,7 +360,7 @@ class profile:  # noqa: N801 - PyTorch's name
         self._token = None
         self._entered = False
         self._finished = False
-        self._start = self._end = 0
+        self._start = 0
         self._events = None
         self._bias = (0.0, 0.0)
 
@@ -379,7 +384,6 @@ class profile:  # noqa: N801 - PyTorch's name
     def __exit__(self, *exc_info):
         if not self.enabled or not self._entered or self._finished:
             return False
-        self._end = _now()
         try:
             _active.reset(self._token)
         except ValueError:  # exited in another context than the one it entered
@@ -430,27 +434,6 @@ class profile:  # noqa: N801 - PyTorch's name
 
     def export_chrome_trace(self, path) -> None:
         self.events().export_chrome_trace(path)
-
-    def summary(self, sort_by="self_cpu_time_total", row_limit=100, group_by_input_shape=False) -> dict:
-        """The profile as plain data, for JSON: ``{"rows", "totals", "table", "trace"}``."""
-        events = self.events()
-        rows = events.key_averages(group_by_input_shape)
-        ordered = rows.sorted(sort_by)[:row_limit] if sort_by else rows[:row_limit]
-        self_total = rows.self_cpu_time_total
-        totals = {
-            "self_cpu_time_total_us": self_total,
-            "wall_time_us": (self._end - self._start) / 1000.0,
-            "events": len(events),
-            "threads": sorted({e.thread for e in events}),
-        }
-        if self.use_device:
-            totals[f"self_{self.use_device}_time_total_us"] = sum(r.self_device_time_total for r in rows)
-        return {
-            "rows": [row.to_dict(self_total) for row in ordered],
-            "totals": totals,
-            "table": rows.table(sort_by=sort_by, row_limit=row_limit),
-            "trace": events.chrome_trace(),
-        }
 
 
 class record_function:  # noqa: N801 - PyTorch's name
@@ -596,24 +579,6 @@ class FunctionEventAvg(_Formatted):
         self.cpu_memory_usage += event.cpu_memory_usage
         self.self_cpu_memory_usage += event.self_cpu_memory_usage
         return self
-
-    def to_dict(self, self_cpu_total: float) -> dict:
-        row = {
-            "name": self.key,
-            "count": self.count,
-            "self_cpu_time_total_us": self.self_cpu_time_total,
-            "cpu_time_total_us": self.cpu_time_total,
-            "cpu_time_avg_us": self.cpu_time,
-            "self_cpu_percent": _share(self.self_cpu_time_total, self_cpu_total),
-            "cpu_total_percent": _share(self.cpu_time_total, self_cpu_total),
-            "self_device_time_total_us": self.self_device_time_total,
-            "device_time_total_us": self.device_time_total,
-            "cpu_memory_usage": self.cpu_memory_usage,
-            "self_cpu_memory_usage": self.self_cpu_memory_usage,
-        }
-        if self.input_shapes != "":
-            row["input_shapes"] = self.input_shapes
-        return row
 
     def __repr__(self) -> str:
         return (f"<FunctionEventAvg key={self.key} self_cpu_time={self.self_cpu_time_total_str} "

@@ -3,8 +3,10 @@
 A Tensor holds its array (``_data``, numpy or cupy), ``requires_grad``,
 ``grad``, ``grad_fn`` and a version counter shared with its views. Every
 method that computes is a thin call of ``apply(op, ...)`` with an entry of
-``engine.ops``; the methods only translate PyTorch's signatures (``dim``,
-``keepdim``, varargs shapes) into the table's parameters.
+``engine.ops``, which declares it (``method=``, ``inplace=``). The methods
+written here translate PyTorch's signatures (``dim``, ``keepdim``, varargs
+shapes, ``alpha``) into the table's parameters; the plain ones (``x.sin()``,
+``x.mul(y)``, ``x.sin_()``) are generated from the declarations at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ def _dims_arg(dims):
     if isinstance(dims, (tuple, list)):
         return tuple(int(d) for d in dims)
     return int(dims)
+
+
+def _reduced_dims(dims):
+    """``dim`` of sum, mean, var, std and norm: an empty list means every axis there, as in PyTorch."""
+    dims = _dims_arg(dims)
+    return None if dims == () else dims
+
+
+def _needs_dims(tensor, message, error=RuntimeError):
+    """PyTorch's error for a method that needs an axis to work along, called on a 0-d tensor."""
+    if not tensor._data.ndim:
+        raise error(message)
 
 
 class Tensor:
@@ -358,9 +372,6 @@ class Tensor:
             raise RuntimeError("Invalid device, must be cuda device")
         return self.to(device=device)  # "cuda:1" or engine.device("cuda", 1)
 
-    def clone(self):
-        return _apply(ops.clone, (self,), _NO_PARAMS)
-
     def contiguous(self):
         return self
 
@@ -457,15 +468,12 @@ class Tensor:
     def sub(self, other, *, alpha=1):
         return self - (other if alpha == 1 else other * alpha)
 
-    def mul(self, other):
-        return self * other
-
     def div(self, other, *, rounding_mode=None):
         if rounding_mode is not None:
             return _apply(ops.div_rounded, (self, other), {"rounding_mode": rounding_mode})
         return self / other
 
-    multiply, divide, true_divide, subtract = mul, div, div, sub
+    divide, true_divide, subtract = div, div, sub
 
     def pow(self, exponent):
         if isinstance(exponent, Tensor):
@@ -484,18 +492,6 @@ class Tensor:
                                f"and {getattr(mat2, 'ndim', 0)}D)")
         return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
 
-    def dot(self, other):
-        return _apply(ops.dot, (self, other), _NO_PARAMS)
-
-    def outer(self, other):
-        return _apply(ops.outer, (self, other), _NO_PARAMS)
-
-    def maximum(self, other):
-        return _apply(ops.maximum, (self, other), _NO_PARAMS)
-
-    def minimum(self, other):
-        return _apply(ops.minimum, (self, other), _NO_PARAMS)
-
     def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
         return _apply(ops.clamp, (self,), {"min": min, "max": max})
 
@@ -504,32 +500,12 @@ class Tensor:
     def where(self, condition, other):
         return _apply(ops.where, (condition, self, other), _NO_PARAMS)
 
-    def eq(self, other):
-        return self == other
-
-    def ne(self, other):
-        return self != other
-
-    def lt(self, other):
-        return self < other
-
-    def le(self, other):
-        return self <= other
-
-    def gt(self, other):
-        return self > other
-
-    def ge(self, other):
-        return self >= other
-
-    def logical_not(self):
-        return ~self
-
     def equal(self, other) -> bool:
-        return self.shape == other.shape and bool((self == other).all())
+        return self.shape == _tensor_arg(other, "equal").shape and bool((self == other).all())
 
     def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-        return bool(backend.numpy.allclose(self.numpy(force=True), other.numpy(force=True), rtol, atol, equal_nan))
+        other = _tensor_arg(other, "allclose").numpy(force=True)
+        return bool(backend.numpy.allclose(self.numpy(force=True), other, rtol, atol, equal_nan))
 
     # ---- reductions -------------------------------------------------------
 
@@ -537,7 +513,7 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if x._data.dtype.kind in "bi" and dtype is None:
             x = x.to(backend.int64)
-        return _apply(ops.sum, (x,), {"dim": _dims_arg(axis if dim is None else dim), "keepdim": keepdim})
+        return _apply(ops.sum, (x,), {"dim": _reduced_dims(axis if dim is None else dim), "keepdim": keepdim})
 
     def mean(self, dim=None, keepdim=False, *, dtype=None):
         x = self if dtype is None else self.to(dtype)
@@ -546,18 +522,18 @@ class Tensor:
                 f"mean(): could not infer output dtype. Input dtype must be either a floating point or "
                 f"complex dtype. Got: {x.dtype.name.capitalize()}"
             )
-        return _apply(ops.mean, (x,), {"dim": _dims_arg(dim), "keepdim": keepdim})
+        return _apply(ops.mean, (x,), {"dim": _reduced_dims(dim), "keepdim": keepdim})
 
     def prod(self, dim=None, keepdim=False):
         return _apply(ops.prod, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         correction = _correction(unbiased, correction)
-        return _apply(ops.var, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+        return _apply(ops.var, (self,), {"dim": _reduced_dims(dim), "correction": correction, "keepdim": keepdim})
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         correction = _correction(unbiased, correction)
-        return _apply(ops.std, (self,), {"dim": _dims_arg(dim), "correction": correction, "keepdim": keepdim})
+        return _apply(ops.std, (self,), {"dim": _reduced_dims(dim), "correction": correction, "keepdim": keepdim})
 
     def _extreme(self, op_all, op_dim, dim, keepdim, other):
         if isinstance(dim, Tensor):
@@ -596,7 +572,7 @@ class Tensor:
     def norm(self, p="fro", dim=None, keepdim=False):
         if p == "fro" or p is None:
             p = 2
-        return _apply(ops.norm, (self,), {"p": float(p), "dim": _dims_arg(dim), "keepdim": keepdim})
+        return _apply(ops.norm, (self,), {"p": float(p), "dim": _reduced_dims(dim), "keepdim": keepdim})
 
     def logsumexp(self, dim, keepdim=False):
         return _apply(ops.logsumexp, (self,), {"dim": _dims_arg(dim), "keepdim": keepdim})
@@ -632,10 +608,10 @@ class Tensor:
         return result
 
     def view_as(self, other):
-        return self.view(other.shape)
+        return self.view(_tensor_arg(other, "view_as").shape)
 
     def reshape_as(self, other):
-        return self.reshape(other.shape)
+        return self.reshape(_tensor_arg(other, "reshape_as").shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self._data.shape
@@ -650,6 +626,7 @@ class Tensor:
         return self.reshape(shape[:start] + (merged,) + shape[end + 1 :])
 
     def unflatten(self, dim, sizes):
+        _needs_dims(self, "unflatten: Dimension specified as 0 but tensor has no dimensions")
         shape = self._data.shape
         dim %= len(shape)
         return self.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1 :])
@@ -659,15 +636,16 @@ class Tensor:
 
     swapaxes = transpose
 
-    def t(self):
-        return _apply(ops.t, (self,), _NO_PARAMS)
-
     @property
     def T(self):  # noqa: N802 - PyTorch's name
         return self.permute(*reversed(range(self._data.ndim)))
 
     @property
     def mT(self):  # noqa: N802 - PyTorch's name
+        if self._data.ndim < 2:
+            if not self._data.ndim:
+                return self  # PyTorch: the identity on a 0-d tensor (deprecated there)
+            raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices. Got 1-D tensor.")
         return self.transpose(-2, -1)
 
     def permute(self, *dims):
@@ -682,11 +660,16 @@ class Tensor:
     def expand(self, *shape):
         shape = _shape_arg(shape)
         lead = len(shape) - self._data.ndim
+        for i, n in enumerate(shape[:lead]):
+            if n == -1:
+                raise RuntimeError(
+                    f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing dimension {i}"
+                )
         shape = tuple(self._data.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         return _apply(ops.expand, (self,), {"shape": shape})
 
     def expand_as(self, other):
-        return self.expand(other.shape)
+        return self.expand(_tensor_arg(other, "expand_as").shape)
 
     def broadcast_to(self, shape):
         return self.expand(shape)
@@ -695,6 +678,7 @@ class Tensor:
         return _apply(ops.tile, (self,), {"reps": _shape_arg(sizes)})
 
     def split(self, split_size, dim=0):
+        _needs_dims(self, "split expects at least a 1-dimensional tensor")
         size = self._data.shape[dim]
         if isinstance(split_size, int):
             bounds = list(range(0, size, split_size)) + [size]
@@ -707,17 +691,21 @@ class Tensor:
         )
 
     def chunk(self, chunks, dim=0):
+        _needs_dims(self, "chunk expects at least a 1-dimensional tensor")
         size = self._data.shape[dim]
         return self.split(-(-size // chunks), dim)
 
     def unbind(self, dim=0):
+        _needs_dims(self, "Dimension specified as 0 but tensor has no dimensions", IndexError)
         return tuple(self.select(dim, i) for i in range(self._data.shape[dim]))
 
     def narrow(self, dim, start, length):
+        _needs_dims(self, "narrow() cannot be applied to a 0-dim tensor.")
         index = (slice(None),) * (dim % self._data.ndim) + (slice(start, start + length),)
         return self[index]
 
     def select(self, dim, index):
+        _needs_dims(self, "select() cannot be applied to a 0-dim tensor.", IndexError)
         return self[(slice(None),) * (dim % self._data.ndim) + (index,)]
 
     # ---- in-place ---------------------------------------------------------
@@ -732,12 +720,6 @@ class Tensor:
 
     def sub_(self, other, *, alpha=1):
         return self._inplace(ops.sub, (other if alpha == 1 else other * alpha,), _NO_PARAMS)
-
-    def mul_(self, other):
-        return self._inplace(ops.mul, (other,), _NO_PARAMS)
-
-    def div_(self, other):
-        return self._inplace(ops.div, (other,), _NO_PARAMS)
 
     def pow_(self, exponent):
         if isinstance(exponent, Tensor):
@@ -755,13 +737,17 @@ class Tensor:
         return self._inplace(ops.copy_from, (src,), _NO_PARAMS)
 
     def fill_(self, value):
-        return self._inplace(ops.fill, (), {"value": float(value) if not isinstance(value, Tensor) else value.item()})
+        if isinstance(value, Tensor):
+            if value._data.ndim:
+                raise RuntimeError(
+                    f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions."
+                )
+            # A 0-d tensor value stays in the graph: PyTorch differentiates fill_ with respect to it.
+            return self.copy_(value)
+        return self._inplace(ops.fill, (), {"value": float(value)})
 
     def zero_(self):
         return self.fill_(0.0)
-
-    def neg_(self):
-        return self._inplace(ops.neg, (), _NO_PARAMS)
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -895,6 +881,13 @@ def _product(shape) -> int:
     return total
 
 
+def _tensor_arg(value, function: str, argument: str = "other"):
+    """``value``, a Tensor; anything else is PyTorch's TypeError naming the function and argument."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{function}(): argument '{argument}' must be Tensor, not {type(value).__name__}")
+    return value
+
+
 def _scalar(value):
     """A number as Python's own type: numpy scalars are not weakly typed in numpy's promotion."""
     return value.item() if isinstance(value, backend.numpy.generic) else value
@@ -942,23 +935,34 @@ def _rebuild(array, requires_grad):
     return t
 
 
-# Unary methods whose PyTorch name equals the table's: ``t.sin()`` and the in-place ``t.sin_()``.
-def _unary_method(op):
-    def method(self):
-        return _apply(op, (self,), _NO_PARAMS)
-
-    def method_(self):
-        return self._inplace(op, (), _NO_PARAMS)
-
-    method.__name__, method_.__name__ = op.name, op.name + "_"
-    method.__doc__ = op.doc
-    return method, method_
+# ---- methods generated from the table's declarations ------------------------------------
 
 
-for _name in ops.UNARY_METHODS:
-    _method, _method_ = _unary_method(ops.table[_name])
-    setattr(Tensor, _name, _method)
-    setattr(Tensor, _name + "_", _method_)
+def _generated_method(name, op):
+    """``Tensor.<name>``: ``op`` on self and the other operand, in place for an ``inplace`` name."""
+    if op is None:
+        return None  # not a plain call of one op: written by hand above
+    if name in op.inplace:
+        if op.arity == 1:
+            def method(self):
+                return self._inplace(op, (), _NO_PARAMS)
+        else:
+            def method(self, other):
+                return self._inplace(op, (other,), _NO_PARAMS)
+    elif op.arity == 1:
+        def method(self):
+            return _apply(op, (self,), _NO_PARAMS)
+    else:
+        def method(self, other):
+            return _apply(op, (self, other), _NO_PARAMS)
+    method.__name__, method.__qualname__, method.__doc__ = name, f"Tensor.{name}", op.doc
+    return method
+
+
+for _kind in ("methods", "inplace"):
+    _made = ops.table.missing_variants(_kind, vars(Tensor), _generated_method, "engine/tensor.py")
+    for _name, _method in _made.items():
+        setattr(Tensor, _name, _method)
 
 # Set by engine.autograd.backward when it loads (it imports this module, so not the other way).
 _backward = None

@@ -16,7 +16,7 @@ from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.models import ModelService
 from service.routes import compute as compute_routes
-from service.routes import health, models, ops, profile, transforms
+from service.routes import front, health, models, ops, profile, transforms
 
 DESCRIPTION = """Gradients over HTTP.
 
@@ -38,6 +38,9 @@ def _telemetry(settings: Settings) -> dict:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI):
+    # Startup, in every worker process: the BLAS thread limit is process-wide, so it is set here
+    # rather than per request.
+    engine.set_num_threads(app.state.settings.blas_threads)
     yield
     # Shutdown: uvicorn has answered or cut every request by now; let the workers finish
     # what they run, then close the model store.
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     compute.configure_gpu(settings)
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
+    app.include_router(front.router)
     app.include_router(health.router)
     for module in (compute_routes, transforms, profile, models, ops):
         app.include_router(module.router, dependencies=secured)

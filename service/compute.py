@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import engine
 from engine.autograd.graph import AccumulateGrad
-from engine.budget import Budget, enforce
 from engine.tensor import Tensor
+from frontends.budget import Budget, BudgetExceeded, enforce
 from service import codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
@@ -169,14 +169,14 @@ def _compiled(form: str, source: str, names: tuple[str, ...], budget: Budget) ->
     sources are re-checked, and reported, every time.
     """
     if form == "expr":
-        from engine.program import compile_expr
+        from frontends.program import compile_expr
 
         return compile_expr(source, list(names), budget)
     if form == "program":
-        from engine.program import compile_program
+        from frontends.program import compile_program
 
         return compile_program(source, list(names), budget)
-    from engine.graph import compile_graph
+    from frontends.graph import compile_graph
 
     return compile_graph(codec.loads(source), list(names), budget)
 
@@ -357,28 +357,44 @@ def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> 
 
     The result's size is known before any derivative is taken (the Hessian's from the inputs,
     the Jacobian's after one forward pass, which the response needs anyway): a response that
-    could not hold it is refused at once.
+    could not hold it is refused at once. That forward pass records the function's graph,
+    whose size says how many rows one batched pass may take within ``max_live_elements``:
+    the ``chunk_size`` the transform gets (the client's, if smaller). Between the passes, and
+    at every backward node, the budget checks the deadline.
     """
+    functional = _functional()
     call = prepare(request, settings)
     tensors = _detached(call)
     content: dict = {}
     input_shapes = [tuple(t.shape) for t in tensors]
     if transform == "hessian":
-        codec.check_response(_functional().hessian_elements(input_shapes) + 1, _sized("the Hessian", input_shapes))
-    outputs = _forward_outputs(call, tensors)
+        codec.check_response(functional.hessian_elements(input_shapes) + 1, _sized("the Hessian", input_shapes))
+    recorded = [o for o in _recorded_outputs(call, tensors) if isinstance(o, Tensor)]
+    outputs = tuple(o.detach() for o in recorded)
     if transform == "jacobian":
-        output_shapes = [tuple(o.shape) for o in outputs if isinstance(o, Tensor)]
-        count = _functional().jacobian_elements(output_shapes, input_shapes) + sum(map(_numel, output_shapes))
+        output_shapes = [tuple(o.shape) for o in outputs]
+        count = functional.jacobian_elements(output_shapes, input_shapes) + sum(map(_numel, output_shapes))
         codec.check_response(count, _sized("the Jacobian", input_shapes, output_shapes) + " and the outputs")
+    row_elements = (functional.hessian_pass_elements if transform == "hessian" else functional.pass_elements)(recorded)
+    del recorded  # the graph: only its size was needed
+    options = _transform_options(request, strategy_name)
+    options["chunk_size"] = functional.fitting_chunk_size(settings.max_live_elements, row_elements,
+                                                          request.chunk_size)
 
     def work():
-        options = _transform_options(request, strategy_name)
-        return getattr(_functional(), transform)(call.fn, _args(tensors), **options)
+        return getattr(functional, transform)(call.fn, _args(tensors), **options)
 
     result = _profiled(request, content, work, settings)
     content["outputs"] = _encode_outputs(outputs, request.encoding)
     content[transform] = codec.encode_nested(result, request.encoding)
     return content
+
+
+def _recorded_outputs(call: Call, tensors) -> tuple:
+    """The function's outputs on fresh leaves that require grad: their graph is recorded."""
+    leaves = [t.detach().requires_grad_() if t.is_floating_point() else t for t in tensors]
+    with engine.enable_grad():
+        return as_tuple(call.run(leaves))
 
 
 def _numel(shape) -> int:
@@ -447,6 +463,7 @@ def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
     if not checked:
         raise ServiceError("gradcheck needs a floating point input")
     inputs = tuple(call.tensors)
+    _check_gradcheck_size(call, checked, settings)
     outputs, numerical = checker.numerical_jacobian(call.fn, inputs, request.eps)
     analytical = checker.analytical_jacobian(outputs, inputs)
     report = checker.compare(numerical, analytical, request.atol, request.rtol)
@@ -461,6 +478,32 @@ def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
         "atol": request.atol,
         "rtol": request.rtol,
     }
+
+
+def _check_gradcheck_size(call: Call, checked: list[str], settings: Settings) -> None:
+    """Refuse, after one forward pass, Jacobians gradcheck could not hold.
+
+    Each (output, input) pair is a float64 array held twice, numerical and analytical: each
+    must fit the per-tensor limit, and all of them twice within ``max_live_elements``. Their
+    time (two forward passes per input number, one backward pass per output number) is the
+    deadline's, checked at every op and backward node.
+    """
+    outputs = [o for o in _forward_outputs(call, call.tensors) if isinstance(o, Tensor)]
+    total = 0
+    for name, t in zip(call.names, call.tensors):
+        if name not in checked:
+            continue
+        for k, out in enumerate(outputs):
+            count = out.numel() * t.numel()
+            if count > settings.max_program_elements:
+                raise BudgetExceeded("elements", settings.max_program_elements,
+                                     f"gradcheck's Jacobian of output {k} by input '{name}' would have {count} "
+                                     f"elements, more than the limit of {settings.max_program_elements} per tensor")
+            total += count
+    if 2 * total > settings.max_live_elements:
+        raise BudgetExceeded("elements", settings.max_live_elements,
+                             f"gradcheck's numerical and analytical Jacobians would hold {2 * total} elements, more "
+                             f"than the limit of {settings.max_live_elements} held at once; check fewer numbers")
 
 
 def profile(request: schemas.ProfileRequest, settings: Settings) -> dict:

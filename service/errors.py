@@ -16,8 +16,10 @@ A 500 is always a bug: it says so and carries no internals.
 
 Engine exceptions reach this module wrapped: compute code runs the client's
 function inside ``engine_errors()``, which turns the builtin exceptions the
-engine raises (RuntimeError, ValueError, TypeError, ...) into ``EngineError``;
-a builtin exception raised anywhere else is a bug and gives 500.
+engine raises on bad input (``engine.errors.ENGINE_ERRORS``: RuntimeError,
+ValueError, TypeError, ...) into ``EngineError``; any other exception (an
+AttributeError, an AssertionError), or one raised anywhere else, is a bug and
+gives 500.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from engine import cuda as engine_cuda
+from engine.errors import ENGINE_ERRORS
+from engine.profiler import ProfileLimitError
 from service.codec import CodecError, ResponseTooLargeError, dumps
 
 logger = logging.getLogger("gradserve")
@@ -151,11 +155,6 @@ class EngineError(Exception):
         self.op = op
 
 
-# The builtin exceptions that mean "the client's function is wrong", when the engine raises them.
-ENGINE_EXCEPTIONS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, NotImplementedError,
-                     ArithmeticError, MemoryError, AssertionError)
-
-
 @contextlib.contextmanager
 def engine_errors(current_op=lambda: None):
     """Run client-driven engine work: its builtin exceptions become ``EngineError``.
@@ -168,7 +167,7 @@ def engine_errors(current_op=lambda: None):
     except (EngineError, ServiceError, CodecError):
         raise
     except Exception as error:
-        if isinstance(error, ENGINE_EXCEPTIONS) or _known_engine_class(error) is not None:
+        if isinstance(error, ENGINE_ERRORS) or _known_engine_class(error) is not None:
             raise EngineError(error, current_op()) from error
         raise
 
@@ -177,19 +176,19 @@ def _engine_types() -> dict:
     """The interpreter's and budget's exception classes, when those modules exist."""
     found = {}
     try:
-        from engine.program import ProgramError
+        from frontends.program import ProgramError
 
         found["program"] = ProgramError
     except ImportError:
         pass
     try:
-        from engine.graph import GraphError
+        from frontends.graph import GraphError
 
         found["graph"] = GraphError
     except ImportError:
         pass
     try:
-        from engine.budget import BudgetExceeded
+        from frontends.budget import BudgetExceeded
 
         found["budget"] = BudgetExceeded
     except ImportError:
@@ -213,7 +212,7 @@ def problem(status: int, slug: str, title: str, detail: str, **extras) -> dict:
     return body
 
 
-BUDGET_STATUS = {"deadline": 408, "elements": 413, "events": 413}
+BUDGET_STATUS = {"deadline": 408, "elements": 413}
 
 
 def _budget_problem(error) -> dict:
@@ -225,9 +224,19 @@ def _budget_problem(error) -> dict:
                    line=getattr(error, "line", None), op=getattr(error, "op", None))
 
 
+# A frontends error about a name a function may not use ends, in Python, with a hint naming the
+# Python function that lists the allowed ones; over HTTP the listing is GET /v1/ops.
+HTTP_LISTING = "; see GET /v1/ops"
+
+
 def _engine_problem(error: BaseException, op: str | None) -> dict:
     kind = _known_engine_class(error)
+    listed = getattr(error, "hint", None) is not None
     inner = getattr(error, "error", None)  # ProgramRuntimeError: what the engine raised inside the program
+    for raised in (error, inner):
+        if isinstance(raised, ProfileLimitError):
+            return problem(413, "profile-too-large", "Profile too large", str(raised), kind="events",
+                           limit=raised.limit, line=getattr(error, "line", None), op=op)
     if kind == "program" and isinstance(inner, MemoryError) and not engine_cuda.is_out_of_memory(inner):
         return memory_problem(inner, op, line=getattr(error, "line", None), column=getattr(error, "column", None),
                               construct=getattr(error, "construct", None))
@@ -237,12 +246,14 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
                        column=getattr(error, "column", None), construct=getattr(error, "construct", None), op=op)
     if kind == "program":
         title = "Program failed" if inner is not None else "Invalid program"
-        return problem(400, "program-error", title, getattr(error, "message", None) or str(error),
+        detail = (getattr(error, "message", None) or str(error)) + (HTTP_LISTING if listed else "")
+        return problem(400, "program-error", title, detail,
                        line=getattr(error, "line", None), column=getattr(error, "column", None),
                        construct=getattr(error, "construct", None), op=op)
     if kind == "graph":
         title = "Graph failed" if inner is not None else "Invalid graph"
-        return problem(400, "graph-error", title, str(error), node=getattr(error, "node", None),
+        detail = f"{error.where}: {error.message}{HTTP_LISTING}" if listed else str(error)
+        return problem(400, "graph-error", title, detail, node=getattr(error, "node", None),
                        output=getattr(error, "output", None), op=getattr(error, "op", None) or op)
     if kind == "budget":
         return _budget_problem(error)

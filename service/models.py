@@ -38,8 +38,8 @@ import zipfile
 from collections.abc import Callable
 
 from engine import backend
-from engine.spec import ModelSpec, SpecError, TrainableModel
 from engine.tensor import Tensor
+from frontends.model_spec import ModelSpec, SpecError, TrainableModel
 from service import codec, compute, schemas
 from service.codec import ElementBudget
 from service.config import Settings

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from engine.spec import TINY_MODEL_SPEC
+from frontends.model_spec import TINY_MODEL_SPEC
 
 # ---- tensors ---------------------------------------------------------------------
 
@@ -401,14 +401,20 @@ class OpInfo(BaseModel):
     variadic: bool
     linear: bool
     nondiff: bool
-    method: bool
+    method: bool = Field(description="whether Tensor has a method of the op's own name (`methods` lists them all)")
+    functions: list[str] = Field(description="the engine functions that run the op (`engine.sin`, `sin` in a program)")
+    methods: list[str] = Field(description="the Tensor methods that run it out of place (`x.sin()`)")
+    inplace: list[str] = Field(description="the Tensor methods that run it in place (`x.sin_()`; not in programs)")
+    public: bool = Field(description="whether clients may call it (programs through its functions and methods, "
+                         "graphs by its name); false for the engine's internal ops")
     grad_fn: str | None = Field(description="PyTorch's grad_fn name; null when it depends on the arguments")
 
 
 class OpsResponse(BaseModel):
     model_config = _response_examples({"ops": [{
         "name": "sin", "doc": "sine", "inputs": ["x"], "params": {}, "required_params": [], "arity": 1,
-        "variadic": False, "linear": False, "nondiff": False, "method": True, "grad_fn": "SinBackward0"}],
+        "variadic": False, "linear": False, "nondiff": False, "method": True, "functions": ["sin", "sin_"],
+        "methods": ["sin"], "inplace": ["sin_"], "public": True, "grad_fn": "SinBackward0"}],
         "functions": ["sin", "sum"]})
 
     ops: list[OpInfo]
@@ -417,7 +423,11 @@ class OpsResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     model_config = _response_examples({"name": "gradserve", "version": "0.1.0", "devices": {"cpu": True, "cuda": False},
-                                       "limits": {"deadline_s": 10.0, "max_program_steps": 100000}, "auth": False})
+                                       "limits": {"deadline_s": 10.0, "max_program_steps": 100000}, "auth": False,
+                                       "blas": {"threads_setting": 1, "threads": 1, "libraries": [
+                                           {"library": "openblas", "file": "libscipy_openblas64_.so",
+                                            "version": "0.3.31", "architecture": "SkylakeX",
+                                            "threading_layer": "pthreads", "threads": 1}]}})
 
     name: str
     version: str
@@ -428,6 +438,10 @@ class InfoResponse(BaseModel):
                                                           "memory_used_bytes, compute capability, SM count")
     limits: dict[str, Any]
     auth: bool = Field(description="whether an API key is required")
+    blas: dict[str, Any] | None = Field(None, description="threads_setting (GRADSERVE_BLAS_THREADS), threads (what "
+                                                          "the BLAS libraries run with now), and per library "
+                                                          "(libraries): library, file, version, architecture "
+                                                          "(the CPU kernel), threading_layer, threads")
 
 
 class HealthResponse(BaseModel):
@@ -443,18 +457,52 @@ GraphNodeOut.model_rebuild()
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 
+# The docs page's examples work in sequence: a reader who tries the first example of each
+# operation, top to bottom, creates this model and then forwards, trains and reloads it. It is the
+# tutorial's TinyModel in miniature (linear, ReLU, linear; sum-of-squares loss; SGD) with 2 inputs
+# and 1 output, so that a batch fits on one line of the page; its learning rate is 0.1 rather than
+# the tutorial's 0.001 so that the train example's 10 steps visibly lower the loss. TinyModel itself
+# (16 x 1000 inputs: unreadable as an example body) is the second example.
+EXAMPLE_MODEL_SPEC = {
+    "layers": [{"type": "linear", "in_features": 2, "out_features": 4}, {"type": "relu"},
+               {"type": "linear", "in_features": 4, "out_features": 1}],
+    "loss": {"type": "mse", "reduction": "sum"},
+    "optimizer": {"type": "sgd", "lr": 0.1},
+    "seed": 0,
+}
+MODEL_SPEC_EXAMPLES = {
+    "small": {"summary": "TinyModel in miniature: 2 -> 4 -> ReLU -> 1 (fits the forward and train examples)",
+              "value": EXAMPLE_MODEL_SPEC},
+    "tiny_model": {"summary": "The tutorial's TinyModel: 1000 -> 100 -> ReLU -> 10 (inputs of 1000 features)",
+                   "value": TINY_MODEL_SPEC},
+    "adam": {"summary": "One linear layer trained with Adam",
+             "value": {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}],
+                       "optimizer": {"type": "adam", "lr": 0.01}, "seed": 1}},
+}
+# A state for EXAMPLE_MODEL_SPEC, as PUT .../state takes it: hidden unit 0 computes relu(x[1] - x[0])
+# and the output copies it, which fits the train example's targets exactly. Grads, optimizer and
+# generator state are left out: they start afresh.
+EXAMPLE_MODEL_STATE = {
+    "format": "gradserve.model/1",
+    "spec": EXAMPLE_MODEL_SPEC,
+    "step": 0,
+    "parameters": {
+        "0.weight": [[-1.0, 1.0], [1.0, -1.0], [0.5, 0.5], [-0.5, -0.5]],
+        "0.bias": [0.0, 0.0, 0.0, 0.0],
+        "2.weight": [[1.0, 0.0, 0.0, 0.0]],
+        "2.bias": [0.0],
+    },
+}
+
 
 class ModelCreateRequest(BaseModel):
-    """A model spec (engine.spec): layers, loss, optimizer, optional scheduler, seed and dtype.
+    """A model spec (frontends.model_spec): layers, loss, optimizer, optional scheduler, seed and dtype.
 
     The parts are checked by the engine, which names the one at fault (422, ``layer``).
     """
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        TINY_MODEL_SPEC,
-        {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}],
-         "optimizer": {"type": "adam", "lr": 0.01}, "seed": 1},
-    ]})
+        example["value"] for example in MODEL_SPEC_EXAMPLES.values()]})
 
     layers: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_LIST_ITEMS,
@@ -477,8 +525,8 @@ class ModelResponse(BaseModel):
 
     model_config = _response_examples({
         "id": "5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8", "version": 1, "etag": '"1"', "step": 0,
-        "parameters": {"0.weight": [100, 1000], "0.bias": [100], "2.weight": [10, 100], "2.bias": [10]},
-        "parameter_count": 101110, "spec": TINY_MODEL_SPEC, "created_at": 1.7e9, "updated_at": 1.7e9,
+        "parameters": {"0.weight": [4, 2], "0.bias": [4], "2.weight": [1, 4], "2.bias": [1]},
+        "parameter_count": 17, "spec": EXAMPLE_MODEL_SPEC, "created_at": 1.7e9, "updated_at": 1.7e9,
         "location": "/v1/models/5f0c8a3e9b8d4f0aa1c2d3e4f5a6b7c8"})
 
     id: str
@@ -536,14 +584,15 @@ class StepResponse(BaseModel):
 
 
 class ZeroGradRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"set_to_none": True}]})
 
     set_to_none: bool = Field(True, description="grads become null (true) or zeros (false), as in PyTorch")
 
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 10, "batch_size": 1}]})
+        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 10},
+        {"inputs": [[0.0, 1.0], [1.0, 0.0]], "targets": [[1.0], [0.0]], "steps": 4, "batch_size": 1}]})
 
     inputs: TensorIn
     targets: TensorIn

@@ -9,8 +9,8 @@ once more with "cuda" (marked ``gpu``). ``fake_cuda`` installs
 ``pytest --device cuda`` (or ``fake-cuda``) runs a whole suite on the GPU (or
 the fake): every tensor a test creates without naming a device lands there.
 ``make test`` runs the engine suite a second time that way on the fake; tests
-marked ``host_only`` (reprs, numpy memory sharing, bit-exact CPU rounding, and
-the device tests, which place tensors themselves) keep the CPU default.
+marked ``host_only`` (reprs, numpy memory sharing, and the device tests, which
+place tensors themselves) keep the CPU default.
 """
 
 from __future__ import annotations

@@ -20,14 +20,12 @@ What differs is how the results are computed:
   rows, or ``v``) ride through the backward pass and the gradient's tangent
   is ``H v``. ``vhp`` stays reverse-over-reverse, as in PyTorch.
 
-Under an active ``engine.budget`` (the service's requests), ``jacobian`` and
-``hessian`` check each result block against the budget's per-tensor limit once
-the output shapes are known and before any batched pass runs, and size their
-batches so that one pass allocates at most the budget's ``max_live_elements``:
-``chunk_size`` is then an upper bound (results do not depend on it). A batch
-of k rows costs about k times the elements the graph's nodes hand each other
-(``pass_elements``). The deadline is checked between batches. Without a budget
-they behave as PyTorch's: all rows at once unless ``chunk_size`` says otherwise.
+What they cost (not in PyTorch): ``jacobian_elements`` and ``hessian_elements``
+give a result's size from shapes alone, before anything is computed, and a
+batched pass of k rows allocates about k times ``pass_elements`` of the
+function's graph (``hessian_pass_elements`` for a Hessian), so a caller that
+must bound memory picks ``chunk_size`` with ``fitting_chunk_size``. Results do
+not depend on ``chunk_size``.
 """
 
 from __future__ import annotations
@@ -35,14 +33,14 @@ from __future__ import annotations
 import functools
 
 from engine import backend, ops
-from engine import budget as budget_module
 from engine.autograd import forward_ad as fwAD
 from engine.autograd.backward import grad as autograd_grad
 from engine.autograd.backward import run_backward
 from engine.autograd.grad_mode import enable_grad, is_grad_enabled, set_grad_enabled
 from engine.tensor import Tensor
 
-__all__ = ["hessian", "hessian_elements", "hvp", "jacobian", "jacobian_elements", "jvp", "pass_elements", "vhp", "vjp"]
+__all__ = ["fitting_chunk_size", "hessian", "hessian_elements", "hessian_pass_elements", "hvp", "jacobian",
+           "jacobian_elements", "jvp", "pass_elements", "vhp", "vjp"]
 
 _STRATEGIES = ("auto", "forward-mode", "reverse-mode")
 
@@ -288,7 +286,7 @@ def _rows_of(tangent, start, stop, offset, numel, batched):
     return tangent[low - start : high - start] if batched else tangent
 
 
-# ---- result sizes and rows per batched pass ----------------------------------------
+# ---- what a transform costs ------------------------------------------------------------
 
 
 def _numel(shape) -> int:
@@ -307,14 +305,6 @@ def hessian_elements(input_shapes) -> int:
     """Elements of ``hessian``'s result: block (i, j) has shape ``inputs[i].shape + inputs[j].shape``."""
     total = sum(_numel(s) for s in input_shapes)
     return total * total
-
-
-def _check_blocks(output_shapes, input_shapes, what):
-    """Refuse (``BudgetExceeded``) a result block over the active budget's per-tensor limit, before any pass."""
-    for i, out_shape in enumerate(output_shapes):
-        for j, in_shape in enumerate(input_shapes):
-            shape = (*out_shape, *in_shape)
-            budget_module.check_elements(_numel(shape), f"the {what}'s block [{i}][{j}] of shape {shape}")
 
 
 def _input_numels(node):
@@ -337,6 +327,7 @@ def pass_elements(outputs) -> int:
     shape. Every node runs once per pass, so the sum bounds the pass (buffers
     are freed as it goes; the bound errs high). Forward-mode tangents follow
     the same nodes' outputs, so the same sum bounds a forward pass's columns.
+    ``outputs`` must have been computed with grad enabled on inputs that require it.
     """
     total = sum(o.numel() for o in outputs)  # the seeds (or the outputs' tangents)
     stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
@@ -356,20 +347,23 @@ def pass_elements(outputs) -> int:
     return total
 
 
-def _rows_per_pass(chunk_size, vectorize, rows, row_elements):
-    """``chunk_size``, or under an active budget the most rows whose batched pass fits its live elements."""
-    budget = budget_module.active_budget()
-    if budget is None or not vectorize:
-        return chunk_size
-    fitting = max(1, budget.max_live_elements // max(1, row_elements))
-    return min(chunk_size or rows or 1, fitting)
+# A Hessian row's tangents ride through the forward pass and through the backward pass's values,
+# whose tangent rules make temporaries of their own (forward-over-reverse); reverse-over-reverse
+# runs the backward of the backward. Three times a reverse pass bounds both: measured with
+# tracemalloc on sums of elementwise chains, outer products and matmuls, a pass's peak stayed
+# under 0.7 of the bound.
+HESSIAN_PASS_FACTOR = 3
 
 
-def _measured_forward(func, inputs, fn_name):
-    """``func``'s outputs on fresh leaves that require grad (for their shapes and graph), as a tuple."""
-    with enable_grad():
-        outputs = func(*_grad_preprocess(inputs, False, need_graph=True))
-    return _as_tuple(outputs, "outputs of the user-provided function", fn_name)[1]
+def hessian_pass_elements(outputs) -> int:
+    """Elements one row of a batched Hessian pass allocates, at most (see ``pass_elements``)."""
+    return HESSIAN_PASS_FACTOR * pass_elements(outputs)
+
+
+def fitting_chunk_size(max_pass_elements: int, row_elements: int, chunk_size: int | None = None) -> int:
+    """The most rows, at most ``chunk_size``, whose batched pass holds ``max_pass_elements``; at least one."""
+    fitting = max(1, max_pass_elements // max(1, row_elements))
+    return fitting if chunk_size is None else min(chunk_size, fitting)
 
 
 # ---- jacobian ------------------------------------------------------------------
@@ -392,20 +386,12 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=True, str
         )
     _check_chunk_size(chunk_size)
     is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
-    limited = budget_module.active_budget() is not None
-    input_shapes = [tuple(x.shape) for x in inputs]
     if strategy == "forward-mode":
         if strict:
             raise RuntimeError(
                 'torch.autograd.functional.jacobian: `strict=True` and `strategy="forward-mode"` are not '
                 'supported together (yet). Please either set `strict=False` or `strategy="reverse-mode"`.'
             )
-        if limited:  # the shapes and the per-column cost, from one plain forward pass
-            measured = _measured_forward(func, inputs, "jacobian")
-            _check_blocks([tuple(o.shape) for o in measured], input_shapes, "Jacobian")
-            chunk_size = _rows_per_pass(chunk_size, vectorize, sum(map(_numel, input_shapes)),
-                                        pass_elements(measured))
-            del measured
         is_outputs_tuple, result = _jacobian_forward(func, inputs, create_graph, vectorize, chunk_size)
         return _tuple_postprocess(result, (is_outputs_tuple, is_inputs_tuple))
 
@@ -414,12 +400,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=True, str
         outputs = func(*prepared)
         is_outputs_tuple, outputs = _as_tuple(outputs, "outputs of the user-provided function", "jacobian")
         _check_requires_grad(outputs, "outputs", strict)
-    forward = strategy == "auto" and not strict and sum(x.numel() for x in inputs) < sum(y.numel() for y in outputs)
-    if limited:
-        _check_blocks([tuple(o.shape) for o in outputs], input_shapes, "Jacobian")
-        rows = sum(map(_numel, input_shapes)) if forward else max((o.numel() for o in outputs), default=0)
-        chunk_size = _rows_per_pass(chunk_size, vectorize, rows, pass_elements(outputs))
-    if forward:
+    if strategy == "auto" and not strict and sum(x.numel() for x in inputs) < sum(y.numel() for y in outputs):
         is_outputs_tuple, result = _jacobian_forward(func, inputs, create_graph, vectorize, chunk_size)
     else:
         result = _jacobian_reverse(outputs, prepared, create_graph, strict, vectorize, chunk_size)
@@ -435,7 +416,6 @@ def _jacobian_reverse(outputs, inputs, create_graph, strict, vectorize, chunk_si
         independent = [not out.requires_grad or m == 0 for _ in inputs]
         if out.requires_grad:
             for start, stop in _spans(m, chunk_size, vectorize):
-                budget_module.check_deadline()
                 seed = Tensor._make(_basis(start, stop, 0, out, vectorize))
                 with set_grad_enabled(create_graph or is_grad_enabled()):
                     grads = autograd_grad(out, inputs, seed, retain_graph=True, create_graph=create_graph,
@@ -489,7 +469,6 @@ def _jacobian_forward(func, inputs, create_graph, vectorize, chunk_size):
     is_outputs_tuple = False
     with enable_grad() if create_graph else set_grad_enabled(is_grad_enabled()):
         for start, stop in _spans(total, chunk_size, vectorize):
-            budget_module.check_deadline()
             with fwAD.dual_level():
                 duals = _dual_inputs(inputs, start, stop, offsets, vectorize, create_graph)
                 is_outputs_tuple, outputs = _as_tuple(func(*duals), "outputs of the user-provided function",
@@ -539,17 +518,7 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=True, oute
         raise ValueError('Expected strategy to be either "forward-mode" or "reverse-mode".')
     _check_chunk_size(chunk_size)
     is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "hessian")
-    if budget_module.active_budget() is not None:  # before any work: the result's blocks are known now
-        input_shapes = [tuple(x.shape) for x in inputs]
-        _check_blocks(input_shapes, input_shapes, "Hessian")
     if outer_jacobian_strategy == "forward-mode" and not create_graph and not strict:
-        if budget_module.active_budget() is not None:
-            # Each row's tangents ride through the forward pass and through the backward pass's
-            # values, whose tangent rules make temporaries of their own. Three times a reverse
-            # pass's elements bounds it: measured with tracemalloc on sums of elementwise chains,
-            # outer products and matmuls, a pass's peak stayed under 0.7 of the budget.
-            row_elements = _HESSIAN_PASS_FACTOR * pass_elements(_measured_forward(func, inputs, "hessian"))
-            chunk_size = _rows_per_pass(chunk_size, vectorize, sum(x.numel() for x in inputs), row_elements)
         result = _hessian_forward_over_reverse(func, inputs, vectorize, chunk_size)
         return _tuple_postprocess(result, (is_inputs_tuple, is_inputs_tuple))
 
@@ -569,15 +538,11 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=True, oute
     return _tuple_postprocess(result, (is_inputs_tuple, is_inputs_tuple))
 
 
-_HESSIAN_PASS_FACTOR = 3
-
-
 def _hessian_forward_over_reverse(func, inputs, vectorize, chunk_size):
     offsets, total = _offsets(inputs)
     pieces = [[[] for _ in inputs] for _ in inputs]  # [gradient a][tangent input b]
     with enable_grad():
         for start, stop in _spans(total, chunk_size, vectorize):
-            budget_module.check_deadline()
             with fwAD.dual_level():
                 duals = _dual_inputs(inputs, start, stop, offsets, vectorize, False, need_graph=True)
                 out = func(*duals)

@@ -31,45 +31,10 @@ def _on_device_of(t: Tensor, array) -> Tensor:
     return Tensor._make(backend.to_device(array, backend.device_of(t._data)))
 
 
-def _check_size(outputs, inputs):
-    """Under an active budget: refuse Jacobians over its limits before allocating them.
-
-    Each (output, input) pair is one float64 array, held twice (numerical and
-    analytical), so each must fit the per-tensor limit and all of them twice the
-    live elements. The time (two forward passes per input element, one backward
-    pass per output element) is bounded by the deadline, checked per pass.
-    """
-    from engine import budget as budget_module  # here: engine.budget imports the autograd package
-
-    budget = budget_module.active_budget()
-    if budget is None:
-        return
-    differentiable = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
-    total = 0
-    for i, t in enumerate(differentiable):
-        for k, o in enumerate(outputs):
-            count = o.numel() * t.numel()
-            budget_module.check_elements(count, f"gradcheck's Jacobian of output {k} by input {i}")
-            total += count
-    if 2 * total > budget.max_live_elements:
-        raise budget_module.BudgetExceeded(
-            "elements", budget.max_live_elements,
-            f"gradcheck's numerical and analytical Jacobians would hold {2 * total} elements, more than the "
-            f"limit of {budget.max_live_elements} held at once; check fewer input or output elements",
-        )
-
-
-def _check_deadline():
-    from engine import budget as budget_module
-
-    budget_module.check_deadline()
-
-
 def numerical_jacobian(fn, inputs, eps=1e-6):
     """d outputs / d inputs by central differences: one (out_numel, in_numel) array per pair."""
     np = backend.numpy
     outputs = _outputs(fn, inputs)
-    _check_size(outputs, inputs)
     jacobians = []
     for t in inputs:
         if not (isinstance(t, Tensor) and t.requires_grad):
@@ -78,7 +43,6 @@ def numerical_jacobian(fn, inputs, eps=1e-6):
         flat = data.reshape(-1)
         columns = [np.zeros((o.numel(), flat.size)) for o in outputs]
         for j in range(flat.size):
-            _check_deadline()
             original = flat[j].item()
             with no_grad():
                 flat[j] = original + eps
@@ -95,13 +59,11 @@ def numerical_jacobian(fn, inputs, eps=1e-6):
 def analytical_jacobian(outputs, inputs, create_graph=False):
     np = backend.numpy
     differentiable = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
-    _check_size(outputs, inputs)
     result = [[np.zeros((o.numel(), t.numel())) for o in outputs] for t in differentiable]
     for k, out in enumerate(outputs):
         if not out.requires_grad:
             continue
         for i in range(out.numel()):
-            _check_deadline()
             seed = np.zeros(out.numel(), dtype=out._data.dtype)
             seed[i] = 1
             grads = _grad(out, differentiable, _on_device_of(out, seed.reshape(out._data.shape)),

@@ -37,7 +37,7 @@ class SGD(Optimizer):
                 g = -g
             if weight_decay != 0:
                 g = g.copy()
-                axpy_(weight_decay, p, g)  # g + wd * p, rounded as PyTorch's add(alpha=...)
+                axpy_(weight_decay, p, g)  # g + wd * p, as PyTorch's add(alpha=...)
             if momentum != 0:
                 state = self.state.setdefault(param, {})
                 buffer = state.get("momentum_buffer")

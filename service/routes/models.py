@@ -16,7 +16,7 @@ import logging
 import math
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from service import codec, schemas
@@ -39,6 +39,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute
 logger = logging.getLogger("gradserve")
 
 ModelId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="the id POST returned")
+# Named examples (a menu on the docs page); the first fits the forward, train and state examples.
+ModelSpec = Body(openapi_examples=schemas.MODEL_SPEC_EXAMPLES)
 IfMatch = Header(None, description='make the call conditional on the model\'s ETag (e.g. "3"); 412 otherwise')
 EVENT_STREAM = "text/event-stream"
 
@@ -60,7 +62,7 @@ def _json(content, version: int, status: int = 200, headers: dict | None = None)
 
 
 @router.post("", status_code=201, response_model=schemas.ModelResponse)
-async def create_model(body: schemas.ModelCreateRequest, request: Request):
+async def create_model(request: Request, body: schemas.ModelCreateRequest = ModelSpec):
     """Build a model from its spec; 201 with its id, ``Location``, parameter shapes and count."""
     content, record = await _run(request, lambda: _service(request).create(body))
     return _json(content, record.version, 201, {"Location": f"/v1/models/{record.id}"})
@@ -71,20 +73,6 @@ async def list_models(request: Request, offset: int = Query(0, ge=0), limit: int
     """A page of models in creation order; ``next`` links the following page."""
     return Response(codec.dumps(await _run(request, lambda: _service(request).list_models(offset, limit))),
                     media_type="application/json")
-
-
-@router.get("/{model_id}", response_model=schemas.ModelResponse)
-async def get_model(request: Request, model_id: str = ModelId):
-    """The model's spec, step count, version and parameter shapes."""
-    record = await _run(request, lambda: _service(request).get_record(model_id))
-    return _json(describe(record), record.version)
-
-
-@router.delete("/{model_id}", status_code=204, response_class=Response)
-async def delete_model(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
-    """Delete the model (only at the ``If-Match`` version when given)."""
-    await _run(request, lambda: _service(request).delete(model_id, if_match), model_id)
-    return Response(status_code=204)
 
 
 @router.post("/{model_id}/forward", response_model=schemas.ForwardResponse)
@@ -216,7 +204,11 @@ async def export_state(request: Request, model_id: str = ModelId,
 
 @router.put("/{model_id}/state", response_model=schemas.StepResponse, openapi_extra={"requestBody": {
     "required": True, "content": {
-        "application/json": {"schema": {"type": "object", "description": "what GET .../state returns"}},
+        "application/json": {
+            "schema": {"type": "object", "description": "what GET .../state returns; grads, optimizer, scheduler "
+                                                        "and generator may be left out (they start afresh)"},
+            "examples": {"hand_made": {"summary": "A state for the first model example, fitted by hand",
+                                       "value": schemas.EXAMPLE_MODEL_STATE}}},
         NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def import_state(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
     """Replace the model's whole state with an exported one (JSON, or .npz with that Content-Type)."""
@@ -239,3 +231,22 @@ async def import_state(request: Request, model_id: str = ModelId, if_match: str 
 
     content, record = await _run(request, work, model_id)
     return _json(content, record.version)
+
+
+# ---- the model itself, last: the docs page lists the operations of one path together, in the
+# order the paths first appear, so a reader who works down the page deletes the model only after
+# using it (a path with parameters never matches the deeper paths above, so the order is free).
+
+
+@router.get("/{model_id}", response_model=schemas.ModelResponse)
+async def get_model(request: Request, model_id: str = ModelId):
+    """The model's spec, step count, version and parameter shapes."""
+    record = await _run(request, lambda: _service(request).get_record(model_id))
+    return _json(describe(record), record.version)
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response)
+async def delete_model(request: Request, model_id: str = ModelId, if_match: str | None = IfMatch):
+    """Delete the model (only at the ``If-Match`` version when given)."""
+    await _run(request, lambda: _service(request).delete(model_id, if_match), model_id)
+    return Response(status_code=204)

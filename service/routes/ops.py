@@ -24,7 +24,7 @@ def _jsonable(value):
 
 def _callable_names() -> list[str]:
     try:
-        from engine.program import available_functions
+        from frontends.program import available_functions
     except ImportError:
         return []
     return sorted(available_functions())
@@ -43,7 +43,11 @@ def _ops() -> dict:
             variadic=op.variadic,
             linear=op.linear,
             nondiff=op.nondiff,
-            method=op.method,
+            method=op.name in op.methods,
+            functions=list(op.functions),
+            methods=list(op.methods),
+            inplace=list(op.inplace),
+            public=op.public,
             grad_fn=op.grad_fn if isinstance(op.grad_fn, str) else None,
         )
         for op in sorted(table.values(), key=lambda op: op.name)
@@ -53,13 +57,14 @@ def _ops() -> dict:
 
 @router.get("/ops", response_model=schemas.OpsResponse)
 def list_ops() -> dict:
-    """Every op of the engine's derivative table, with its inputs, parameters and grad_fn name."""
+    """Every op of the engine's derivative table: inputs, parameters, grad_fn name, the functions and
+    methods that run it, and whether clients may call it."""
     return _ops()
 
 
 @router.get("/info", response_model=schemas.InfoResponse)
 def get_info(request: Request) -> dict:
-    """Version, available devices and the service's limits."""
+    """Version, available devices, the service's limits and the BLAS libraries with their thread counts."""
     settings = request.app.state.settings
     return {
         "name": "gradserve",
@@ -69,6 +74,8 @@ def get_info(request: Request) -> dict:
                  "memory_limit_bytes": settings.gpu_memory_limit_bytes, "gpus": _gpus()},
         "limits": settings.public_limits(),
         "auth": settings.api_key is not None,
+        "blas": {"threads_setting": settings.blas_threads, "threads": engine.get_num_threads(),
+                 "libraries": engine.thread_pools.blas_info()},
     }
 
 

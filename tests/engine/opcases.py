@@ -410,6 +410,24 @@ _add(Case("stack", (((), ()),), {"dim": 0}))
 # copies
 binary("copy_from", shapes=(((2, 3), (3,)), ((4,), (4,)), ((2, 3), ())))
 
+# 0-d tensors with a dim: PyTorch lets dim 0 and -1 name an axis of size 1 that numpy's array
+# lacks; the table normalizes it to no axis, (), which every rule must take (batched too).
+for _name in ("sum", "mean", "prod", "amax", "amin", "logsumexp", "max_dim", "min_dim", "first_extreme_mask"):
+    case(_name, (), domains=("nonzero",), dim=0)
+case("sum", (), dim=-1, keepdim=True)
+case("mean", (), dim=(0,), keepdim=True)
+case("var", (), dim=0, correction=0.0)
+case("std", (), dim=-1, correction=0.0, keepdim=True)
+case("norm", (), domains=("nonzero",), dim=0)
+case("norm", (), domains=("nonzero",), p=1.0, dim=-1, keepdim=True)
+case("argmax", (), dim=0)
+case("argmin", (), dim=-1, keepdim=True)
+for _name in ("softmax", "log_softmax", "cumsum"):
+    case(_name, (), dim=0)
+    case(_name, (), dim=-1)
+case("flip", (), dims=(0,))
+case("transpose", (), dim0=0, dim1=-1)
+
 
 def cases_for(name: str) -> list[Case]:
     """The cases of table op ``name``; raises when the op has none (so none slips in untested)."""

@@ -101,19 +101,6 @@ def test_cupy_without_a_device_names_the_driver(fake_cuda, monkeypatch):
         engine.ones(2, device="cuda")
 
 
-def test_model_spec_on_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
-    from engine.spec import ModelSpec, SpecError, build
-
-    monkeypatch.setattr(backend, "cupy", None)
-    spec = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "device": "cuda", "seed": 0}
-    assert ModelSpec.parse(spec).as_dict()["device"] == "cuda"
-    with pytest.raises(RuntimeError, match="cupy is not installed"):
-        build(spec)
-    with pytest.raises(SpecError, match="device must be one of"):
-        ModelSpec.parse({**spec, "device": "tpu"})
-    assert "device" not in ModelSpec.parse({**spec, "device": "cpu"}).as_dict()
-
-
 # ---- placement: creation, .to / .cuda / .cpu, engine.cuda ----------------------------------
 
 
@@ -672,7 +659,7 @@ def test_forward_mode_on_the_device(two_gpus, gpu):
 @GPUS
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "adagrad"])
 def test_a_model_trains_on_the_device_as_on_the_cpu(two_gpus, optimizer, gpu):
-    from engine.spec import TrainableModel
+    from frontends.model_spec import TrainableModel
 
     spec = {"layers": [{"type": "linear", "in_features": 3, "out_features": 4}, {"type": "tanh"},
                        {"type": "linear", "in_features": 4, "out_features": 1}],

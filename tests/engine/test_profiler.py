@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import warnings
 from collections import Counter
 
@@ -133,11 +134,12 @@ def nested_program():
 
 def test_self_times_are_non_negative_and_sum_to_at_most_the_total():
     with profile() as prof:
+        start = time.perf_counter_ns()
         nested_program()
+        wall = (time.perf_counter_ns() - start) / 1000.0
     rows = prof.key_averages()
     assert all(row.self_cpu_time_total >= 0 for row in rows)
     assert all(row.self_cpu_time_total <= row.cpu_time_total + 1e-9 for row in rows)
-    wall = prof.summary()["totals"]["wall_time_us"]
     assert sum(row.self_cpu_time_total for row in rows) <= wall
     for event in prof.events():
         children = sum(child.cpu_time_total for child in event.cpu_children)
@@ -278,18 +280,6 @@ def test_chrome_trace_is_valid_json_with_nested_events(tmp_path):
     mul = next(e for e in complete if e["name"] == "engine::mul")
     assert mul["args"]["Input Dims"] == [[3, 4], []] and mul["cat"] == "cpu_op"
     assert next(e for e in complete if e["name"] == "outer")["cat"] == "user_annotation"
-
-
-def test_summary_is_plain_json_data():
-    with profile() as prof:
-        nested_program()
-    summary = json.loads(json.dumps(prof.summary(row_limit=4)))
-    assert set(summary) == {"rows", "totals", "table", "trace"}
-    assert len(summary["rows"]) == 4 and len(table_rows(summary["table"])) == 4
-    selfs = [row["self_cpu_time_total_us"] for row in summary["rows"]]
-    assert selfs == sorted(selfs, reverse=True)
-    assert summary["totals"]["self_cpu_time_total_us"] == pytest.approx(prof.self_cpu_time_total)
-    assert_well_formed_and_nested(summary["trace"])
 
 
 # ---- contexts, threads, errors ------------------------------------------------------------
@@ -445,7 +435,6 @@ def test_device_columns_through_the_device_clock_seam(monkeypatch):
     text = prof.key_averages().table()
     assert "Self CUDA" in text and "CUDA time avg" in text
     assert text.splitlines()[-1] == "Self CUDA time total: 10.000us"
-    assert prof.summary()["totals"]["self_cuda_time_total_us"] == pytest.approx(10.0)
 
 
 def test_events_table_lists_each_event():

@@ -8,11 +8,14 @@ test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.integration.docs_walk import page_order
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +50,16 @@ def test_swagger_ui_lists_every_operation_offline(server, http):
     for path in paths:
         assert f'data-path="{path}"' in dom, f"{path} missing from the rendered operations list"
     assert "opblock-tag" in dom
+
+
+def test_the_server_address_opens_the_docs_listing_operations_in_page_order(server, http):
+    """A person who opens the server's address lands on /docs; the page lists the operations in the
+    order docs_walk.page_order computes, the order the examples walk (test_docs_examples) follows."""
+    dom = run_chromium(f"{server.url}/", "--dump-dom")
+    rendered = re.findall(r'class="opblock opblock-[^"]*" id="operations-([^"]+)"', dom)
+    expected = [f"{operation['tags'][0]}-{operation['operationId']}"
+                for _, _, operation in page_order(http.get("/openapi.json").json())]
+    assert rendered == expected
 
 
 def test_swagger_ui_screenshot(server):

@@ -18,6 +18,7 @@ needs to finish the batched pass in flight and write the answer).
 from __future__ import annotations
 
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -233,6 +234,28 @@ def test_the_server_is_capped_healthy_and_correct_afterwards(capped, client):
     assert body["grads"]["x"]["data"] == [6.0]
     hessian = client.post("/v1/hessian", json={"inputs": {"x": [1.0, 2.0]}, "expr": "(x * x * x).sum()"}).json()
     assert hessian["hessian"]["data"] == [6.0, 0.0, 0.0, 12.0]  # diag(6 x)
+
+
+def test_running_out_of_memory_is_503_and_the_server_goes_on(tmp_path):
+    """A server capped, while it runs, at the address space it uses plus 300 MB: a program that
+    allocates 320 MB gets 503 (numpy's MemoryError), and the next requests are served."""
+    live = LiveServer({"GRADSERVE_DATA_DIR": str(tmp_path)})
+    try:
+        with open(f"/proc/{live.process.pid}/status") as status:
+            used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+        subprocess.run(["prlimit", "--pid", str(live.process.pid), f"--as={used + (300 << 20)}"], check=True)
+        with live.client() as http:
+            response = http.post("/v1/evaluate", json={"inputs": {"x": 1.0},
+                                                       "program": "return ones(4 * 10**7, dtype=float64).sum()"})
+            assert response.status_code == 503, response.text[:300]
+            assert response.json()["type"] == "/problems/memory-exhausted"
+            assert response.headers["retry-after"] == "1"
+            for _ in range(3):  # the worker threads survive it
+                grad = http.post("/v1/grad", json={"inputs": {"x": {"data": [3.0], "requires_grad": True}},
+                                                   "expr": "(x * x).sum()"})
+                assert grad.json()["grads"]["x"]["data"] == [6.0]
+    finally:
+        live.stop_clean()
 
 
 def test_gradserve_serve_applies_the_memory_limit(tmp_path):

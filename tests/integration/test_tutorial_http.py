@@ -2,9 +2,11 @@
 
 Each test runs the cell with ``import engine as torch`` here, sends the same
 computation (same input values, as raw float32 bytes) to the live server, and
-compares. Where the server runs the same ops in the same order the numbers are
-identical; the TinyModel cells spell the model as a program (the model
-resources are another endpoint family), so they compare to float32 rounding.
+compares. Where the server runs the same elementwise ops in the same order the
+numbers are identical: numpy's elementwise loops on one machine, with no BLAS
+kernel or thread count in between. The TinyModel cells spell the model as a
+program (the model resources are another endpoint family) and multiply
+matrices, so they compare to float32 rounding.
 """
 
 from __future__ import annotations

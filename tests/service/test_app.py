@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.budget import BudgetExceeded
+from engine.profiler import ProfileLimitError
+from frontends.budget import BudgetExceeded
 from service import errors
 from service.app import create_app
 from service.codec import CodecError, ResponseTooLargeError
@@ -178,6 +179,7 @@ def test_every_error_response_is_documented_as_problem_json(client):
         (MemoryError(), 503, {"type": "/problems/memory-exhausted"}),  # raised outside engine work
         (ResponseTooLargeError("huge", elements=9, limit=5), 413,
          {"type": "/problems/response-too-large", "elements": 9, "limit": 5}),
+        (errors.EngineError(ProfileLimitError(7)), 413, {"type": "/problems/profile-too-large", "limit": 7}),
         (errors.OverloadedError("busy"), 503, {}),
         (AttributeError("secret internals"), 500, {}),
     ],
@@ -215,6 +217,48 @@ def test_engine_errors_wraps_only_engine_exception_types():
     assert caught.value.op == "sin"
     with pytest.raises(AttributeError), errors.engine_errors():
         raise AttributeError("a bug stays a bug")
+    with pytest.raises(AssertionError), errors.engine_errors():
+        raise AssertionError("so does a broken invariant")
+
+
+@pytest.mark.parametrize(("raised", "status"), [(AttributeError, 500), (AssertionError, 500), (ValueError, 400)])
+def test_an_op_failing_is_the_clients_error_only_for_engine_errors(client, monkeypatch, raised, status):
+    """Expressions, programs and graphs classify an op's exception alike: 400 for what the engine
+    raises on bad input, 500 (a bug) for anything else."""
+    import engine
+
+    def failing(xp, x):
+        raise raised("the op failed")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", failing)
+    graph = {"nodes": [{"op": "sin", "inputs": ["a"], "output": "b"}], "outputs": ["b"]}
+    for function in ({"expr": "sin(a) * 2"}, {"program": "y = a.sin()\nreturn y"}, {"graph": graph}):
+        body = assert_problem(client.post("/v1/evaluate", json={"inputs": {"a": [1.0]}, **function}), status)
+        assert ("the op failed" in body["detail"]) == (status == 400)
+
+
+def test_ops_publish_what_tensor_and_engine_really_have(client):
+    """Each op's flags against Tensor and ``engine`` themselves, not against the table's declarations."""
+    import engine
+    from frontends.graph import available_ops
+
+    published = client.get("/v1/ops").json()["ops"]
+    assert {op["name"] for op in published} == set(engine.ops.table)
+    for op in published:
+        name = op["name"]
+        assert op["method"] == callable(getattr(engine.Tensor, name, None)), name
+        assert (name in op["functions"]) == callable(getattr(engine.functions, name, None)), name
+        for method in op["methods"] + op["inplace"]:
+            assert callable(getattr(engine.Tensor, method, None)), (name, method)
+        for function in op["functions"]:
+            assert callable(getattr(engine, function, None)), (name, function)
+        assert op["public"] == (name in available_ops()), name
+    by_name = {op["name"]: op for op in published}
+    for name in ("gelu", "softplus", "linear", "tile", "isnan", "isfinite", "logical_and", "logical_or",
+                 "pow_scalar", "sum_to_size"):
+        assert by_name[name]["method"] is False, name
+    assert by_name["max"]["method"] and by_name["min"]["method"]
+    assert by_name["tile"]["methods"] == ["repeat"] and "pow" in by_name["pow_scalar"]["methods"]
 
 
 def test_nonfinite_outputs_travel_as_strings(client):
@@ -335,3 +379,9 @@ def test_a_restarted_app_reopens_its_model_store(tmp_path):
     with TestClient(app) as client:  # shutdown closed the store and the workers; startup works again
         assert client.get(f"/v1/models/{model_id}").status_code == 200
         assert client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a + 1"}).status_code == 200
+
+
+def test_blas_threads_below_one_is_refused(monkeypatch):
+    monkeypatch.setenv("GRADSERVE_BLAS_THREADS", "0")
+    with pytest.raises(ValueError, match="blas_threads"):
+        Settings()

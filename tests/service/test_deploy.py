@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,19 @@ def test_dockerfile_is_multistage_nonroot_and_healthchecked(path):
     assert any(op == "VOLUME" and "/data" in args for op, args in final)
     assert any(op == "ENV" and "GRADSERVE_DATA_DIR=/data" in args for op, args in final)
     assert ("CMD", '["gradserve", "serve"]') in final
+
+
+@pytest.mark.parametrize("path", [ROOT / "Dockerfile", ROOT / "deploy" / "Dockerfile.gpu"], ids=["cpu", "gpu"])
+def test_the_build_stage_copies_every_package_the_distribution_installs(path):
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    assert packages >= {"engine", "frontends", "service"}
+    instructions = dockerfile_instructions(path)
+    build = instructions[: [i for i, (op, _) in enumerate(instructions) if op == "FROM"][1]]
+    copied = {args.split()[0] for op, args in build if op == "COPY" and not args.startswith("--")}
+    assert packages <= copied, f"{path.name} does not copy {sorted(packages - copied)} before `pip install .`"
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert not packages & ignored
 
 
 def test_gpu_variant_reserves_a_gpu_and_installs_cupy():

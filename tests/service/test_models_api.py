@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.spec import TrainableModel
+from frontends.model_spec import TrainableModel
 from service.app import create_app
 from service.config import Settings
 

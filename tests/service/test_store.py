@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.spec import TrainableModel
+from frontends.model_spec import TrainableModel
 from service.codec import ElementBudget
 from service.errors import PreconditionFailedError, ServiceError
 from service.models import check_if_match, pack_state, parse_index, state_from_json, state_to_json, unpack_state

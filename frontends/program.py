@@ -32,19 +32,19 @@ modify a tensor in place: ``y += 1`` rebinds ``y`` to ``y + 1`` and
 ``y[i] = v`` rebinds ``y`` to a copy with ``v`` written at ``i`` (the
 differentiable ``index_put``), so a program cannot change its inputs.
 
-Limits (``engine.budget``): every statement executed, expression evaluated
+Limits (``frontends.budget``): every statement executed, expression evaluated
 and table op run is a step; ``range`` longer than the steps left is refused
 at once; integers are capped at ``MAX_INT_BITS`` bits (``10**10**10`` fails
 fast); creation functions check their size before allocating; nesting deeper
 than ``MAX_DEPTH`` is refused before running (the evaluator recurses).
-What programs may call lives in ``engine.program_library``.
+What programs may call lives in ``frontends.program_library``.
 
 Errors: ``ProgramError`` (a ``ValueError``; ``str()`` is "line L, column C:
 message", with ``construct`` naming the syntax at fault) for invalid programs,
 ``ProgramRuntimeError`` (its subclass, ``error`` holding the engine's
-exception) for failures while running, ``engine.budget.BudgetExceeded`` for
+exception) for failures while running, ``frontends.budget.BudgetExceeded`` for
 limits. The compiled callables take the inputs positionally, run under the
-caller's grad mode, and enforce their budget (``engine.budget.enforce``) for
+caller's grad mode, and enforce their budget (``frontends.budget.enforce``) for
 the duration of each call.
 """
 
@@ -57,15 +57,16 @@ import keyword
 import operator
 from collections.abc import Callable
 
-from engine import budget as budget_module
 from engine import creation, ops
 from engine.autograd.function import apply
-from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
-from engine.program_library import (
+from engine.errors import ENGINE_ERRORS
+from engine.tensor import ReductionResult, Size, Tensor, _index_arg
+from frontends import budget as budget_module
+from frontends.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
+from frontends.program_library import (
     ATTRIBUTE_NAMES,
     CONSTANTS,
     CREATION,
-    ENGINE_ERRORS,
     FORBIDDEN_BUILTINS,
     FUNCTIONS,
     GRAD_MODES,
@@ -78,7 +79,6 @@ from engine.program_library import (
     available_methods,
     sequence_limit,
 )
-from engine.tensor import ReductionResult, Size, Tensor, _index_arg
 
 MAX_DEPTH = 100
 MAX_INT_BITS = 4096
@@ -88,22 +88,28 @@ class ProgramError(ValueError):
     """A client program is invalid or failed; ``str()`` starts with its line and column.
 
     ``construct`` names the offending piece of syntax (``"Attribute '__class__'"``,
-    ``"Import"``, ``"call of matmul"``) when there is one.
+    ``"Import"``, ``"call of matmul"``) when there is one. ``hint``, for a name the
+    program may not use, says which function of this package lists the ones it may;
+    ``str()`` ends with it, ``message`` leaves it out (a caller with its own listing,
+    such as the service, points there instead).
     """
 
-    def __init__(self, message: str, line: int | None = None, column: int | None = None, construct: str | None = None):
+    def __init__(self, message: str, line: int | None = None, column: int | None = None, construct: str | None = None,
+                 hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
         self.construct = construct
+        self.hint = hint
 
     def __str__(self) -> str:
+        text = self.message if self.hint is None else f"{self.message}; {self.hint}"
         if self.line is None:
-            return self.message
+            return text
         if self.column is None:
-            return f"line {self.line}: {self.message}"
-        return f"line {self.line}, column {self.column}: {self.message}"
+            return f"line {self.line}: {text}"
+        return f"line {self.line}, column {self.column}: {text}"
 
 
 class ProgramRuntimeError(ProgramError):
@@ -122,9 +128,9 @@ def _where(node) -> tuple[int | None, int | None]:
     return line, None if column is None else column + 1
 
 
-def _error(message: str, node, construct: str | None = None) -> ProgramError:
+def _error(message: str, node, construct: str | None = None, hint: str | None = None) -> ProgramError:
     line, column = _where(node)
-    return ProgramError(message, line, column, construct)
+    return ProgramError(message, line, column, construct, hint)
 
 
 # ---- static validation ------------------------------------------------------------
@@ -340,10 +346,11 @@ def _check_node(node, parent, in_loop) -> None:
             )
         if node.attr not in ATTRIBUTE_NAMES:
             raise _error(
-                f"unknown attribute '{node.attr}'; programs may use the tensor methods and attributes "
-                "listed by GET /v1/ops",
+                f"unknown attribute '{node.attr}'",
                 node,
                 f"Attribute '{node.attr}'",
+                "programs may use the tensor methods and attributes that frontends.program.available_methods() "
+                "and available_attributes() list",
             )
         if not isinstance(node.ctx, ast.Load):
             raise _error("assigning to attributes is not allowed", node, f"Attribute '{node.attr}'")
@@ -422,8 +429,10 @@ def _check_name(node: ast.Name, parent, stored: set) -> None:
     if name in FORBIDDEN_BUILTINS:
         raise _error(f"'{name}' is not available in programs", node, f"Name '{name}'")
     if called:
-        raise _error(f"unknown function '{name}'; GET /v1/ops lists the available ones", node, f"Name '{name}'")
-    raise _error(f"name '{name}' is not defined (inputs are the names the request gives)", node, f"Name '{name}'")
+        raise _error(f"unknown function '{name}'", node, f"Name '{name}'",
+                     "frontends.program.available_functions() lists the available ones")
+    raise _error(f"name '{name}' is not defined (a program sees its inputs and the names it assigns)", node,
+                 f"Name '{name}'")
 
 
 def _check_input_names(input_names) -> list[str]:

@@ -7,9 +7,10 @@ A graph is ONNX-like JSON, topologically ordered, with SSA names::
                {"op": "sum", "inputs": ["c"], "output": "out", "attrs": {"dim": 0}}],
      "outputs": ["out"]}
 
-- ``op``: an op of the derivative table (``engine.ops.table``; ``GET /v1/ops``
-  lists them), or ``"constant"`` (no inputs; ``attrs: {"value": number or nested
-  list, "dtype"?: "float32"}``) which makes a tensor.
+- ``op``: a public op of the derivative table (``engine.ops.table``, where
+  internal ops say ``public=False``; ``available_ops()`` lists the public ones), or
+  ``"constant"`` (no inputs; ``attrs: {"value": number or nested list,
+  "dtype"?: "float32"}``) which makes a tensor.
 - ``inputs``: names of the function's inputs or of earlier nodes' outputs;
   a JSON number (or ``{"const": number}``) is a scalar operand, and ``null`` an
   absent optional operand (``linear``'s bias). Variadic ops (``cat``,
@@ -39,34 +40,45 @@ import math
 from collections.abc import Callable
 
 from engine import backend, creation, ops
-from engine import budget as budget_module
 from engine.autograd.function import apply
-from engine.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
-from engine.program_library import ENGINE_ERRORS
+from engine.errors import ENGINE_ERRORS
 from engine.tensor import Tensor
+from frontends import budget as budget_module
+from frontends.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
 
-# Table ops a client graph may not use (device placement is the service's business).
-_HIDDEN_OPS = frozenset({"to_device"})
 _NODE_KEYS = frozenset({"op", "inputs", "output", "attrs"})
 _GRAPH_KEYS = frozenset({"nodes", "outputs"})
 _MAX_INDEX_NESTING = 32
 
 
 class GraphError(ValueError):
-    """A JSON graph is invalid, naming the node (index), its op and its output."""
+    """A JSON graph is invalid, naming the node (index), its op and its output.
 
-    def __init__(self, message: str, node: int | None = None, output=None, op: str | None = None):
+    ``hint``, for an op a graph may not use, says which function lists the ones it
+    may; ``str()`` ends with it, while ``where`` and ``message`` leave it out (a
+    caller with its own listing, such as the service, points there instead).
+    """
+
+    def __init__(self, message: str, node: int | None = None, output=None, op: str | None = None,
+                 hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.node = node
         self.output = output
         self.op = op
+        self.hint = hint
+
+    @property
+    def where(self) -> str:
+        """``"node 2 (sin -> b)"``, or ``"graph"`` for the graph as a whole."""
+        if self.node is None:
+            return "graph"
+        what = f"{self.op} -> {self.output}" if self.op else f"-> {self.output}"
+        return f"node {self.node} ({what})"
 
     def __str__(self) -> str:
-        if self.node is None:
-            return f"graph: {self.message}"
-        what = f"{self.op} -> {self.output}" if self.op else f"-> {self.output}"
-        return f"node {self.node} ({what}): {self.message}"
+        text = self.message if self.hint is None else f"{self.message}; {self.hint}"
+        return f"{self.where}: {text}"
 
 
 class GraphRuntimeError(GraphError):
@@ -79,7 +91,7 @@ class GraphRuntimeError(GraphError):
 
 def available_ops() -> dict[str, str]:
     """Ops a graph node may name: op name -> one-line description."""
-    described = {name: op.doc for name, op in sorted(ops.table.items()) if name not in _HIDDEN_OPS}
+    described = {name: op.doc for name, op in sorted(ops.table.items()) if op.public}
     described["constant"] = "a tensor from attrs.value (a number or nested lists), optional attrs.dtype"
     return described
 
@@ -268,8 +280,8 @@ class _Node:
         self.attrs = attrs
 
 
-def _node_error(message, index, output, op_name):
-    return GraphError(message, index, output, op_name)
+def _node_error(message, index, output, op_name, hint=None):
+    return GraphError(message, index, output, op_name, hint)
 
 
 def _check_attrs(op, attrs, fail, budget):
@@ -375,8 +387,8 @@ def _validate_node(index, raw, defined, budget) -> _Node:
     op_name = raw.get("op") if isinstance(raw, dict) else None
     output_label = output_hint if isinstance(output_hint, (str, list)) else None
 
-    def fail(message):
-        return _node_error(message, index, output_label, op_name if isinstance(op_name, str) else None)
+    def fail(message, hint=None):
+        return _node_error(message, index, output_label, op_name if isinstance(op_name, str) else None, hint)
 
     if not isinstance(raw, dict):
         raise fail(f"a node is an object with op, inputs, output, attrs; got {type(raw).__name__}")
@@ -387,10 +399,11 @@ def _validate_node(index, raw, defined, budget) -> _Node:
         raise fail("'op' must be an op name")
     is_constant = op_name == "constant"
     op = None if is_constant else ops.table.get(op_name)
-    if not is_constant and (op is None or op_name in _HIDDEN_OPS):
-        close = sorted(n for n in ops.table if n.startswith(op_name[:3]) and n not in _HIDDEN_OPS)[:5]
-        hint = f"; did you mean {', '.join(close)}?" if close else "; GET /v1/ops lists them"
-        raise fail(f"unknown op '{op_name}'{hint}")
+    if not is_constant and (op is None or not op.public):
+        close = sorted(n for n, o in ops.table.items() if n.startswith(op_name[:3]) and o.public)[:5]
+        if close:
+            raise fail(f"unknown op '{op_name}'; did you mean {', '.join(close)}?")
+        raise fail(f"unknown op '{op_name}'", "frontends.graph.available_ops() lists them")
     raw_inputs = raw.get("inputs", [])
     if not isinstance(raw_inputs, list):
         raise fail("'inputs' must be a list")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
+import re
 import threading
 
 import numpy as np
@@ -11,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.budget import Budget, BudgetExceeded
-from engine.program import (
+from frontends.budget import Budget, BudgetExceeded
+from frontends.program import (
+    FUNCTIONS,
     MAX_DEPTH,
+    TENSOR_METHODS,
     ProgramError,
     ProgramRuntimeError,
     available_functions,
@@ -310,6 +315,30 @@ def test_hostile_expressions_are_refused_before_running(source, construct, words
     assert str(caught.value).startswith("line 1, column ")
 
 
+def listed_by(hint: str) -> set:
+    """The names the Python functions a hint names return (``frontends.program.available_methods()
+    and available_attributes() list ...``: both, from the module the first one names)."""
+    calls = re.findall(r"([\w.]+)\(\)", hint)
+    module = importlib.import_module(calls[0].rpartition(".")[0])
+    return set().union(*(getattr(module, call.rpartition(".")[2])() for call in calls))
+
+
+@pytest.mark.parametrize(("source", "name", "allowed"), [
+    ("frobnicate(x)", "frobnicate", "sin"),
+    ("x.frobnicate()", "frobnicate", "sum"),
+    ("x.frobnicate", "frobnicate", "shape"),
+])
+def test_an_unknown_name_points_to_the_python_function_that_lists_the_allowed_ones(source, name, allowed):
+    with pytest.raises(ProgramError) as caught:
+        compile_expr(source, ["x"])
+    error = caught.value
+    assert f"unknown {'function' if source.startswith(name) else 'attribute'} '{name}'" == error.message
+    assert str(error) == f"line 1, column {error.column}: {error.message}; {error.hint}"
+    listed = listed_by(error.hint)
+    assert allowed in listed and name not in listed
+    assert "/v1/" not in str(error) and "request" not in str(error)
+
+
 REFUSED_PROGRAMS = [
     ("import os\nreturn x", "Import", 1),
     ("from os import path\nreturn x", "ImportFrom", 1),
@@ -509,6 +538,53 @@ def test_engine_errors_carry_the_line_and_construct():
 def test_mistakes_give_program_errors(source, words):
     with pytest.raises(ProgramError, match=words):
         compile_program(source, ["x"])(engine.tensor([1.0, 2.0, 3.0]))
+
+
+# Values a client may pass where a function or method wants something else.
+WRONG_ARGUMENTS = ("2", "None", "'a'", "x")
+
+
+def _wrong_calls(call):
+    yield f"return {call}()"
+    for first in WRONG_ARGUMENTS:
+        yield f"return {call}({first})"
+        for second in WRONG_ARGUMENTS:
+            yield f"return {call}({first}, {second})"
+
+
+@pytest.mark.parametrize(
+    "call",
+    sorted(FUNCTIONS) + [f"x.{name}" for name in sorted(TENSOR_METHODS)],
+)
+def test_wrong_arguments_are_the_programs_errors_never_a_bug(call):
+    """A number, None or a string where a tensor belongs is a TypeError (or another engine error) the
+    program reports, never an AttributeError: that one means a bug in the engine (a 500)."""
+    x = engine.tensor([[1.0, 2.0], [3.0, 4.0]])
+    for source in _wrong_calls(call):
+        with contextlib.suppress(ProgramError, BudgetExceeded):
+            compile_program(source, ["x"])(x)
+
+
+@pytest.mark.parametrize("operator", ["+", "-", "*", "/", "@", "**", "<", "==", "&", "|", "//", "%"])
+def test_wrong_operands_are_the_programs_errors(operator):
+    for value in WRONG_ARGUMENTS + ("x > 0", "[x]"):
+        for source in (f"return x {operator} {value}", f"return {value} {operator} x"):
+            with contextlib.suppress(ProgramError, BudgetExceeded):
+                compile_program(source, ["x"])(engine.tensor([[1.0, 2.0], [3.0, 4.0]]))
+
+
+@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
+def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, bug):
+    def broken(xp, x):
+        raise bug("an engine bug")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
+    with pytest.raises(bug):
+        compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", lambda xp, x: xp.sin(x[5]))
+    with pytest.raises(ProgramRuntimeError) as caught:  # an IndexError: an engine error, the program's
+        compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
+    assert isinstance(caught.value.error, IndexError)
 
 
 def test_statements_in_an_expression_say_so():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import engine
-from engine.budget import Budget, BudgetExceeded
-from engine.graph import GraphError, GraphRuntimeError, available_ops, compile_graph
+from frontends.budget import Budget, BudgetExceeded
+from frontends.graph import GraphError, GraphRuntimeError, available_ops, compile_graph, validate
 
 A = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
 
@@ -186,6 +186,19 @@ def test_error_names_the_op_and_output():
     assert str(error).startswith("node 1 (sum -> total): unknown attribute")
 
 
+def test_an_unknown_op_suggests_close_names_or_points_to_available_ops():
+    with pytest.raises(GraphError) as caught:
+        validate(graph(node("sinn", ["a"], "b"), outputs=["b"]), ["a"])
+    assert caught.value.hint is None and "did you mean sin" in caught.value.message
+    with pytest.raises(GraphError) as caught:
+        validate(graph(node("frobnicate", ["a"], "b"), outputs=["b"]), ["a"])
+    error = caught.value
+    assert error.message == "unknown op 'frobnicate'" and error.where == "node 0 (frobnicate -> b)"
+    assert str(error) == f"node 0 (frobnicate -> b): unknown op 'frobnicate'; {error.hint}"
+    assert error.hint.startswith("frontends.graph.available_ops()") and "/v1/" not in str(error)
+    assert "sin" in available_ops() and "frobnicate" not in available_ops()
+
+
 def test_runtime_errors_name_the_node():
     spec = graph(node("sin", ["a"], "b"), node("reshape", ["b"], "c", shape=[4, 4]), outputs=["c"])
     fn = compile_graph(spec, ["a"])
@@ -193,6 +206,23 @@ def test_runtime_errors_name_the_node():
         fn(engine.tensor(A))
     assert (caught.value.node, caught.value.op, caught.value.output) == (1, "reshape", "c")
     assert isinstance(caught.value.error, RuntimeError) and "is invalid for input of size 6" in caught.value.message
+
+
+@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
+def test_an_engine_bug_is_not_reported_as_the_graphs_error(monkeypatch, bug):
+    def broken(xp, x):
+        raise bug("an engine bug")
+
+    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
+    with pytest.raises(bug):
+        compile_graph(SIN_EXAMPLE, ["a"])(engine.tensor(A))
+
+
+def test_numbers_where_an_op_needs_tensors_are_runtime_errors():
+    for op_name, inputs in [("dot", ["a", 2.0]), ("matmul", [2.0, "a"]), ("linear", ["a", 2.0, None])]:
+        with pytest.raises(GraphRuntimeError) as caught:
+            compile_graph(graph(node(op_name, inputs, "b"), outputs=["b"]), ["a"])(engine.tensor([1.0, 2.0]))
+        assert isinstance(caught.value.error, RuntimeError) and "1D" in caught.value.message
 
 
 def test_node_budget():
@@ -230,8 +260,9 @@ def test_wrong_number_of_inputs():
         compile_graph(SIN_EXAMPLE, ["a"])()
 
 
-def test_available_ops_cover_the_table_but_device_moves():
+def test_available_ops_cover_the_table_but_internal_ops():
     names = available_ops()
     assert {"sin", "matmul", "getitem", "cat", "constant"} <= set(names)
-    assert "to_device" not in names
+    for internal in ("to_device", "getitem_adjoint", "sum_to_size", "copy_from", "first_extreme_mask"):
+        assert internal not in names
     assert all(isinstance(doc, str) and doc for doc in names.values())

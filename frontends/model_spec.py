@@ -1,6 +1,6 @@
 """Model specs: a JSON description -> model, loss and optimizer; and the full training state.
 
-A spec (what ``POST /v1/models`` takes) looks like::
+A spec is a dict of plain JSON values, for example::
 
     {"layers": [{"type": "linear", "in_features": 1000, "out_features": 100},
                 {"type": "relu"},
@@ -26,7 +26,9 @@ by building the same ``nn.Sequential`` by hand.
 
 ``TrainableModel.state()`` returns a plain dict (the format is documented on
 the method) of numbers, strings, lists and numpy arrays; ``from_state`` gives
-back a model that continues bit for bit as the original would. Nothing here
+back a model that continues bit for bit as the original would on the same
+machine and BLAS settings (elsewhere the last bits may differ: OpenBLAS picks
+its kernels by CPU and splits sums by thread count). Nothing here
 knows about HTTP. Errors: ``SpecError`` (a ValueError, with ``path``) for a bad
 spec; ValueError for inputs, targets or a state that do not fit the model.
 """

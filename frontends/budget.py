@@ -10,8 +10,11 @@ in ``engine.autograd.function.op_observers``:
 - before the op runs: the deadline (``time.monotonic``), and for the ops whose
   result can be far larger than their inputs (expand, tile, outer, matmul,
   broadcasting, indexing...) the result size, estimated from shapes and
-  parameters alone, so ``x.expand(10**6, 10**6)`` never allocates;
-- after it ran: the actual size of its result.
+  parameters alone by the op's table entry (``estimate``), so
+  ``x.expand(10**6, 10**6)`` never allocates;
+- after it ran: the actual size of its result;
+- before every backward node (``engine.autograd.backward.node_observers``): the
+  deadline, since a backward pass runs no table op unless it builds a graph.
 
 Creation functions do not go through the table; their callers (the program
 interpreter, the graph runner) call ``check_elements`` with the size they are
@@ -24,14 +27,16 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import math
+import importlib
 import threading
 import time
 import weakref
 
-from engine import backend
 from engine.autograd import function
 from engine.tensor import Tensor
+
+# The module, not the ``engine.autograd.backward`` function that shadows it as an attribute.
+_backward = importlib.import_module("engine.autograd.backward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,90 +236,13 @@ def _elements_error(limit: int, count: int, what: str, line: int | None = None) 
     )
 
 
-# ---- result-size estimates for the ops that can grow -------------------------
-
-
-def _numel(shape) -> int:
-    return math.prod(int(n) for n in shape)
-
-
-def _broadcast_numel(shapes) -> int:
-    """Elements of the broadcast of ``shapes`` (an upper bound if they do not broadcast)."""
-    ndim = max((len(s) for s in shapes), default=0)
-    total = 1
-    for axis in range(1, ndim + 1):
-        total *= max((int(s[-axis]) for s in shapes if len(s) >= axis), default=1)
-    return total
-
-
-def _estimate_matmul(shapes, params) -> int:
-    if len(shapes) < 2 or not shapes[0] or not shapes[1]:
-        return 0
-    x, y = shapes[0], shapes[1]
-    rows = x[-2] if len(x) >= 2 else 1
-    cols = y[-1] if len(y) >= 2 else 1
-    return _broadcast_numel([x[:-2], y[:-2]]) * int(rows) * int(cols)
-
-
-def _estimate_outer(shapes, params) -> int:
-    return _numel(shapes[0]) * (_numel(shapes[1]) if len(shapes) > 1 else 1)
-
-
-def _estimate_tile(shapes, params) -> int:
-    reps = tuple(params.get("reps", ()))
-    shape = (1,) * (len(reps) - len(shapes[0])) + tuple(shapes[0])
-    return _numel(shape) * _numel(reps)
-
-
-def _estimate_getitem(shapes, params) -> int:
-    """Basic indexing keeps or shrinks axes; integer arrays contribute their broadcast shape."""
-    shape = shapes[0]
-    basic = 1
-    arrays = []
-    axis = 0
-    for part in params.get("index", ())[1:]:  # the normalized index starts with Ellipsis
-        if part is None:
-            continue
-        if isinstance(part, slice):
-            basic *= len(range(*part.indices(int(shape[axis]))))
-        elif hasattr(part, "shape"):
-            arrays.append(tuple(part.shape))
-        axis += 1
-    return basic * (_broadcast_numel(arrays) if arrays else 1)
-
-
-def _estimate_param_shape(shapes, params) -> int:
-    return _numel(params.get("shape", ()))
-
-
-def _estimate_positions(shapes, params) -> int:
-    positions = params.get("positions", ())
-    return int(positions.size if backend.is_array(positions) else backend.numpy.asarray(positions).size)
-
-
-# Ops whose result can be much larger than any input; every other op's result is
-# checked after it ran (its size is bounded by its inputs').
-_ESTIMATES = {
-    "expand": _estimate_param_shape,
-    "getitem_adjoint": _estimate_param_shape,
-    "tile": _estimate_tile,
-    "outer": _estimate_outer,
-    "matmul": _estimate_matmul,
-    "getitem": _estimate_getitem,
-    "take_flat": _estimate_positions,
-}
+# ---- result-size estimates ----------------------------------------------------
 
 
 def estimate_elements(op, shapes, params) -> int | None:
-    """The result size of ``op`` on inputs of ``shapes``, or None when it cannot grow."""
-    estimate = _ESTIMATES.get(op.name)
-    if estimate is not None:
-        return estimate(shapes, params)
-    if op.broadcast and len(shapes) > 1:
-        return _broadcast_numel(shapes)
-    if op.variadic:
-        return sum(_numel(s) for s in shapes)
-    return None
+    """The result size of ``op`` on inputs of ``shapes`` (its table entry's ``estimate``), or
+    None when its result cannot be larger than an input."""
+    return None if op.estimate is None else op.estimate(shapes, params)
 
 
 class _BudgetObserver:
@@ -328,11 +256,11 @@ class _BudgetObserver:
             _charge(state, 1, None)
         elif state.deadline_at is not None and time.monotonic() > state.deadline_at:
             raise _deadline_error(state, None)
-        if not (op.name in _ESTIMATES or op.broadcast or op.variadic):
+        if op.estimate is None:
             return  # the result is no larger than an input; after() checks it
         shapes = [v._data.shape for v in inputs if isinstance(v, Tensor)]
         try:
-            count = estimate_elements(op, shapes, params)
+            count = op.estimate(shapes, params)
         except (IndexError, TypeError, ValueError):
             count = None  # malformed arguments: the op itself reports them
         if count is not None and count > state.budget.max_elements:
@@ -346,6 +274,16 @@ class _BudgetObserver:
         if count > state.budget.max_elements:
             raise _elements_error(state.budget.max_elements, count, f"the result of {op.name}")
         _track(state, result, count)
+
+    def node(self, node, run):
+        """A backward node is about to run (None: its pass ended). A pass without create_graph runs
+        no table op, so without this a batched Jacobian pass, or a gradcheck's million backward
+        passes, would never see the deadline."""
+        if node is None:
+            return
+        state = _active.get()
+        if state is not None and state.deadline_at is not None and time.monotonic() > state.deadline_at:
+            raise _deadline_error(state, None)
 
 
 _observer = _BudgetObserver()
@@ -361,6 +299,8 @@ def _install_observer() -> None:
         _active_blocks += 1
         if _observer not in function.op_observers:
             function.op_observers.append(_observer)
+        if _observer not in _backward.node_observers:
+            _backward.node_observers.append(_observer)
 
 
 def _uninstall_observer() -> None:
@@ -369,6 +309,8 @@ def _uninstall_observer() -> None:
         _active_blocks -= 1
         if _active_blocks == 0 and _observer in function.op_observers:
             function.op_observers.remove(_observer)
+        if _active_blocks == 0 and _observer in _backward.node_observers:
+            _backward.node_observers.remove(_observer)
 
 
 __all__ = [

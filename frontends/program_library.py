@@ -1,12 +1,15 @@
 """What client programs may call and touch: the functions, tensor methods and attributes, constants.
 
-The whitelists are built from the derivative table (``engine.ops.table``)
-plus short explicit lists, never by reflecting over ``Tensor``. Creation
+The whitelists are built from the derivative table (``engine.ops.table``):
+the function and method variants its public entries declare (never in-place
+ones: programs do not modify tensors in place), plus short explicit lists of
+what is built from them (``flatten``, ``split``...) and of metadata (``size``,
+``item``), never by reflecting over ``Tensor``. Creation
 functions (``zeros``, ``arange``, ``tensor``...) check the size of what they
 are about to allocate against the active budget first; the Python built-ins a
 program may use (``range``, ``len``, ``list``...) are wrapped so that they
 cannot build more than ``MAX_SEQUENCE`` items or loop past the step budget.
-``engine.program`` interprets programs against these tables.
+``frontends.program`` interprets programs against these tables.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import operator
 from collections.abc import Callable
 
 from engine import backend, creation, functions, ops
-from engine import budget as budget_module
 from engine.autograd import grad_mode
-from engine.budget import Budget, BudgetExceeded
 from engine.tensor import Tensor
+from frontends import budget as budget_module
+from frontends.budget import Budget, BudgetExceeded
 
 MAX_SEQUENCE = 1_000_000  # items in a Python list or tuple a program builds
 MAX_LIST_NESTING = 32
@@ -225,6 +228,8 @@ def _tensor(data, *, dtype=None, requires_grad=False, device=None):
 
 def _like(make):
     def create(x, *args, dtype=None, requires_grad=False, device=None):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{make.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
         return make(x, *args, dtype=dtype, requires_grad=requires_grad)
 
     create.__name__ = make.__name__
@@ -232,32 +237,18 @@ def _like(make):
     return create
 
 
-# Table ops that are not client functions: device moves and internal adjoints.
-_HIDDEN_OPS = {"to_device", "getitem_adjoint", "sum_to_size", "first_extreme_mask", "copy_from"}
+def client_variants(kind: str) -> list[str]:
+    """The ``kind`` ("functions" or "methods") variants clients may call: those that run only
+    public table ops (``public=False`` marks the internal ones) and none of them in place."""
+    return sorted(
+        name
+        for name, declaring in ops.table.variants(kind).items()
+        if builtins.all(op.public and name not in op.inplace for op in declaring)
+    )
 
-_EXTRA_FUNCTIONS = (
-    "mm",
-    "multiply",
-    "divide",
-    "true_divide",
-    "subtract",
-    "clip",
-    "concat",
-    "concatenate",
-    "flatten",
-    "t",
-    "broadcast_to",
-    "square",
-    "numel",
-    "detach",
-    "allclose",
-    "equal",
-    "transpose",
-    "permute",
-    "squeeze",
-    "unsqueeze",
-    "reshape",
-)
+
+# Functions built from the table's (no entry of their own) that programs may call too.
+COMPOSITE_FUNCTIONS = ("flatten", "broadcast_to", "square", "numel", "detach", "allclose", "equal")
 
 _PYTHON_FUNCTIONS = {
     "range": _range,
@@ -295,13 +286,7 @@ CREATION = {
 
 
 def _build_functions() -> dict[str, Callable]:
-    found = {}
-    for name in ops.table:
-        if name not in _HIDDEN_OPS and hasattr(functions, name):
-            found[name] = getattr(functions, name)
-    for name in _EXTRA_FUNCTIONS:
-        if hasattr(functions, name):
-            found[name] = getattr(functions, name)
+    found = {name: getattr(functions, name) for name in (*client_variants("functions"), *COMPOSITE_FUNCTIONS)}
     found.update(CREATION)
     found.update(_PYTHON_FUNCTIONS)
     return found
@@ -326,50 +311,31 @@ CONSTANTS = {
     "int64": backend.int64,
 }
 
-_EXTRA_METHODS = (
+# Tensor methods built from the table's methods, or reading metadata, that programs may call too.
+COMPOSITE_METHODS = (
     "size",
     "dim",
     "numel",
     "item",
     "detach",
-    "view",
     "view_as",
     "reshape_as",
     "flatten",
     "unflatten",
-    "t",
     "expand_as",
     "broadcast_to",
-    "repeat",
     "split",
     "chunk",
     "unbind",
     "narrow",
     "select",
-    "mm",
-    "clamp",
-    "clip",
-    "float",
-    "double",
-    "half",
-    "long",
-    "int",
-    "bool",
     "contiguous",
-    "swapaxes",
-    "multiply",
-    "divide",
-    "true_divide",
-    "subtract",
     "allclose",
     "equal",
-    "square",
     "is_floating_point",
 )
 
-TENSOR_METHODS = frozenset(
-    name for name in (*ops.table, *_EXTRA_METHODS) if name not in _HIDDEN_OPS and callable(getattr(Tensor, name, None))
-)
+TENSOR_METHODS = frozenset((*client_variants("methods"), *COMPOSITE_METHODS))
 TENSOR_ATTRIBUTES = frozenset(("shape", "ndim", "T", "mT", "data", "dtype", "requires_grad", "is_leaf"))
 RESULT_ATTRIBUTES = frozenset(("values", "indices"))  # of x.max(dim=...)
 LIST_METHODS = frozenset(("append",))
@@ -382,22 +348,6 @@ _FORBIDDEN_WORDS = """
 """
 # Python built-ins programs cannot use, named in the error so nobody wonders whether they were misspelt.
 FORBIDDEN_BUILTINS = frozenset(_FORBIDDEN_WORDS.split())
-
-# What the functions, methods and ops above raise on a client's bad arguments (a shape mismatch, a bad
-# dim, an overflow...): the interpreter and the graph runner report these as the client's error, at the
-# line or node that raised them, and let anything else propagate unchanged.
-ENGINE_ERRORS = (
-    RuntimeError,
-    TypeError,
-    ValueError,
-    IndexError,
-    KeyError,
-    ArithmeticError,
-    NotImplementedError,
-    AttributeError,
-    MemoryError,
-)
-
 
 _EXTRA_DOCS = {
     "allclose": "whether two tensors are equal within tolerances (a bool)",
@@ -420,12 +370,13 @@ def _first_line(text: str | None) -> str:
 
 
 def _describe(name: str, fn) -> str:
-    op = ops.table.get(name) or ops.table.get(getattr(fn, "__name__", ""))  # aliases: mm -> matmul
+    """The op's doc for its own name, else the function's (``mm``), else its op's (``multiply``)."""
     if name in _EXTRA_DOCS:
         return _EXTRA_DOCS[name]
-    if op is not None and op.doc:
+    op = (ops.table.variants("functions").get(name) or [None])[0]
+    if op is not None and op.name == name and op.doc:
         return op.doc
-    return _first_line(fn.__doc__) or name
+    return _first_line(fn.__doc__) or (op.doc if op is not None else "") or name
 
 
 def available_functions() -> dict[str, str]:
