@@ -256,15 +256,18 @@ def decode_tensor(value, where: str, dtype_default, budget: ElementBudget, devic
 # ---- out ---------------------------------------------------------------------
 
 # Numbers one response lets orjson write into its own buffer (each takes at most 25 bytes);
-# larger tensors go through ``_Spliced``, SPLICE_CHUNK numbers per orjson call.
+# larger tensors go through ``_Spliced``, SPLICE_CHUNK numbers per orjson call, and long lists
+# (a profile's trace events) through ``spliced_list``, SPLICE_ITEMS items per call.
 INLINE_ELEMENTS = 1 << 16
 SPLICE_CHUNK = 1 << 16
+SPLICE_ITEMS = 2048
 # Address space that must be free before an orjson call, when the process has a limit: its
-# buffer grows by doubling, so a call writing n bytes may hold ~3n at once. A chunk writes at
-# most 25 * SPLICE_CHUNK bytes; the rest of a response (keys, small tensors, a profile trace
-# of up to max_profile_events events) stays well under the skeleton's reserve.
+# buffer grows by doubling, so a call writing n bytes may hold ~3n at once. A piece writes at
+# most 25 * SPLICE_CHUNK bytes (or SPLICE_ITEMS trace events); what stays in the skeleton of a
+# response (keys, INLINE_ELEMENTS numbers, an autograd graph of at most max_graph_depth levels)
+# stays under ~10 MB. A problem body is a few hundred bytes: it is written without a check.
 CHUNK_RESERVE_BYTES = 8 << 20
-SKELETON_RESERVE_BYTES = 96 << 20
+SKELETON_RESERVE_BYTES = 32 << 20
 
 
 # What orjson's Python objects take per byte of JSON (measured with tracemalloc: 15 for floats,
@@ -434,20 +437,41 @@ class _Spliced:
         if self.encoding == "base64":
             return [b'"', base64.b64encode(_little_endian(self.array)), b'"']
         flat = self.array.reshape(-1)
-        parts = [b"["]
-        try:
-            for start in range(0, flat.size, SPLICE_CHUNK):
-                _reserve(CHUNK_RESERVE_BYTES)
-                piece = orjson.dumps(_json_data(flat[start : start + SPLICE_CHUNK]),
-                                     option=orjson.OPT_SERIALIZE_NUMPY)
-                if start:
-                    parts.append(b",")
-                parts.append(memoryview(piece)[1:-1])  # without the piece's own brackets
-        except MemoryError:
-            parts.clear()  # the traceback keeps this frame alive while the 503 is written
-            raise
-        parts.append(b"]")
-        return parts
+        return _json_list_pieces(flat.size, SPLICE_CHUNK, lambda start, stop: _json_data(flat[start:stop]))
+
+
+class _SplicedList:
+    """A long list of JSON values, written by ``dumps`` ``SPLICE_ITEMS`` at a time."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def parts(self):
+        return _json_list_pieces(len(self.items), SPLICE_ITEMS, lambda start, stop: self.items[start:stop])
+
+
+def spliced_list(items: list):
+    """``items`` as a response value that orjson's own buffer never holds whole (when it is long)."""
+    return items if len(items) <= SPLICE_ITEMS else _SplicedList(items)
+
+
+def _json_list_pieces(count: int, step: int, values) -> list:
+    """A JSON list of ``count`` items as pieces: ``values(start, stop)`` gives each slice to orjson."""
+    parts = [b"["]
+    try:
+        for start in range(0, count, step):
+            _reserve(CHUNK_RESERVE_BYTES)
+            piece = orjson.dumps(values(start, min(start + step, count)), option=orjson.OPT_SERIALIZE_NUMPY)
+            if start:
+                parts.append(b",")
+            parts.append(memoryview(piece)[1:-1])  # without the piece's own brackets
+    except MemoryError:
+        parts.clear()  # the traceback keeps this frame alive while the 503 is written
+        raise
+    parts.append(b"]")
+    return parts
 
 
 def encode_nested(value, encoding: str = "json"):
@@ -464,35 +488,36 @@ def quiet_floating_point():
     return np.errstate(all="ignore")
 
 
-def dumps(content, reserve_bytes: int = CHUNK_RESERVE_BYTES) -> bytes:
+def dumps(content, reserve_bytes: int | None = None) -> bytes:
     """Serialise a response body (numpy arrays included) with orjson, as one bytes object."""
     parts = dumps_parts(content, reserve_bytes)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def dumps_parts(content, reserve_bytes: int = CHUNK_RESERVE_BYTES) -> list:
+def dumps_parts(content, reserve_bytes: int | None = None) -> list:
     """Serialise a response body as a list of bytes-like pieces, which concatenated are the JSON text.
 
-    orjson writes each ``_Spliced`` value as a placeholder string (a random
+    orjson writes each ``_Spliced`` (or ``_SplicedList``) value as a placeholder string (a random
     token per call, which no client content can forge); the list holds the text
     between placeholders and, in their place, the tensors' pieces. A server can
     send the pieces one by one, never holding the whole text twice.
     ``reserve_bytes``: the room orjson's own buffer may need (see ``_reserve``);
-    a compute response passes ``SKELETON_RESERVE_BYTES``, the default suits
-    problems and model responses.
+    compute and model responses pass ``SKELETON_RESERVE_BYTES``; small bodies
+    (problems, events) need no check.
     """
     spliced: list[_Spliced] = []
     token = ""
 
     def placeholder(value):
         nonlocal token
-        if type(value) is not _Spliced:
+        if type(value) is not _Spliced and type(value) is not _SplicedList:
             raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
         token = token or secrets.token_hex(12)
         spliced.append(value)
         return f"{token}:{len(spliced) - 1}"
 
-    _reserve(reserve_bytes)
+    if reserve_bytes:
+        _reserve(reserve_bytes)
     skeleton = orjson.dumps(content, default=placeholder, option=orjson.OPT_SERIALIZE_NUMPY)
     if not spliced:
         return [skeleton]

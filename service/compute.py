@@ -214,8 +214,14 @@ def _profiled(request, content: dict, work: Callable, settings: Settings):
     from service import profiling
 
     result, summary = profiling.profile_call(work, record_shapes=False, max_events=settings.max_profile_events)
-    content["profile"] = summary
+    content["profile"] = _spliced_trace(summary)
     return result
+
+
+def _spliced_trace(summary: dict) -> dict:
+    """The profile summary, its trace events (up to max_profile_events of them) written piecewise."""
+    trace = summary["trace"]
+    return {**summary, "trace": {**trace, "traceEvents": codec.spliced_list(trace["traceEvents"])}}
 
 
 # ---- endpoints -----------------------------------------------------------------------
@@ -525,4 +531,4 @@ def profile(request: schemas.ProfileRequest, settings: Settings) -> dict:
 
     outputs, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
                                               max_events=settings.max_profile_events)
-    return {**summary, "outputs": _encode_outputs(outputs, request.encoding)}
+    return {**_spliced_trace(summary), "outputs": _encode_outputs(outputs, request.encoding)}

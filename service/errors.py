@@ -298,6 +298,10 @@ def memory_problem(error: BaseException, op: str | None = None, **extras) -> dic
                    "result (fewer outputs, a chunk_size, smaller tensors)", kind="memory", op=op, **extras)
 
 
+MEMORY_EXHAUSTED_BODY = dumps(problem(503, "memory-exhausted", "Memory exhausted",
+                                      "the server ran out of memory; retry shortly", kind="memory"))
+
+
 def gpu_memory_problem(error: BaseException, op: str | None = None) -> dict:
     """cupy's OutOfMemoryError: 413 when the request alone needs more than the pool's limit (it can
     never fit), else 503 (the GPU is full of other work now; retry)."""
@@ -426,7 +430,11 @@ def install(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": 'APIKey header="X-API-Key"'}
         if body["status"] >= 500 and body["status"] not in (503, 507):
             logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-        return problem_response(body, headers)
+        try:
+            return problem_response(body, headers)
+        except MemoryError:  # not even the problem fits now: the one written at startup does
+            return Response(MEMORY_EXHAUSTED_BODY, status_code=503, media_type=PROBLEM_MEDIA_TYPE,
+                            headers={"Retry-After": "1"})
 
     # MemoryError (and the SystemError a lost MemoryError becomes) are registered by name: Starlette
     # re-raises what only the catch-all handles (and uvicorn then logs it as a crash), where a

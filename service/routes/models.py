@@ -58,7 +58,8 @@ async def _run(request: Request, work, model_id: str | None = None):
 
 
 def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
-    return json_response(codec.dumps_parts(content), status, {"ETag": etag(version), **(headers or {})})
+    return json_response(codec.dumps_parts(content, codec.SKELETON_RESERVE_BYTES), status,
+                         {"ETag": etag(version), **(headers or {})})
 
 
 @router.post("", status_code=201, response_model=schemas.ModelResponse)

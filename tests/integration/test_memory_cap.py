@@ -17,6 +17,7 @@ needs to finish the batched pass in flight and write the answer).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)"),
 ]
 
-CAP_BYTES = 3 << 30  # the server idles at ~0.8 GB of address space (numpy, OpenBLAS, uvicorn)
+# The server idles at ~0.8 GB of address space (numpy, OpenBLAS, uvicorn); HOSTILE_CAP_BYTES tries another cap.
+CAP_BYTES = int(os.environ.get("HOSTILE_CAP_BYTES", 3 << 30))
 DEADLINE_S = 4.0
 MARGIN_S = 45.0
 REFUSED = {400, 408, 413, 422, 503}
@@ -83,21 +85,21 @@ HOSTILE = {
     # small results whose batched passes are huge: one row of cotangents is 1e7 numbers
     "reverse jacobian of a 1e7 broadcast": ("/v1/jacobian", {"inputs": {"x": zeros(1)},
                                                              "expr": "(x * ones(10**7)).sin()",
-                                                             "strategy": "reverse-mode"}, {408, 503}, None),
+                                                             "strategy": "reverse-mode"}, REFUSED, None),
     "jacobian through outer products": ("/v1/jacobian", {"inputs": {"x": zeros(2000)},
-                                                         "expr": "outer(x, x).sin().sum(1)"}, {408, 503}, None),
+                                                         "expr": "outer(x, x).sin().sum(1)"}, REFUSED, None),
     "hessian through outer products": ("/v1/hessian", {"inputs": {"x": zeros(2000)},
-                                                       "expr": "outer(x, x).sin().sum()"}, {408, 503}, None),
+                                                       "expr": "outer(x, x).sin().sum()"}, REFUSED, None),
     "hessian of a 3000-op chain": ("/v1/hessian", {"inputs": {"x": zeros(3000)},
                                                    "program": "y = x\nfor i in range(3000):\n    y = (y * 0.5).sin()\n"
-                                                              "return y.sum()"}, {200, 408, 503}, None),
+                                                              "return y.sum()"}, REFUSED, None),
     "wide batched hvp": ("/v1/hvp", {"inputs": {"x": zeros(1000)}, "expr": "(x.sin()).sum()",
                                      "v": {"data": [1.0] * 1_000_000, "shape": [1000, 1000]}}, {400}, None),
     "wide batched vjp": ("/v1/vjp", {"inputs": {"x": zeros(1000)}, "expr": "x.sin()",
                                      "v": {"data": [1.0] * 1_000_000, "shape": [1000, 1000]}}, {400}, None),
     # gradcheck: a million analytical rows; a numerical Jacobian of 9e8 float64
     "gradcheck with a million outputs": ("/v1/gradcheck", {"inputs": {"x": zeros(1)}, "expr": "x * ones(10**6)"},
-                                         {408}, None),
+                                         REFUSED, None),
     "gradcheck of 30000 inputs": ("/v1/gradcheck", {"inputs": {"x": zeros(30000)}, "expr": "x.sin()"},
                                   {413}, "/problems/budget-elements"),
     # responses: many large tensors, each within every per-tensor limit
@@ -114,28 +116,30 @@ HOSTILE = {
     "keeping 1e7 float64 tensors in a list": ("/v1/evaluate", {
         "inputs": {"x": zeros(1)}, "dtype": "float64",
         "program": "kept = []\nfor i in range(100):\n    kept.append(ones(10**7, dtype=float64) * i)\nreturn x"},
-        {413, 503}, None),
+        REFUSED, None),
     "a graph of 1e6-element steps": ("/v1/grad", {
         "inputs": {"x": {"data": [1.0] * 1000, "requires_grad": True}},
         "program": "y = x\nfor i in range(1000):\n    y = y * ones(1000, 1000)\n    y = y.sum(0)\nreturn y.sum()"},
-        {408, 413, 503}, None),
+        REFUSED, None),
     "allocating 4e7 per iteration": ("/v1/evaluate", {
         "inputs": {"x": zeros(1)},
-        "program": "for i in range(100000):\n    y = ones(4 * 10**7) + i\nreturn x"}, {400, 408, 503}, None),
+        "program": "for i in range(100000):\n    y = ones(4 * 10**7) + i\nreturn x"}, REFUSED, None),
     "a long loop": ("/v1/grad", {"inputs": {"x": {"data": [1.0], "requires_grad": True}},
-                                 "program": "for i in range(10**6):\n    x = x * 1.0\nreturn x"}, {400, 408}, None),
+                                 "program": "for i in range(10**6):\n    x = x * 1.0\nreturn x"}, REFUSED, None),
     # profiles: a million events, and one with an inline profile
     "profile of 1000 repeats": ("/v1/profile", {"inputs": {"x": zeros(2)}, "repeat": 1000, "backward": True,
                                                 "program": "for i in range(5000):\n    x = x + 1\nreturn x.sum()"},
-                                {408, 413}, None),
+                                REFUSED, None),
     "inline profile of a long loop": ("/v1/evaluate", {"inputs": {"x": zeros(2)}, "profile": True,
                                                        "program": "for i in range(30000):\n    x = x + 1\nreturn x"},
-                                      {400, 408, 413}, None),
+                                      REFUSED, None),
 }
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_but_valid_request_is_refused_in_time(client, name):
+    """Up-front refusals must be exactly that; the rest may end at the deadline, at a budget
+    or in a full memory, whichever comes first on the machine running the test."""
     path, body, statuses, problem_type = HOSTILE[name]
     response = client.post(path, json=body)  # the client's timeout: deadline + margin
     assert response.status_code in statuses, (name, response.status_code, response.text[:500])

@@ -285,3 +285,12 @@ def test_under_an_address_space_limit_running_out_is_a_memory_error():
         "except MemoryError:\n    print('write refused')\n",
         1200 << 20)
     assert out.split() == ["parse", "refused", "write", "refused"]
+
+
+def test_long_lists_are_written_piecewise():
+    events = [{"name": f"engine::op{i}", "ph": "X", "ts": i * 0.5, "args": {"n": [i]}} for i in range(5000)]
+    content = {"trace": {"traceEvents": codec.spliced_list(events), "displayTimeUnit": "ms"}, "n": 1}
+    parts = codec.dumps_parts(content)
+    assert len(parts) > 3
+    assert orjson.loads(b"".join(parts)) == {"trace": {"traceEvents": events, "displayTimeUnit": "ms"}, "n": 1}
+    assert codec.spliced_list(events[:10]) == events[:10]  # short lists stay plain
