@@ -19,9 +19,9 @@ import sys
 from heapq import heappop, heappush
 
 from engine import backend, ops
-from engine import tensor as tensor_module
 from engine.autograd import grad_mode
 from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.autograd.inplace import refresh_view
 from engine.tensor import Tensor
 
 _ndarray = backend.ndarray
@@ -45,8 +45,6 @@ FREED_MESSAGE = (
 def _root_node(tensor, position):
     origin = tensor._view_origin
     if origin is not None and origin[1] != tensor._version_counter[0]:
-        from engine.autograd.inplace import refresh_view  # here: inplace imports this module
-
         refresh_view(tensor)  # a view whose base changed in place: its history is the base's now
     if tensor.grad_fn is not None:
         return tensor.grad_fn
@@ -451,5 +449,3 @@ def _zeros_like(t):
     with backend.placed_on(t.device):
         return Tensor._make(xp.zeros_like(t._data))
 
-
-tensor_module._backward = backward  # Tensor.backward calls it without an import per call

@@ -10,7 +10,6 @@ backward node with exactly what the op's vjp rules asked to save.
 from __future__ import annotations
 
 from engine import backend
-from engine import op as op_module
 from engine.autograd import grad_mode
 from engine.autograd.graph import accumulator, node_class
 from engine.tensor import Tensor
@@ -23,8 +22,12 @@ _SCALARS = (int, float, bool)
 # Observers of every op (the profiler, the service's deadline). Checked once per
 # op; empty in normal use, so that check is the whole cost.
 op_observers: list = []
-# Forward-mode AD (engine.autograd.forward_ad) installs its tangent propagation here.
+# Forward-mode AD (engine.autograd.forward_ad) sets its tangent propagation here while a
+# dual level is open.
 forward_ad_hook = None
+# engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
+# this module): a view whose base changed in place reads itself again before it is recorded.
+_refresh_view = None
 
 
 _NO_EDGE = (None, 0)
@@ -240,9 +243,7 @@ def _record(op, inputs, params, out, result, shapes):
         if isinstance(value, Tensor):
             origin = value._view_origin
             if origin is not None and origin[1] != value._version_counter[0]:
-                from engine.autograd.inplace import refresh_view  # here: inplace imports this module
-
-                refresh_view(value)  # its base changed in place since: read it again from there
+                _refresh_view(value)  # its base changed in place since: read it again from there
             grad_fn = value.grad_fn
             if grad_fn is not None:
                 next_functions.append((grad_fn, 0))
@@ -270,6 +271,4 @@ def _record(op, inputs, params, out, result, shapes):
     return cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
 
 
-op_module.tensor_apply = apply
-op_module.tensor_type = Tensor
 __all__ = ["accumulator", "apply"]
