@@ -387,6 +387,14 @@ def test_allow_unused():
     assert gz.tolist() == [0.0]
 
 
+def test_a_leaf_among_the_outputs_of_grad_is_left_alone():
+    # the leaf x is itself an output (its AccumulateGrad a root) but not an input: nothing flows to it
+    x, y = leaf([1.0, 2.0]), leaf([3.0])
+    (gy,) = grad([x, (y * y).sum()], [y], grad_outputs=[engine.ones(2, dtype=engine.float64), None])
+    np.testing.assert_allclose(gy.numpy(), [6.0])
+    assert x.grad is None and y.grad is None
+
+
 def test_grad_wrt_non_leaf():
     x = leaf([1.0, 2.0])
     h = x * 3
