@@ -1,18 +1,15 @@
-"""Optimizers and schedulers: step by step against PyTorch and against the textbook formulas."""
+"""The optimization algorithms (engine/optim: sgd.py, adam.py, rmsprop.py, adagrad.py), every one
+step by step against PyTorch and against the textbook formulas."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
 import engine
 from engine import optim
+from tests.engine.optim.histories import assert_histories_close, problem
 from tests.floats import assert_within_ulps
-
-STEPS = 20
-SHAPES = [(3, 4), (5,)]
 
 CONFIGS = [
     ("SGD", {"lr": 0.1}),
@@ -38,14 +35,6 @@ CONFIGS = [
 def _id(config):
     name, hyper = config
     return name + "-" + "-".join(f"{k}={v}" for k, v in hyper.items())
-
-
-def problem(dtype=np.float64):
-    """Initial weights and a fixed sequence of gradients (one list per step)."""
-    rng = np.random.default_rng(7)
-    weights = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(STEPS)]
-    return weights, grads
 
 
 def run_ours(name, hyper, weights, grads):
@@ -141,12 +130,6 @@ def run_reference(name, hyper, weights, grads):
     return history
 
 
-def assert_histories_close(ours, theirs, rtol, atol):
-    for step, (mine, other) in enumerate(zip(ours, theirs), 1):
-        for i, (a, b) in enumerate(zip(mine, other)):
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"step {step}, parameter {i}")
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=_id)
 def test_matches_reference_formula(config):
     name, hyper = config
@@ -189,173 +172,3 @@ def test_plain_sgd_float32_steps_round_like_pytorch(torch):
         weights = theirs  # the next step starts from the same weights on both sides
 
 
-# ---- schedulers ---------------------------------------------------------------------------
-
-SCHEDULERS = [
-    ("StepLR", {"step_size": 3, "gamma": 0.5}, lambda base, t: base * 0.5 ** (t // 3)),
-    ("ExponentialLR", {"gamma": 0.9}, lambda base, t: base * 0.9**t),
-    ("CosineAnnealingLR", {"T_max": 7, "eta_min": 0.01},
-     lambda base, t: 0.01 + (base - 0.01) * (1 + math.cos(math.pi * t / 7)) / 2),
-]
-
-
-def scheduled_lrs(lib, name, hyper, weights, grads):
-    params = [lib.nn.Parameter(lib.tensor(w.copy())) for w in weights]
-    optimizer = lib.optim.SGD(params, lr=0.1, momentum=0.9)
-    scheduler = getattr(lib.optim.lr_scheduler, name)(optimizer, **hyper)
-    lrs, history = [scheduler.get_last_lr()[0]], []
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            p.grad = lib.tensor(g.copy())
-        optimizer.step()
-        scheduler.step()
-        lrs.append(scheduler.get_last_lr()[0])
-        assert optimizer.param_groups[0]["lr"] == lrs[-1]
-        history.append([p.detach().numpy().copy() for p in params])
-    return lrs, history
-
-
-@pytest.mark.parametrize("name, hyper, closed_form", SCHEDULERS, ids=[s[0] for s in SCHEDULERS])
-def test_scheduler_matches_closed_form(name, hyper, closed_form):
-    weights, grads = problem()
-    lrs, _ = scheduled_lrs(engine, name, hyper, weights, grads)
-    np.testing.assert_allclose(lrs, [closed_form(0.1, t) for t in range(STEPS + 1)], rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize("name, hyper, closed_form", SCHEDULERS, ids=[s[0] for s in SCHEDULERS])
-def test_scheduler_matches_pytorch(name, hyper, closed_form, torch):
-    weights, grads = problem()
-    ours, our_history = scheduled_lrs(engine, name, hyper, weights, grads)
-    theirs, their_history = scheduled_lrs(torch, name, hyper, weights, grads)
-    assert ours == theirs  # same recursive formulas, same float operations
-    assert_histories_close(our_history, their_history, rtol=1e-10, atol=1e-13)
-
-
-def test_scheduler_state_dict_round_trip():
-    params = [engine.nn.Parameter(engine.ones(2))]
-    opt = optim.SGD(params, lr=1.0)
-    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
-    for _ in range(3):
-        opt.step()
-        sched.step()
-    saved = sched.state_dict()
-    assert "optimizer" not in saved and saved["last_epoch"] == 3
-    opt2 = optim.SGD([engine.nn.Parameter(engine.ones(2))], lr=1.0)
-    sched2 = optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=5)
-    sched2.load_state_dict(saved)
-    opt2.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
-    sched.step()
-    sched2.step()
-    assert sched.get_last_lr() == sched2.get_last_lr()
-
-
-# ---- the Optimizer base ---------------------------------------------------------------------
-
-
-def make_param(values=(1.0, 2.0, 3.0)):
-    return engine.nn.Parameter(engine.tensor(list(values)))
-
-
-def test_zero_grad_default_drops_grads_and_false_zeroes_in_place():
-    p = make_param()
-    opt = optim.SGD([p], lr=0.1)
-    (p * p).sum().backward()
-    grad = p.grad
-    opt.zero_grad(set_to_none=False)
-    assert p.grad is grad
-    np.testing.assert_array_equal(p.grad.numpy(), np.zeros(3, np.float32))
-    opt.zero_grad()
-    assert p.grad is None
-
-
-def test_parameters_without_grad_are_skipped():
-    p, q = make_param(), make_param()
-    opt = optim.Adam([p, q], lr=0.1)
-    p.grad = engine.ones(3)
-    opt.step()
-    np.testing.assert_array_equal(q.detach().numpy(), [1.0, 2.0, 3.0])
-    assert q not in opt.state and p in opt.state
-    assert not np.array_equal(p.detach().numpy(), [1.0, 2.0, 3.0])
-
-
-def test_step_bumps_the_version_so_a_stale_graph_refuses_backward():
-    p = make_param()
-    opt = optim.SGD([p], lr=0.1)
-    loss = (p * p).sum()  # MulBackward0 saved p
-    p.grad = engine.ones(3)
-    version = p._version
-    opt.step()
-    assert p._version == version + 1
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        loss.backward()
-
-
-def test_param_groups_have_their_own_hyperparameters():
-    p, q = make_param(), make_param()
-    opt = optim.SGD([{"params": [p]}, {"params": [q], "lr": 1.0}], lr=0.1)
-    p.grad, q.grad = engine.ones(3), engine.ones(3)
-    opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), [0.9, 1.9, 2.9], rtol=1e-6)
-    np.testing.assert_allclose(q.detach().numpy(), [0.0, 1.0, 2.0], atol=1e-6)
-    assert opt.param_groups[1]["momentum"] == 0.0  # defaults fill the group
-
-
-def test_state_dict_round_trip_continues_identically():
-    weights, grads = problem()
-    first = [engine.nn.Parameter(engine.tensor(w)) for w in weights]
-    opt = optim.Adam(first, lr=0.01, amsgrad=True)
-    for step_grads in grads[:5]:
-        for p, g in zip(first, step_grads):
-            p.grad = engine.tensor(g)
-        opt.step()
-    saved = opt.state_dict()
-    assert sorted(saved["state"]) == [0, 1] and saved["param_groups"][0]["params"] == [0, 1]
-    second = [engine.nn.Parameter(engine.tensor(p.detach().numpy())) for p in first]
-    opt2 = optim.Adam(second, lr=0.5)
-    opt2.load_state_dict(saved)
-    assert opt2.param_groups[0]["lr"] == 0.01
-    for step_grads in grads[5:10]:
-        for params, optimizer in ((first, opt), (second, opt2)):
-            for p, g in zip(params, step_grads):
-                p.grad = engine.tensor(g)
-            optimizer.step()
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
-
-
-def test_closure_is_evaluated_with_grad_enabled():
-    p = make_param()
-    opt = optim.SGD([p], lr=0.1)
-
-    def closure():
-        opt.zero_grad()
-        loss = (p * p).sum()
-        loss.backward()
-        return loss
-
-    with engine.no_grad():
-        loss = opt.step(closure)
-    assert loss.item() == pytest.approx(14.0)
-    np.testing.assert_allclose(p.detach().numpy(), [0.8, 1.6, 2.4], rtol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (lambda p: optim.SGD([], lr=0.1), "empty parameter list"),
-        (lambda p: optim.SGD([p], lr=-1.0), "Invalid learning rate"),
-        (lambda p: optim.SGD([p], lr=0.1, nesterov=True), "Nesterov"),
-        (lambda p: optim.Adam([p], betas=(1.0, 0.9)), "Invalid beta parameter at index 0"),
-        (lambda p: optim.SGD([p, p], lr=0.1), "duplicate parameters"),
-        (lambda p: optim.SGD([p * 2], lr=0.1), "non-leaf"),
-    ],
-)
-def test_invalid_arguments_raise(make, message):
-    with pytest.raises(ValueError, match=message):
-        make(make_param())
-
-
-def test_repr_lists_groups():
-    opt = optim.SGD([make_param()], lr=0.1, momentum=0.9)
-    text = repr(opt)
-    assert text.startswith("SGD (\nParameter Group 0") and "momentum: 0.9" in text and "lr: 0.1" in text
