@@ -10,6 +10,7 @@ import pytest
 import engine
 import engine as torch
 from engine.autograd import functional as F
+from tests import finite_differences
 
 f64 = torch.float64
 
@@ -23,26 +24,6 @@ def do_some_doubling(x):
     while y.data.norm() < 1000:
         y = y * 2
     return y
-
-
-def central_jacobian(fn, arrays, eps=1e-6):
-    """d fn / d arrays[j] by float64 central differences: a list (per output) of lists (per input)."""
-    def value(xs):
-        with torch.no_grad():
-            out = fn(*(torch.tensor(x) for x in xs))
-        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-    base = value(arrays)
-    result = [[np.zeros(o.shape + a.shape) for a in arrays] for o in base]
-    for j, a in enumerate(arrays):
-        for index in np.ndindex(a.shape):
-            plus = [x.copy() for x in arrays]
-            minus = [x.copy() for x in arrays]
-            plus[j][index] += eps
-            minus[j][index] -= eps
-            for i, (p, m) in enumerate(zip(value(plus), value(minus))):
-                result[i][j][(Ellipsis, *index)] = (p - m) / (2 * eps)
-    return result
 
 
 # ---- the tutorial's cells ------------------------------------------------------------
@@ -149,7 +130,7 @@ def two_by_two(x, y):
 def test_jacobian_against_central_differences():
     rng = np.random.default_rng(0)
     arrays = [rng.uniform(-1, 1, (2, 3)), rng.uniform(-1, 1, 3)]
-    numeric = central_jacobian(two_by_two, arrays)
+    numeric = finite_differences.jacobian(finite_differences.on_tensors(two_by_two), arrays)
     jac = F.jacobian(two_by_two, tuple(torch.tensor(a) for a in arrays))
     for i in range(2):
         for j in range(2):
@@ -168,7 +149,7 @@ def test_hessian_against_differences_of_the_gradient():
             x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
             return torch.autograd.grad(f(x, y), (x, y))
 
-    numeric = central_jacobian(gradient, arrays)
+    numeric = finite_differences.jacobian(finite_differences.on_tensors(gradient), arrays)
     h = F.hessian(f, tuple(torch.tensor(a) for a in arrays))
     for i in range(2):
         for j in range(2):
