@@ -557,13 +557,8 @@ def test_wrong_operands_are_the_programs_errors(operator):
                 compile_program(source, ["x"])(engine.tensor([[1.0, 2.0], [3.0, 4.0]]))
 
 
-@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
-def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, bug):
-    def broken(xp, x):
-        raise bug("an engine bug")
-
-    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
-    with pytest.raises(bug):
+def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, engine_bug):
+    with pytest.raises(engine_bug):
         compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
     monkeypatch.setattr(engine.ops.table["sin"], "forward", lambda xp, x: xp.sin(x[5]))
     with pytest.raises(ProgramRuntimeError) as caught:  # an IndexError: an engine error, the program's
