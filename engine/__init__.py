@@ -11,6 +11,7 @@ from engine import (
     backend,
     cuda,
     ops,
+    wiring,
 )
 from engine.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from engine.backend import Device, DType, device, float16, float32, float64, int32, int64
@@ -47,6 +48,9 @@ from engine.creation import (
 from engine.functions import *  # noqa: F403 - the torch.<fn> namespace
 from engine.tensor import Size, Tensor
 from engine.thread_pools import get_num_threads, set_num_threads
+
+# The modules that call each other are connected here, once, before anything runs (see engine.wiring).
+wiring.connect()
 
 float = float32  # noqa: A001
 double = float64

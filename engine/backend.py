@@ -2,7 +2,8 @@
 
 Everything else in the engine receives an array namespace ``xp`` from here:
 which namespace a tensor uses follows from its device. This module also owns
-the engine's dtypes and devices, and ``sum_to_shape``, the single helper that
+the engine's dtypes and devices, where work runs (``op_placement`` for a table
+op, ``on_device`` for the rest), and ``sum_to_shape``, the single helper that
 folds a broadcast gradient back onto an input's shape.
 """
 
@@ -177,70 +178,6 @@ def set_current_cuda_device(index: int) -> None:
     cupy.cuda.runtime.setDevice(int(index))
 
 
-def cuda_device_scope(index: int):
-    """A context manager making CUDA device ``index`` current inside it (cupy's ``Device``)."""
-    namespace(Device("cuda", index))
-    return cupy.cuda.Device(int(index))
-
-
-def device_scope(array):
-    """For a device array not on the current CUDA device: a context manager making its device
-    current, so that kernels run there and their results are allocated there. None when the
-    array's device is current already (the usual case: entering a scope per op costs time),
-    and for host arrays."""
-    if cupy is None or not isinstance(array, cupy.ndarray):
-        return None
-    index = array.device.id
-    if index == cupy.cuda.runtime.getDevice():
-        return None
-    return cupy.cuda.Device(index)
-
-
-def call_on_device_of(value, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with the CUDA device of ``value`` current (a tensor, an array, or a
-    tuple or list whose first element is one). For engine functions that make arrays themselves,
-    outside apply (Jacobian blocks, loss masks): cupy allocates on the current device."""
-    if isinstance(value, (tuple, list)) and value:
-        value = value[0]
-    scope = device_scope(getattr(value, "_data", value))
-    if scope is None:
-        return fn(*args, **kwargs)
-    with scope:
-        return fn(*args, **kwargs)
-
-
-def use_device_of(array) -> int | None:
-    """Make a device array's CUDA device current (for the rest of a backward pass, say).
-    Returns the ordinal that was current before, or None when nothing changed."""
-    if cupy is None or not isinstance(array, cupy.ndarray):
-        return None
-    index = array.device.id
-    current = cupy.cuda.runtime.getDevice()
-    if index == current:
-        return None
-    cupy.cuda.runtime.setDevice(index)
-    return current
-
-
-def placed_on(dev: Device):
-    """A context manager under which new arrays of ``dev``'s namespace are allocated on ``dev``
-    (cupy allocates on the current device); a no-op on the CPU and on the current device."""
-    if dev.type == "cpu" or dev.index == current_cuda_device():
-        return _NO_SCOPE
-    namespace(dev)  # says what is missing, or that the ordinal is invalid
-    return cupy.cuda.Device(dev.index)
-
-
-_NO_SCOPE = contextlib.nullcontext()
-
-
-def placement(spec) -> tuple:
-    """``(device, xp, scope)`` for making arrays on ``spec`` (a device string, a Device or None for
-    the default): its namespace, and a context manager under which they are allocated there."""
-    dev = device(spec)
-    return dev, namespace(dev), placed_on(dev)
-
-
 def cuda_device_count() -> int:
     if cupy is None:
         return 0
@@ -312,6 +249,83 @@ def to_device(array, dev: Device):
     namespace(dev)  # says what is missing when there is no GPU
     with cupy.cuda.Device(dev.index or 0):
         return cupy.asarray(array)
+
+
+# ---- placement: on which device work runs ------------------------------------
+#
+# cupy runs kernels, and allocates their results, on the thread's current CUDA device, and
+# refuses arrays of another device. So whatever computes on device arrays must first make
+# their device current. These two functions are the one place that decides it: the autograd
+# machinery calls ``op_placement`` once per table op (``engine.autograd.function.apply``), and
+# ``on_device`` wherever else it works on arrays itself (seeds and nodes of a backward pass,
+# in-place writes, optimizer updates, creation functions, ``engine.cuda.device``).
+
+
+def on_device(where):
+    """A context manager under which kernels run, and arrays are allocated, on ``where`` (a
+    Device, or an array: its device), restoring the current CUDA device on exit. A no-op for
+    the CPU and host arrays. A CUDA Device is checked first (what is missing, or a bad ordinal)."""
+    if isinstance(where, Device):
+        if where.type == "cpu":
+            return _NO_SCOPE
+        namespace(where)
+        return cupy.cuda.Device(where.index)
+    if cupy is not None and isinstance(where, cupy.ndarray):
+        return cupy.cuda.Device(where.device.id)
+    return _NO_SCOPE
+
+
+_NO_SCOPE = contextlib.nullcontext()
+
+
+def op_placement(arrays, op_name: str, scalars_move: bool):
+    """Where a table op on the tensors holding ``arrays`` runs, as PyTorch decides it.
+
+    Returns ``(scalars_to, scope)``. ``scalars_to`` is the CUDA device that the
+    op's 0-d CPU arrays must be moved to first (None when there are none to
+    move): with ``scalars_move`` (elementwise broadcasting ops, PyTorch's
+    TensorIterator ops), a 0-d CPU tensor may join an op on a CUDA device.
+    ``scope`` is a context manager making the op's device current, or None
+    when it is current already or the op runs on the host. Any other mix of
+    devices raises PyTorch's "Expected all tensors to be on the same device".
+    """
+    first = arrays[0]
+    kind = type(first)
+    if all(type(a) is kind for a in arrays):
+        if cupy is None or kind is not cupy.ndarray:
+            return None, None  # host arrays (numpy subclasses among them)
+        index = first.device.id
+        if all(a.device.id == index for a in arrays):
+            return None, None if index == cupy.cuda.runtime.getDevice() else cupy.cuda.Device(index)
+    devices = [device_of(a) for a in arrays]
+    movable = [scalars_move and d.type == "cpu" and a.ndim == 0 for a, d in zip(arrays, devices)]
+    # The op's device: the first tensor's, skipping the CPU scalars that may move.
+    target = next((d for d, m in zip(devices, movable) if not m), devices[0])
+    for dev, m in zip(devices, movable):
+        if dev != target and not m:
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but found at least two devices, "
+                f"{target} and {dev}! (when checking arguments for {op_name})"
+            )
+    # A CPU target leaves nothing to move: those arrays differed only in type (numpy subclasses).
+    return (None if target.type == "cpu" else target), None
+
+
+def call_on_device_of(value, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the device of ``value`` (a tensor, an array, or a tuple or list
+    whose first element is one): for functions that make arrays themselves, outside apply
+    (Jacobian blocks, loss masks)."""
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    with on_device(getattr(value, "_data", value)):
+        return fn(*args, **kwargs)
+
+
+def placement(spec) -> tuple:
+    """``(device, xp, scope)`` for making arrays on ``spec`` (a device string, a Device or None for
+    the default): its namespace, and ``on_device`` for it."""
+    dev = device(spec)
+    return dev, namespace(dev), on_device(dev)
 
 
 # ---- the GPU runtime: synchronization, the memory pool, out-of-memory ------

@@ -57,7 +57,7 @@ class device:  # noqa: N801 - PyTorch's name
     def __enter__(self):
         if self.index is not None:
             _require()
-            self._scope = backend.cuda_device_scope(self.index)
+            self._scope = backend.on_device(backend.Device("cuda", self.index))
             self._scope.__enter__()
         return self
 

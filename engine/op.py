@@ -27,10 +27,10 @@ from operator import itemgetter
 
 from engine import backend
 
-# Set by engine.autograd.function at import: runs an Op on Tensors, recording it.
-tensor_apply = None
-# Set by engine.tensor at import: the Tensor class, for the dispatch in Op.__call__.
+# Bound by engine.wiring.connect() when the engine is imported (both modules import this one):
+# the Tensor class, for the dispatch in Op.__call__, and what runs an Op on Tensors, recording it.
 tensor_type: type = type(None)
+tensor_apply = None  # engine.autograd.function.apply
 
 # Names the rules may use besides inputs, tangents and parameters.
 GRAD, RESULT = "g", "out"

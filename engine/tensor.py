@@ -18,6 +18,13 @@ from engine import backend, ops
 from engine.autograd import grad_mode
 
 _grad_enabled = grad_mode._grad_enabled.get
+# What Tensor methods call in modules that import this one; engine.wiring.connect() binds them
+# when the engine is imported.
+_apply = None  # engine.autograd.function.apply: run a table op, recording it
+_apply_inplace = None  # engine.autograd.inplace.apply_inplace
+_backward = None  # engine.autograd.backward.backward
+_to_array = None  # engine.creation.to_array
+_rand_array = None  # engine.creation.rand_array
 # Python numbers (and numpy scalars): the operands PyTorch takes as a Scalar argument.
 _NUMBERS = (int, float, backend.numpy.generic)
 # Ops without parameters share one empty dict (nothing mutates params).
@@ -72,9 +79,7 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data=None, *, dtype=None, device=None, requires_grad=False):
-        from engine.creation import to_array
-
-        self._init(to_array(data if data is not None else [], dtype, device))
+        self._init(_to_array(data if data is not None else [], dtype, device))
         if requires_grad:
             self.requires_grad = True
 
@@ -711,9 +716,7 @@ class Tensor:
     # ---- in-place ---------------------------------------------------------
 
     def _inplace(self, op, args, params):
-        from engine.autograd.inplace import apply_inplace
-
-        return apply_inplace(self, op, args, params)
+        return _apply_inplace(self, op, args, params)
 
     def add_(self, other, *, alpha=1):
         return self._inplace(ops.add, (other if alpha == 1 else other * alpha,), _NO_PARAMS)
@@ -762,15 +765,11 @@ class Tensor:
         return self.div_(other)
 
     def uniform_(self, a=0.0, b=1.0, generator=None):
-        from engine.creation import rand_array
-
-        sample = rand_array("uniform", self._data.shape, self.dtype, self.device, generator, low=a, high=b)
+        sample = _rand_array("uniform", self._data.shape, self.dtype, self.device, generator, low=a, high=b)
         return self._inplace(ops.copy_from, (Tensor._make(sample),), _NO_PARAMS)
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
-        from engine.creation import rand_array
-
-        sample = rand_array("normal", self._data.shape, self.dtype, self.device, generator, loc=mean, scale=std)
+        sample = _rand_array("normal", self._data.shape, self.dtype, self.device, generator, loc=mean, scale=std)
         return self._inplace(ops.copy_from, (Tensor._make(sample),), _NO_PARAMS)
 
 
@@ -963,8 +962,3 @@ for _kind in ("methods", "inplace"):
     _made = ops.table.missing_variants(_kind, vars(Tensor), _generated_method, "engine/tensor.py")
     for _name, _method in _made.items():
         setattr(Tensor, _name, _method)
-
-# Set by engine.autograd.backward when it loads (it imports this module, so not the other way).
-_backward = None
-
-from engine.autograd.function import apply as _apply  # noqa: E402 - breaks the import cycle

@@ -1,11 +1,14 @@
 """Reverse mode: ``backward`` and ``grad`` over the recorded graph.
 
-The traversal is iterative (a 100 000-op chain must not hit Python's
-recursion limit): one pass counts each node's incoming edges, then nodes run
-when every gradient they will receive has arrived. A node's gradient goes
-through its op's vjp rules (picked from the table, never named here), is
-summed back to each input's shape for broadcasting ops, and is added into
-the buffer of the next node. ``AccumulateGrad`` nodes end paths at leaves.
+``run_backward`` reads as its phases: seed each output (ones for a scalar);
+plan the pass (with ``inputs``, only the nodes that lead to them); run the
+nodes, each once, from the highest sequence number down, so that a node runs
+after every node that feeds it; and hand back what was captured. The
+traversal is iterative (a 100 000-op chain must not hit Python's recursion
+limit). A node's gradient goes through its op's vjp rules (picked from the
+table, never named here), is summed back to each input's shape for
+broadcasting ops, and is added into the buffer of the node it feeds.
+``AccumulateGrad`` nodes end paths at leaves, adding into ``.grad``.
 
 With ``create_graph=True`` the rules run on Tensors with grad mode on, so the
 backward pass is itself recorded and can be differentiated again.
@@ -13,15 +16,14 @@ backward pass is itself recorded and can be differentiated again.
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 from heapq import heappop, heappush
 
 from engine import backend, ops
-from engine import tensor as tensor_module
 from engine.autograd import grad_mode
 from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.autograd.inplace import refresh_view
 from engine.tensor import Tensor
 
 _ndarray = backend.ndarray
@@ -45,8 +47,6 @@ FREED_MESSAGE = (
 def _root_node(tensor, position):
     origin = tensor._view_origin
     if origin is not None and origin[1] != tensor._version_counter[0]:
-        from engine.autograd.inplace import refresh_view  # here: inplace imports this module
-
         refresh_view(tensor)  # a view whose base changed in place: its history is the base's now
     if tensor.grad_fn is not None:
         return tensor.grad_fn
@@ -68,7 +68,7 @@ def _seed(tensor, grad, create_graph, position=0):
         if type(data) is _ndarray:
             seed = backend.numpy.asarray(1, dtype=data.dtype).reshape(data.shape)
         else:
-            with backend.placed_on(backend.device_of(data)):  # on the output's device (cuda:1...)
+            with backend.on_device(data):  # on the output's device (cuda:1...)
                 seed = backend.namespace_of(data).asarray(1, dtype=data.dtype).reshape(data.shape)
         return Tensor._make(seed) if create_graph else seed
     if not isinstance(grad, Tensor):
@@ -198,7 +198,7 @@ def _input_grads(node, g, values, as_arrays):
         if rule is None:
             raise _missing_rule(op, i)
         grad = rule.call(values, params)
-        if as_arrays and not backend.is_array(grad):
+        if as_arrays and type(grad) is not _ndarray and not backend.is_array(grad):
             grad = backend.namespace_of(g).asarray(grad)  # on g's device, not always the host
         if op.broadcast:
             shape = node.input_shapes[i]  # a tuple, as grad.shape[batch:] is for arrays and Tensors
@@ -263,96 +263,135 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     runs the rules on Tensors without recording them: forward-over-reverse
     needs the tangents that ride along, not a graph of the backward pass.
     """
-    if retain_graph is None:
-        retain_graph = create_graph
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
+    backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
+    backward_pass.plan(roots, seeds, inputs)
+    backward_pass.run_nodes(record)
+    if inputs is None:
+        return None
+    return _captured_grads(inputs, backward_pass.captured, allow_unused)
 
-    targets = None
-    if inputs is not None:
-        targets = {}
-        for i, t in enumerate(inputs):
-            if not t._requires_grad:
-                raise RuntimeError(f"One of the differentiated Tensors (input {i}) does not require grad")
-            targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
 
-    needed = _needed(roots, targets) if targets is not None else None
+class _BackwardPass:
+    """One backward pass: which nodes run, the gradient each has received so far (``buffers``),
+    the nodes ready to run, and the gradients captured at the ``inputs`` of ``autograd.grad``."""
 
-    # Nodes run from the highest sequence number down (see graph._sequence): every node
-    # runs once, after all the nodes that feed it a gradient.
-    ready = []
-    buffers = {}
-    owned = set()
-    for root, seed in zip(roots, seeds):
-        if root in buffers:
-            buffers[root] = buffers[root] + seed
-        else:
-            buffers[root] = seed
-            heappush(ready, (-root.sequence_nr, root))
-    captured = {}
+    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "owned", "ready",
+                 "retain_graph", "targets")
 
-    token = grad_mode._grad_enabled.set(create_graph and record)
-    restore_device = None  # the CUDA device current before the pass, when it had to switch
-    try:
-        while ready:
-            node = heappop(ready)[1]
+    def __init__(self, create_graph, retain_graph, accumulate):
+        self.create_graph = create_graph
+        self.retain_graph = retain_graph
+        self.accumulate = accumulate
+        self.targets = None  # node -> position in ``inputs``, when gradients are captured there
+        self.needed = None  # with targets: the nodes from which one of them is reachable
+        self.buffers = {}
+        self.ready = []  # a heap of (-sequence_nr, node)
+        self.captured = {}
+        self.owned = set()  # ids of the arrays this pass made and handed to one leaf's .grad
+
+    def plan(self, roots, seeds, inputs):
+        """The targets and the nodes needed to reach them (with ``inputs``), and the roots ready
+        to run, holding their seeds."""
+        if inputs is not None:
+            self.targets = {}
+            for i, t in enumerate(inputs):
+                if not t._requires_grad:
+                    raise RuntimeError(f"One of the differentiated Tensors (input {i}) does not require grad")
+                self.targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
+            self.needed = _needed(roots, self.targets)
+        buffers = self.buffers
+        for root, seed in zip(roots, seeds):
+            if root in buffers:  # one node, the root of several outputs
+                buffers[root] = _added(buffers[root], seed)
+            else:
+                buffers[root] = seed
+                heappush(self.ready, (-root.sequence_nr, root))
+
+    def run_nodes(self, record):
+        """Run the nodes from the highest sequence number down (see graph._sequence): every node
+        runs once, after all the nodes that feed it a gradient."""
+        ready = self.ready
+        buffers = self.buffers
+        create_graph = self.create_graph
+        token = grad_mode._grad_enabled.set(create_graph and record)
+        try:
+            while ready:
+                node = heappop(ready)[1]
+                if node_observers:
+                    for observer in node_observers:
+                        observer.node(node, buffers)
+                g = buffers.pop(node)
+                if create_graph or type(g) is _ndarray:
+                    self.run_node(node, g)
+                else:  # the node's rules run on device arrays, outside apply: on g's device (cuda:1...)
+                    with backend.on_device(g):
+                        self.run_node(node, g)
+        finally:
+            grad_mode._grad_enabled.reset(token)
             if node_observers:
                 for observer in node_observers:
-                    observer.node(node, buffers)
-            g = buffers.pop(node)
-            if not create_graph and type(g) is not _ndarray:
-                # A node's rules run on arrays, outside apply: make g's CUDA device current so that
-                # their kernels run (and allocate) there. (On Tensors, apply does this per op.)
-                previous = backend.use_device_of(g)
-                if restore_device is None:
-                    restore_device = previous
-            if node.pre_hooks:
-                g = _run_hooks(node.pre_hooks, g, create_graph)
-            if node.retained is not None:
-                _retain(node, g, create_graph)
-            if targets is not None and node in targets:
-                captured[node] = g
-                if type(node) is AccumulateGrad:
-                    if accumulate:
-                        _accumulate(node, g, create_graph, owned)
-                    continue
-                if not any(c in needed for c, _ in node.next_functions if c is not None):
-                    continue
-            if type(node) is AccumulateGrad:
-                if accumulate and targets is None:
-                    _accumulate(node, g, create_graph, owned)
-                continue
-            if node.freed:
-                raise RuntimeError(FREED_MESSAGE)
-            if node.checks:
-                _check_versions(node)
-            grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
-            if not retain_graph and (node.op.saves_out or node.op.saved_inputs):
-                node.saved = None
-                node.freed = True
-            for (child, _), grad in zip(node.next_functions, grads):
-                if child is None or grad is None:
-                    continue
-                if needed is not None and child not in needed:
-                    continue
+                    observer.node(None, buffers)
+
+    def run_node(self, node, g):
+        """Hooks, retained and captured gradients; then a leaf's accumulation, or the node's vjp
+        rules, whose gradients go on to the nodes they feed."""
+        create_graph = self.create_graph
+        if node.pre_hooks:
+            g = _run_hooks(node.pre_hooks, g, create_graph)
+        if node.retained is not None:
+            _retain(node, g, create_graph)
+        targets = self.targets
+        if targets is not None and node in targets and self.capture(node, g):
+            return
+        if type(node) is AccumulateGrad:
+            if self.accumulate and targets is None:  # (with targets, only theirs accumulate: capture)
+                _accumulate(node, g, create_graph, self.owned)
+            return
+        if node.freed:
+            raise RuntimeError(FREED_MESSAGE)
+        if node.checks:
+            _check_versions(node)
+        grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
+        if not self.retain_graph and (node.op.saves_out or node.op.saved_inputs):
+            node.saved = None
+            node.freed = True
+        # Each input's gradient goes into the buffer of the node it feeds; the first one makes
+        # that node ready. (Inline, not a method: this runs for every edge of the graph.)
+        needed = self.needed
+        buffers = self.buffers
+        for (child, _), grad in zip(node.next_functions, grads):
+            if child is not None and grad is not None and (needed is None or child in needed):
                 previous = buffers.get(child)
                 if previous is None:
                     buffers[child] = grad
-                    heappush(ready, (-child.sequence_nr, child))
-                elif type(grad) is _ndarray:
-                    buffers[child] = previous + grad
-                else:  # a Tensor, or a device array that a transfer's vjp may have put on another device
-                    buffers[child] = backend.call_on_device_of(grad, operator.add, previous, grad)
-    finally:
-        grad_mode._grad_enabled.reset(token)
-        if restore_device is not None:
-            backend.set_current_cuda_device(restore_device)
-        if node_observers:
-            for observer in node_observers:
-                observer.node(None, buffers)
+                    heappush(self.ready, (-child.sequence_nr, child))
+                else:
+                    buffers[child] = _added(previous, grad)
 
-    if inputs is None:
-        return None
+    def capture(self, node, g):
+        """Keep ``g`` as the gradient at a target node. True when the node's work ends there: a
+        leaf (which accumulates only when asked to), or a node that leads to no other target."""
+        self.captured[node] = g
+        if type(node) is AccumulateGrad:
+            if self.accumulate:
+                _accumulate(node, g, self.create_graph, self.owned)
+            return True
+        return not any(c in self.needed for c, _ in node.next_functions if c is not None)
+
+
+def _added(previous, grad):
+    """The sum of two gradients for one node. They are on one device, but device arrays may not
+    be on the current one (a transfer's vjp put them there); a Tensor's add is placed by apply."""
+    if type(grad) is _ndarray or isinstance(grad, Tensor):
+        return previous + grad
+    with backend.on_device(grad):
+        return previous + grad
+
+
+def _captured_grads(inputs, captured, allow_unused):
+    """The gradients captured at ``inputs``, as Tensors (None for an unused one, if allowed)."""
     results = []
     for t in inputs:
         node = t.grad_fn if t.grad_fn is not None else accumulator(t)
@@ -448,8 +487,6 @@ class _BatchedGrad:
 
 def _zeros_like(t):
     xp = backend.namespace_of(t._data)
-    with backend.placed_on(t.device):
+    with backend.on_device(t._data):
         return Tensor._make(xp.zeros_like(t._data))
 
-
-tensor_module._backward = backward  # Tensor.backward calls it without an import per call

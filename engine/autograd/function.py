@@ -1,16 +1,23 @@
 """Running a table op on Tensors, and recording it when autograd needs to.
 
 ``apply`` is the single path from a Tensor method (or ``engine.<fn>``) to an
-op's forward: it unwraps tensors, checks devices, normalizes axis parameters,
-runs the forward on arrays, fixes the result dtype, propagates forward-mode
-tangents, and when grad mode is on and an input requires grad, builds the
-backward node with exactly what the op's vjp rules asked to save.
+op's forward. It reads as its phases, each a function below it, in order:
+unwrap the tensors; place the op when they are device arrays (the decision is
+``backend.op_placement``'s); complete and normalize the params; run the
+forward on arrays with PyTorch's result dtype; wrap the result (linking a view
+to its base); when grad mode is on and an input requires grad, record the
+backward node with exactly what the op's vjp rules asked to save; propagate
+forward-mode tangents.
+
+apply runs for every op, so the test whether a phase has anything to do stays
+in apply (no params, host arrays only, not a view, nothing to record, no dual
+level, no observers), and the common case makes no call it does not need: so
+split, apply costs what the same code written inline did (measured).
 """
 
 from __future__ import annotations
 
-from engine import backend
-from engine import op as op_module
+from engine import backend, ops
 from engine.autograd import grad_mode
 from engine.autograd.graph import accumulator, node_class
 from engine.tensor import Tensor
@@ -23,18 +30,22 @@ _SCALARS = (int, float, bool)
 # Observers of every op (the profiler, the service's deadline). Checked once per
 # op; empty in normal use, so that check is the whole cost.
 op_observers: list = []
-# Forward-mode AD (engine.autograd.forward_ad) installs its tangent propagation here.
+# Forward-mode AD (engine.autograd.forward_ad) sets its tangent propagation here while a
+# dual level is open.
 forward_ad_hook = None
-
+# engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
+# this module): a view whose base changed in place reads itself again before it is recorded.
+_refresh_view = None
 
 _NO_EDGE = (None, 0)
 _ndarray = backend.ndarray
 _numpy = backend.numpy
+_make_tensor = Tensor._make
 
 
 def _operand(value):
-    """A non-Tensor operand as the forward sees it: Python numbers pass through."""
-    if isinstance(value, _SCALARS) or value is None:
+    """A non-Tensor, non-number operand as the forward sees it."""
+    if value is None:
         return value
     if backend.is_array(value) or hasattr(value, "dtype"):  # numpy scalars act like Python scalars
         return value.item() if getattr(value, "ndim", 1) == 0 else value
@@ -44,122 +55,26 @@ def _operand(value):
     )
 
 
-def _check_devices(tensors, op):
-    """None when all tensors are on one device; else the CUDA device that 0-d CPU tensors among
-    them must move to (PyTorch lets a CPU scalar tensor join an elementwise CUDA op: its
-    TensorIterator ops, our broadcasting ones). Raises PyTorch's error for any other mix."""
-    first = tensors[0]._data
-    kind = type(first)
-    for t in tensors[1:]:
-        if type(t._data) is not kind:
-            return _common_device(tensors, op)
-    if kind is not _ndarray and len(tensors) > 1 and isinstance(first, backend.cupy.ndarray):  # the same GPU?
-        index = first.device.id
-        for t in tensors[1:]:
-            if t._data.device.id != index:
-                return _common_device(tensors, op)
-    return None
-
-
-def _common_device(tensors, op):
-    """The device of an op whose tensors are on several: the first one's, skipping 0-d CPU tensors
-    of elementwise ops, when every other tensor is there too."""
-    devices = [backend.device_of(t._data) for t in tensors]
-    movable = [op.broadcast and d.type == "cpu" and t._data.ndim == 0 for t, d in zip(tensors, devices)]
-    target = next((d for d, m in zip(devices, movable) if not m), devices[0])
-    for dev, m in zip(devices, movable):
-        if dev != target and not m:
-            raise RuntimeError(
-                f"Expected all tensors to be on the same device, but found at least two devices, "
-                f"{target} and {dev}! (when checking arguments for {op.name})"
-            )
-    # A CPU target leaves nothing to move: those tensors differed only in array type (numpy subclasses).
-    return None if target.type == "cpu" else target
-
-
-def _moved_scalars(args, dev):
-    """``args`` with each 0-d CPU tensor copied to ``dev`` by the (differentiable) ``to_device`` op,
-    so that its gradient comes back to the CPU through that op's vjp."""
-    from engine import ops
-
-    return tuple(
-        apply(ops.to_device, (value,), {"device": str(dev)})
-        if isinstance(value, Tensor) and type(value._data) is _ndarray and value._data.ndim == 0 else value
-        for value in args
-    )
-
-
 def apply(op, args, params):
-    """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``."""
-    if op.variadic:
-        inputs, arrays, shapes, first, requires = _unwrap_variadic(op, args)
-        mixed = backend.cupy is not None
-    else:
-        inputs = args
-        arrays = []
-        shapes = []
-        first = None
-        requires = mixed = False
-        for value in args:
-            if isinstance(value, Tensor):
-                data = value._data
-                arrays.append(data)
-                shapes.append(data.shape)
-                if first is None:
-                    first = value
-                elif type(data) is not type(first._data):
-                    mixed = True  # host and device arrays together: the device rules decide
-                if value._requires_grad:
-                    requires = True
-            else:
-                value = _operand(value)
-                arrays.append(value)
-                shapes.append(getattr(value, "shape", ()))
-        if first is None:
-            raise TypeError(f"{op.name} expects at least one Tensor operand")
-    # Only device arrays, or a mix, need the device check: an all-numpy op skips it.
-    if mixed or (type(first._data) is not _ndarray and backend.cupy is not None):
-        moved_to = _check_devices([t for t in inputs if isinstance(t, Tensor)], op)
-        if moved_to is not None:
-            return apply(op, _moved_scalars(args, moved_to), params)
-    data = first._data
-    if type(data) is _ndarray:
-        xp = _numpy
-    else:
-        xp = backend.namespace_of(data)
-        scope = backend.device_scope(data)
-        if scope is not None:  # run (and allocate) on the tensors' device, e.g. cuda:1
-            with scope:
-                return apply(op, args, params)
-    if len(params) != len(op.param_defaults):
-        params = {**op.optional_params, **params}
-    if op.normalize is not None:
-        params = op.normalize(params, *shapes)
+    """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``; a Tensor (a tuple
+    of Tensors for an op with extra outputs)."""
+    inputs, arrays, shapes, first, requires, xp = _unwrap(op, args)
+    if xp is None:  # device arrays, or a mix of devices
+        placed = _run_placed(op, args, params, inputs)
+        if placed is not None:
+            return placed
+        xp = backend.namespace_of(first._data)
+    if op.param_defaults:
+        params = _complete_params(op, params, shapes)
     if op_observers:
         for observer in op_observers:
             observer.before(op, inputs, params)
-    out = op.forward(xp, *arrays, **params)
-    extras = ()
+    out = _forward(op, xp, arrays, params, first._data)
     if op.extra_outputs:
         out, *extras = out
-    if type(out) is not _ndarray and not backend.is_array(out):  # a device array stays (to_device's output)
-        out = xp.asarray(out)
-    if out.dtype is not data.dtype or not data.ndim:
-        out = _promote_like_pytorch(op, out, data, arrays, params)
-
-    result = Tensor._make(out)
-    if op.view and backend.aliases(out, data):  # a reshape that had to copy is no view
-        result._version_counter = first._version_counter
-        # (the view ops from the base to this view, the version its history is current at):
-        # how an in-place op writes through it, and when the base has changed since (see
-        # autograd.inplace).
-        if first._base is None:
-            result._base = first
-            result._view_origin = (((op, params),), first._version_counter[0])
-        else:
-            result._base = first._base
-            chain, version = first._view_origin
-            result._view_origin = ((*chain, (op, params)), version)
+    result = _make_tensor(out)
+    if op.view and backend.aliases(out, first._data):  # a reshape that had to copy is no view
+        _link_view(result, first, op, params)
     if requires and not op.nondiff and out.dtype.kind == "f" and _grad_enabled():
         result._requires_grad = True
         result.grad_fn = _record(op, inputs, params, out, result, shapes)
@@ -168,23 +83,126 @@ def apply(op, args, params):
     if op_observers:
         for observer in op_observers:
             observer.after(op, result)
-    if extras:
-        return (result, *(Tensor._make(xp.asarray(e)) for e in extras))
+    if op.extra_outputs:
+        return (result, *(_make_tensor(xp.asarray(e)) for e in extras))
     return result
 
 
+def _unwrap(op, args):
+    """``(inputs, arrays, shapes, first, requires, xp)``: the op's inputs (a variadic op's list of
+    tensors), what the forward receives, their shapes, the first Tensor, whether any input
+    requires grad, and numpy when every tensor is a host array (None: the device rules decide)."""
+    if op.variadic:
+        return _unwrap_variadic(op, args)
+    if len(args) == 1 and isinstance(args[0], Tensor):  # one tensor (x.sin(), x.sum()): no loop
+        first = args[0]
+        data = first._data
+        return args, [data], [data.shape], first, first._requires_grad, _numpy if type(data) is _ndarray else None
+    arrays = []
+    shapes = []
+    first = None
+    requires = False
+    xp = _numpy
+    for value in args:
+        if isinstance(value, Tensor):
+            data = value._data
+            arrays.append(data)
+            shapes.append(data.shape)
+            if first is None:
+                first = value
+            if type(data) is not _ndarray:
+                xp = None
+            if value._requires_grad:
+                requires = True
+        elif isinstance(value, _SCALARS):
+            arrays.append(value)
+            shapes.append(())
+        else:
+            value = _operand(value)
+            arrays.append(value)
+            shapes.append(getattr(value, "shape", ()))
+    if first is None:
+        raise TypeError(f"{op.name} expects at least one Tensor operand")
+    return args, arrays, shapes, first, requires, xp
+
+
 def _unwrap_variadic(op, args):
+    """``_unwrap`` for an op on a list of tensors (cat, stack): the list is one argument."""
     tensors = tuple(args[0])
     if not tensors:
         raise RuntimeError(f"{op.name} expects a non-empty list of Tensors")
     parts = []
     requires = False
+    xp = _numpy
     for value in tensors:
         if not isinstance(value, Tensor):
             raise TypeError(f"{op.name} expects a list of Tensors, got {type(value).__name__}")
         parts.append(value._data)
         requires = requires or value._requires_grad
-    return tensors, [parts], [tuple(p.shape for p in parts)], tensors[0], requires
+        if type(value._data) is not _ndarray:
+            xp = None
+    return tensors, [parts], [tuple(p.shape for p in parts)], tensors[0], requires, xp
+
+
+def _run_placed(op, args, params, inputs):
+    """Place an op on device arrays (``backend.op_placement``): None when it runs here, on the
+    current device; else its result, run where it belongs. A 0-d CPU tensor joining a CUDA op
+    is moved by the differentiable ``to_device`` op, so its gradient comes back to the CPU."""
+    arrays = [t._data for t in inputs if isinstance(t, Tensor)]
+    scalars_to, scope = backend.op_placement(arrays, op.name, op.broadcast)
+    if scalars_to is not None:
+        return apply(op, _moved_scalars(args, scalars_to), params)
+    if scope is not None:  # run (and allocate) on the tensors' device, e.g. cuda:1
+        with scope:
+            return apply(op, args, params)
+    return None
+
+
+def _moved_scalars(args, dev):
+    """``args`` with each 0-d CPU tensor copied to ``dev`` by the ``to_device`` op."""
+    return tuple(
+        apply(ops.to_device, (value,), {"device": str(dev)})
+        if isinstance(value, Tensor) and type(value._data) is _ndarray and value._data.ndim == 0 else value
+        for value in args
+    )
+
+
+def _complete_params(op, params, shapes):
+    """The op's params with the defaults a caller left out (the rules name every param), and its
+    axis params normalized against the inputs' shapes."""
+    if len(params) != len(op.param_defaults):
+        params = {**op.optional_params, **params}
+    if op.normalize is not None:
+        params = op.normalize(params, *shapes)
+    return params
+
+
+def _forward(op, xp, arrays, params, data):
+    """The op's forward on arrays, with PyTorch's result dtype (``data`` is the first Tensor's
+    array). An op with extra outputs (indices) gives ``(out, *extras)``."""
+    out = op.forward(xp, *arrays, **params)
+    extras = None
+    if op.extra_outputs:
+        out, *extras = out
+    if type(out) is not _ndarray and not backend.is_array(out):  # a device array stays (to_device's output)
+        out = xp.asarray(out)
+    if out.dtype is not data.dtype or not data.ndim:
+        out = _promote_like_pytorch(op, out, data, arrays, params)
+    return out if extras is None else (out, *extras)
+
+
+def _link_view(result, first, op, params):
+    """Make ``result`` a view of ``first``'s base: it shares the base's version counter and
+    remembers the view ops from the base, and the version the base had (how an in-place op
+    writes through it, and when the base has changed since: see ``autograd.inplace``)."""
+    result._version_counter = first._version_counter
+    if first._base is None:
+        result._base = first
+        result._view_origin = (((op, params),), first._version_counter[0])
+    else:
+        result._base = first._base
+        chain, version = first._view_origin
+        result._view_origin = ((*chain, (op, params)), version)
 
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
@@ -240,9 +258,7 @@ def _record(op, inputs, params, out, result, shapes):
         if isinstance(value, Tensor):
             origin = value._view_origin
             if origin is not None and origin[1] != value._version_counter[0]:
-                from engine.autograd.inplace import refresh_view  # here: inplace imports this module
-
-                refresh_view(value)  # its base changed in place since: read it again from there
+                _refresh_view(value)  # its base changed in place since: read it again from there
             grad_fn = value.grad_fn
             if grad_fn is not None:
                 next_functions.append((grad_fn, 0))
@@ -270,6 +286,4 @@ def _record(op, inputs, params, out, result, shapes):
     return cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
 
 
-op_module.tensor_apply = apply
-op_module.tensor_type = Tensor
 __all__ = ["accumulator", "apply"]

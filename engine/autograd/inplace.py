@@ -48,11 +48,14 @@ def _write(tensor, result_array):
 
 
 def apply_inplace(tensor, op, args, params):
-    if type(tensor._data) is not backend.ndarray:
-        scope = backend.device_scope(tensor._data)
-        if scope is not None:  # a tensor on a CUDA device that is not current (cuda:1): write there
-            with scope:
-                return apply_inplace(tensor, op, args, params)
+    """Run ``op`` on ``(tensor, *args)`` and write the result into ``tensor``."""
+    if type(tensor._data) is not backend.ndarray:  # a device tensor: written on its device (cuda:1...)
+        with backend.on_device(tensor._data):
+            return _apply_inplace(tensor, op, args, params)
+    return _apply_inplace(tensor, op, args, params)
+
+
+def _apply_inplace(tensor, op, args, params):
     recording = grad_mode.is_grad_enabled()
     base = tensor._base
     if recording and base is not None and tensor._view_origin[1] != tensor._version_counter[0]:

@@ -97,7 +97,7 @@ class Optimizer:
                 for part, scope in _by_device(group):
                     if scope is None:
                         self._update(part)
-                    else:  # parameters on a CUDA device that is not the current one (cuda:1)
+                    else:  # parameters on a CUDA device (cuda:1...): updated there
                         with scope:
                             self._update(part)
         return loss
@@ -138,7 +138,7 @@ class Optimizer:
         buffer = state.get(name)
         if buffer is None:
             xp = backend.namespace_of(param._data)
-            with backend.placed_on(param.device):  # Adagrad makes its buffers before any step()
+            with backend.on_device(param._data):  # Adagrad makes its buffers before any step()
                 buffer = state[name] = Tensor._make(xp.full(param._data.shape, fill, dtype=param._data.dtype))
         return buffer._data
 
@@ -206,11 +206,11 @@ def _cast_like(value, param):
 def _by_device(group: dict) -> tuple:
     """``(group, scope)`` pairs that split a group by the devices of its parameters. The updates
     run on arrays, outside apply, so each part runs with its parameters' CUDA device current
-    (``scope``; None when that is already so). A group on the CPU is itself, unsplit."""
+    (``scope``, ``backend.on_device``). A group on the CPU is itself, unsplit, with no scope."""
     params = group["params"]
     if all(type(p._data) is backend.ndarray for p in params):
         return ((group, None),)
     parts: dict = {}
     for param in params:
         parts.setdefault(backend.device_of(param._data), []).append(param)
-    return tuple(({**group, "params": ps}, backend.device_scope(ps[0]._data)) for ps in parts.values())
+    return tuple(({**group, "params": ps}, backend.on_device(ps[0]._data)) for ps in parts.values())

@@ -349,6 +349,53 @@ def test_ops_mixing_cuda_devices_raise_pytorchs_error(two_gpus, call):
         call(b, a)
 
 
+def test_op_placement_is_pytorchs_device_rule(two_gpus):
+    # the one seam autograd asks where an op runs: (device the CPU scalars move to, scope to enter)
+    cupy = two_gpus
+    on_0 = cupy.asarray(np.ones(3))
+    with cupy.cuda.Device(1):
+        on_1, scalar_1 = cupy.asarray(np.ones(3)), cupy.asarray(np.float64(2.0))
+    host, host_scalar = np.ones(3), np.asarray(2.0)
+    assert backend.op_placement([host, host_scalar], "mul", True) == (None, None)
+    assert backend.op_placement([on_0, on_0], "mul", True) == (None, None)  # cuda:0 is current already
+    scalars_to, scope = backend.op_placement([on_0, host_scalar], "mul", True)
+    assert scalars_to == engine.device("cuda:0") and scope is None
+    scalars_to, scope = backend.op_placement([host_scalar, on_1], "mul", True)  # the scalar may come first
+    assert scalars_to == engine.device("cuda:1") and scope is None
+    scalars_to, scope = backend.op_placement([on_1, on_1], "mul", True)
+    assert scalars_to is None
+    with scope:
+        assert cupy.cuda.runtime.getDevice() == 1
+    assert cupy.cuda.runtime.getDevice() == 0
+    for arrays, scalars_move, pair in [
+        ([on_0, host_scalar], False, "cuda:0 and cpu"),  # only elementwise ops take a CPU scalar
+        ([on_0, host], True, "cuda:0 and cpu"),  # and only a 0-d one
+        ([host, on_0], True, "cpu and cuda:0"),
+        ([scalar_1, host], True, "cuda:1 and cpu"),  # a 0-d CUDA tensor never moves to the CPU
+        ([on_0, on_1], True, "cuda:0 and cuda:1"),
+    ]:
+        with pytest.raises(RuntimeError, match=SAME_DEVICE + pair + r"! \(when checking arguments for mul\)"):
+            backend.op_placement(arrays, "mul", scalars_move)
+
+
+def test_on_device_makes_a_device_current_and_restores_the_previous_one(two_gpus):
+    cupy = two_gpus
+    with cupy.cuda.Device(1):
+        on_1 = cupy.zeros(2)
+    for where in (on_1, engine.device("cuda:1")):
+        with backend.on_device(where):
+            assert cupy.cuda.runtime.getDevice() == 1 and cupy.zeros(1).device.id == 1
+        assert cupy.cuda.runtime.getDevice() == 0
+    cupy.cuda.runtime.setDevice(1)
+    with backend.on_device(engine.device("cuda:0")):
+        assert cupy.cuda.runtime.getDevice() == 0
+    assert cupy.cuda.runtime.getDevice() == 1
+    with backend.on_device(np.ones(2)), backend.on_device(engine.device("cpu")):  # the host: nothing to switch
+        assert cupy.cuda.runtime.getDevice() == 1
+    with pytest.raises(RuntimeError, match="CUDA error: invalid device ordinal: cuda:2 requested, 2 device"):
+        backend.on_device(engine.device("cuda:2"))
+
+
 def test_backward_on_cuda_1_puts_gradients_there(two_gpus):
     xs = np.array([0.5, 1.0, 2.0])
     x = engine.tensor(xs, device="cuda:1", requires_grad=True)

@@ -18,10 +18,10 @@ import engine
 from engine import op as op_module
 from engine import ops
 from engine.autograd import grad, gradgradcheck
+from tests import finite_differences
 from tests.engine.opcases import CASES, all_cases, cases_for
 from tests.floats import assert_close_up_to_summation_order
 
-EPS = 1e-6
 ATOL, RTOL = 1e-6, 1e-5
 BATCH = 3
 
@@ -72,29 +72,15 @@ def rebuild(case, arrays, flat):
 
 def numeric_vjp(op, case, arrays, g):
     """J^T g by central differences, one array per differentiable input."""
-    flat = flat_inputs(case, arrays)
-    result = []
-    for i, x in enumerate(flat):
-        column = np.zeros(x.shape)
-        for j in np.ndindex(x.shape):
-            plus = [a.copy() for a in flat]
-            minus = [a.copy() for a in flat]
-            plus[i][j] += EPS
-            minus[i][j] -= EPS
-            f_plus = forward(op, rebuild(case, arrays, plus), case.params)
-            f_minus = forward(op, rebuild(case, arrays, minus), case.params)
-            column[j] = np.sum((f_plus - f_minus) * g) / (2 * EPS)
-        result.append(column)
-    return result
+    jacobians = finite_differences.jacobian(lambda flat: forward(op, rebuild(case, arrays, flat), case.params),
+                                            flat_inputs(case, arrays))[0]
+    return [np.tensordot(g, jacobian, axes=np.ndim(g)) for jacobian in jacobians]
 
 
 def numeric_jvp(op, case, arrays, tangents):
-    flat = flat_inputs(case, arrays)
-    plus = [x + EPS * t for x, t in zip(flat, tangents)]
-    minus = [x - EPS * t for x, t in zip(flat, tangents)]
-    f_plus = forward(op, rebuild(case, arrays, plus), case.params)
-    f_minus = forward(op, rebuild(case, arrays, minus), case.params)
-    return (f_plus - f_minus) / (2 * EPS)
+    """J u by central differences."""
+    return finite_differences.directional_derivative(
+        lambda flat: forward(op, rebuild(case, arrays, flat), case.params), flat_inputs(case, arrays), tangents)
 
 
 def tensors_of(case, arrays):

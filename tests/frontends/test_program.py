@@ -25,6 +25,7 @@ from frontends.program import (
     compile_expr,
     compile_program,
 )
+from tests import finite_differences
 
 DOUBLING = """
 y = x * 2
@@ -36,24 +37,6 @@ return y
 
 def as64(values):
     return engine.tensor(values, dtype="float64")
-
-
-def central_differences(fn, inputs, eps=1e-6):
-    """d fn / d inputs by float64 central differences (fn returns a scalar tensor)."""
-    grads = []
-    for k, x in enumerate(inputs):
-        base = x.detach().numpy().astype(np.float64)
-        grad = np.zeros_like(base)
-        for i in range(base.size):
-            shifted = []
-            for sign in (1, -1):
-                moved = base.copy()
-                moved.flat[i] += sign * eps
-                args = [engine.tensor(moved) if j == k else t.detach() for j, t in enumerate(inputs)]
-                shifted.append(fn(*args).item())
-            grad.flat[i] = (shifted[0] - shifted[1]) / (2 * eps)
-        grads.append(grad)
-    return grads
 
 
 # ---- the tutorial -------------------------------------------------------------------
@@ -261,7 +244,8 @@ def test_program_gradient_matches_finite_differences(start):
     x = as64(start).requires_grad_()
     w = as64([0.7, -0.4, 1.1]).requires_grad_()
     fn(x, w).backward()
-    gx, gw = central_differences(fn, [x, w])
+    inputs = [x.detach().numpy(), w.detach().numpy()]
+    gx, gw = finite_differences.jacobian(finite_differences.on_tensors(fn), inputs)[0]  # the one output
     np.testing.assert_allclose(x.grad.numpy(), gx, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(w.grad.numpy(), gw, rtol=1e-6, atol=1e-7)
 
@@ -270,7 +254,7 @@ def test_index_put_gradient_matches_finite_differences():
     fn = compile_program("y = x * 1\ny[1] = x[0] * x[2]\nreturn (y * y).sum()", ["x"])
     x = as64([0.5, -1.0, 2.0]).requires_grad_()
     fn(x).backward()
-    (gx,) = central_differences(fn, [x])
+    (gx,) = finite_differences.jacobian(finite_differences.on_tensors(fn), [x.detach().numpy()])[0]
     np.testing.assert_allclose(x.grad.numpy(), gx, rtol=1e-6, atol=1e-7)
 
 
@@ -573,13 +557,8 @@ def test_wrong_operands_are_the_programs_errors(operator):
                 compile_program(source, ["x"])(engine.tensor([[1.0, 2.0], [3.0, 4.0]]))
 
 
-@pytest.mark.parametrize("bug", [AttributeError, AssertionError])
-def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, bug):
-    def broken(xp, x):
-        raise bug("an engine bug")
-
-    monkeypatch.setattr(engine.ops.table["sin"], "forward", broken)
-    with pytest.raises(bug):
+def test_an_engine_bug_is_not_reported_as_the_programs_error(monkeypatch, engine_bug):
+    with pytest.raises(engine_bug):
         compile_expr("sin(x) + 1", ["x"])(engine.tensor([1.0]))
     monkeypatch.setattr(engine.ops.table["sin"], "forward", lambda xp, x: xp.sin(x[5]))
     with pytest.raises(ProgramRuntimeError) as caught:  # an IndexError: an engine error, the program's

@@ -10,6 +10,7 @@ import pytest
 import engine
 import engine as torch
 from engine.autograd import functional as F
+from tests import finite_differences
 
 f64 = torch.float64
 
@@ -23,26 +24,6 @@ def do_some_doubling(x):
     while y.data.norm() < 1000:
         y = y * 2
     return y
-
-
-def central_jacobian(fn, arrays, eps=1e-6):
-    """d fn / d arrays[j] by float64 central differences: a list (per output) of lists (per input)."""
-    def value(xs):
-        with torch.no_grad():
-            out = fn(*(torch.tensor(x) for x in xs))
-        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-    base = value(arrays)
-    result = [[np.zeros(o.shape + a.shape) for a in arrays] for o in base]
-    for j, a in enumerate(arrays):
-        for index in np.ndindex(a.shape):
-            plus = [x.copy() for x in arrays]
-            minus = [x.copy() for x in arrays]
-            plus[j][index] += eps
-            minus[j][index] -= eps
-            for i, (p, m) in enumerate(zip(value(plus), value(minus))):
-                result[i][j][(Ellipsis, *index)] = (p - m) / (2 * eps)
-    return result
 
 
 # ---- the tutorial's cells ------------------------------------------------------------
@@ -149,7 +130,7 @@ def two_by_two(x, y):
 def test_jacobian_against_central_differences():
     rng = np.random.default_rng(0)
     arrays = [rng.uniform(-1, 1, (2, 3)), rng.uniform(-1, 1, 3)]
-    numeric = central_jacobian(two_by_two, arrays)
+    numeric = finite_differences.jacobian(finite_differences.on_tensors(two_by_two), arrays)
     jac = F.jacobian(two_by_two, tuple(torch.tensor(a) for a in arrays))
     for i in range(2):
         for j in range(2):
@@ -168,7 +149,7 @@ def test_hessian_against_differences_of_the_gradient():
             x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
             return torch.autograd.grad(f(x, y), (x, y))
 
-    numeric = central_jacobian(gradient, arrays)
+    numeric = finite_differences.jacobian(finite_differences.on_tensors(gradient), arrays)
     h = F.hessian(f, tuple(torch.tensor(a) for a in arrays))
     for i in range(2):
         for j in range(2):
@@ -410,46 +391,6 @@ def _ours_of(value):
     if isinstance(value, tuple):
         return tuple(_ours_of(v) for v in value)
     return engine.tensor(value.numpy())
-
-
-# ---- engine.func: composable transforms ------------------------------------------------------
-
-
-def test_func_transforms_compose_to_the_hessian():
-    from engine import func as ft
-
-    a = torch.randn(4, 4, dtype=f64)
-    x = torch.randn(4, dtype=f64)
-
-    def f(t):
-        return t @ a @ t + (t.sin() * t**2).sum()
-
-    xn, an = x.numpy(), a.numpy()
-    expected = an + an.T + np.diag(2 * np.sin(xn) + 4 * xn * np.cos(xn) - xn**2 * np.sin(xn))
-    for name, transform in [("jacfwd(jacrev)", ft.jacfwd(ft.jacrev(f))), ("jacrev(jacrev)", ft.jacrev(ft.jacrev(f))),
-                            ("jacrev(jacfwd)", ft.jacrev(ft.jacfwd(f))), ("hessian", ft.hessian(f)),
-                            ("jacfwd(grad)", ft.jacfwd(ft.grad(f)))]:
-        np.testing.assert_allclose(transform(x).numpy(), expected, rtol=1e-12, atol=1e-12, err_msg=name)
-
-
-def test_func_grad_vjp_jvp_argnums_and_aux():
-    from engine import func as ft
-
-    x, y = torch.randn(3, dtype=f64), torch.randn(3, dtype=f64)
-    assert ft.grad(ft.grad(lambda t: (t**3).sum()))(torch.tensor([2.0])).tolist() == [12.0]
-    gx, gy = ft.grad(lambda a, b: (a * b.exp()).sum(), argnums=(0, 1))(x, y)
-    np.testing.assert_allclose(gx.numpy(), np.exp(y.numpy()))
-    np.testing.assert_allclose(gy.numpy(), x.numpy() * np.exp(y.numpy()))
-    gradient, aux = ft.grad(lambda t: ((t**2).sum(), t.mean()), has_aux=True)(x)
-    np.testing.assert_allclose(gradient.numpy(), 2 * x.numpy())
-    assert aux.item() == pytest.approx(x.numpy().mean()) and not aux.requires_grad
-    _, vjp_fn = ft.vjp(lambda t: t.sin(), x)
-    np.testing.assert_allclose(vjp_fn(y)[0].numpy(), np.cos(x.numpy()) * y.numpy())
-    np.testing.assert_allclose(vjp_fn(y)[0].numpy(), np.cos(x.numpy()) * y.numpy())  # reusable
-    _, tangent = ft.jvp(lambda a, b: a * b, (x, y), (torch.ones(3, dtype=f64), torch.zeros(3, dtype=f64)))
-    np.testing.assert_allclose(tangent.numpy(), y.numpy())
-    with pytest.raises(RuntimeError, match="scalar Tensor"):
-        ft.grad(lambda t: t * 2)(x)
 
 
 @pytest.mark.parametrize("strategy", ["reverse-mode", "forward-mode"])
