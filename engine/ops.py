@@ -695,6 +695,15 @@ def linear_jvp(dx, dw, db, x, w):
     return out if db is None else out + db
 
 
+def linear_size(shapes, params) -> int:
+    """``x @ w.T (+ b)``: x's leading axes times w's rows (none for a 1-D w), broadcast with b."""
+    if len(shapes) < 2 or not shapes[0]:
+        return 0
+    x, w = shapes[0], shapes[1]
+    product = (*x[:-1], *w[:-1])
+    return broadcast_numel([product, *shapes[2:]])
+
+
 linear = define(
     "linear",
     _linear,
@@ -707,6 +716,7 @@ linear = define(
     broadcast=True,
     grad_fn="AddmmBackward0",
     doc="x @ w.T + b (the fully connected layer)",
+    estimate=linear_size,
 )
 
 # ---- reductions ------------------------------------------------------------

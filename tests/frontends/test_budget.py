@@ -231,3 +231,13 @@ def test_freed_tensors_are_released():
     churn = compile_program("y = zeros(1)\nfor i in range(50):\n    y = zeros(10**5) + i\nreturn y.sum()", [])
     with enforce(Budget(max_live_elements=10**6)):
         assert churn().item() == 49 * 10**5
+
+
+def test_a_wide_linear_layer_is_judged_by_its_result_not_its_weight():
+    # 16 x 1000 inputs through a 1000 -> 10000 layer: a 16 x 10000 result (1.6e5), though the
+    # weight alone holds 1e7 numbers (a broadcast estimate of the operands would say 1e7).
+    x, w, b = engine.zeros(16, 1000), engine.zeros(10000, 1000), engine.zeros(10000)
+    with enforce(Budget(max_elements=200_000)):
+        assert engine.nn.functional.linear(x, w, b).shape == (16, 10000)
+    with enforce(Budget(max_elements=100_000)), pytest.raises(BudgetExceeded, match="160000"):
+        engine.nn.functional.linear(x, w, b)
