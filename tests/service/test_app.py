@@ -14,23 +14,9 @@ from service import errors
 from service.app import create_app
 from service.codec import CodecError, ResponseTooLargeError
 from service.config import Settings
+from tests.problems import assert_problem
 
 SIN = {"inputs": {"a": {"data": [0.0, 1.0, 2.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
-        yield client
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("/problems/") and body["title"] and body["detail"]
-    return body
 
 
 def test_grad_of_the_sin_example(client):
