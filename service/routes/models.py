@@ -33,7 +33,7 @@ from service.models import (
     unpack_state,
     wire_number,
 )
-from service.routes.base import OrjsonRoute, compute_slot, in_worker, json_response
+from service.routes.base import OrjsonRoute, json_response, runtime
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 logger = logging.getLogger("gradserve")
@@ -52,9 +52,10 @@ def _service(request: Request) -> ModelService:
 async def _run(request: Request, work, model_id: str | None = None):
     """``work()`` in a worker thread (under the model's lock when ``model_id`` is given)."""
     lock = _service(request).lock(model_id) if model_id is not None else contextlib.nullcontext()
-    async with lock, compute_slot(request):
-        return await in_worker(request, run_model_work, work, request.app.state.settings,
-                               request.app.state.metrics.count_ops)
+    work_runtime = runtime(request)
+    async with lock, work_runtime.slot():
+        return await work_runtime.in_worker(run_model_work, work, request.app.state.settings,
+                                            request.app.state.metrics.count_ops)
 
 
 def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
@@ -159,9 +160,7 @@ async def _stream_training(request: Request, service: ModelService, model_id: st
                 await send.send(outcome)
 
     task = asyncio.get_running_loop().create_task(train())
-    tasks = request.app.state.__dict__.setdefault("_training_tasks", set())
-    tasks.add(task)  # a strong reference until it is done
-    task.add_done_callback(tasks.discard)
+    runtime(request).keep(task)  # a strong reference until it is done
 
     async def events():
         async with receive:
