@@ -14,7 +14,7 @@ from service import compute, errors
 from service.config import Settings, get_settings
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from service.models import ModelService
+from service.model_service import ModelService
 from service.routes import compute as compute_routes
 from service.routes import front, health, models, ops, profile, transforms
 from service.runtime import Runtime

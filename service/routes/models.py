@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from service import codec, schemas
 from service.codec import ElementBudget
 from service.errors import MODEL_ERRORS, ServiceError, problem_for
-from service.models import (
+from service.model_service import (
     NPZ_MEDIA_TYPE,
     ModelService,
     check_if_match,

@@ -10,10 +10,12 @@ from fastapi.testclient import TestClient
 
 from engine.profiler import ProfileLimitError
 from frontends.budget import BudgetExceeded
+from frontends.model_spec import SpecError
 from service import errors
 from service.app import create_app
 from service.codec import CodecError, ResponseTooLargeError
 from service.config import Settings
+from service.store import ModelNotFound, StoreFull, StoreUnavailable
 from tests.problems import assert_problem
 
 SIN = {"inputs": {"a": {"data": [0.0, 1.0, 2.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
@@ -167,6 +169,10 @@ def test_every_error_response_is_documented_as_problem_json(client):
          {"type": "/problems/response-too-large", "elements": 9, "limit": 5}),
         (errors.EngineError(ProfileLimitError(7)), 413, {"type": "/problems/profile-too-large", "limit": 7}),
         (errors.OverloadedError("busy"), 503, {}),
+        (ModelNotFound("m1"), 404, {"type": "/problems/model-not-found", "model": "m1"}),
+        (StoreFull(3), 507, {"type": "/problems/model-limit", "limit": 3}),
+        (StoreUnavailable("the model store is busy (locked)"), 503, {"type": "/problems/overloaded"}),
+        (SpecError("layers[2]", "bad width"), 422, {"type": "/problems/invalid-model-spec", "layer": "layers[2]"}),
         (AttributeError("secret internals"), 500, {}),
     ],
 )
