@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from service import codec, compute
+from service.config import Settings
 from service.runtime import Runtime
 
 
@@ -50,9 +51,8 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def run_compute(request: Request, handler, body) -> Response:
+async def run_compute(request: Request, handler, body, settings: Settings) -> Response:
     """``handler(body, settings)`` in a worker thread, under the concurrency limit; a JSON response."""
-    settings = request.app.state.settings
     work = runtime(request)
     async with work.slot():
         started = time.perf_counter()
