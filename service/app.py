@@ -14,9 +14,10 @@ from service import compute, errors
 from service.config import Settings, get_settings
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from service.models import ModelService
+from service.model_service import ModelService
 from service.routes import compute as compute_routes
 from service.routes import front, health, models, ops, profile, transforms
+from service.runtime import Runtime
 
 DESCRIPTION = """Gradients over HTTP.
 
@@ -41,13 +42,11 @@ async def _lifespan(app: FastAPI):
     # Startup, in every worker process: the BLAS thread limit is process-wide, so it is set here
     # rather than per request.
     engine.set_num_threads(app.state.settings.blas_threads)
+    app.state.runtime.start()
     yield
     # Shutdown: uvicorn has answered or cut every request by now; let the workers finish
     # what they run, then close the model store.
-    workers = getattr(app.state, "compute_workers", None)
-    if workers is not None:
-        workers.shutdown(wait=True)
-        app.state.compute_workers = None
+    app.state.runtime.close()
     app.state.models.close()
 
 
@@ -70,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.compute_slots = None
+    app.state.runtime = Runtime(settings)  # started and closed by _lifespan
     app.state.models = ModelService(settings)  # opens the model store on first use
     compute.install_op_tracking()
     compute.configure_gpu(settings)

@@ -1,7 +1,8 @@
 """Settings: every knob of the service, from ``GRADSERVE_*`` environment variables.
 
 One ``Settings`` object is built per app (``create_app(settings)``); routes
-receive it through the ``settings`` dependency, so tests can pass their own.
+receive it through the ``app_settings`` dependency (``service.dependencies``),
+so tests can pass their own or override it with ``app.dependency_overrides``.
 ``public_limits()`` is what ``GET /v1/info`` reports: everything but secrets.
 """
 

@@ -11,7 +11,8 @@ without a GPU); 401 missing/wrong API key; 404/405 routing and unknown models;
 413 too large (body, tensors, a program's allocations, a result or response
 over ``max_response_elements``, one allocation larger than the process may
 hold, more than the GPU memory limit at once); 422 schema violations and
-undecodable tensors; 503 overload (and host or GPU memory full of other work).
+undecodable tensors and invalid model specs (``SpecError``); 503 overload (and host or
+GPU memory full of other work, and a locked or unreachable model store).
 A 500 is always a bug: it says so and carries no internals.
 
 Engine exceptions reach this module wrapped: compute code runs the client's
@@ -19,7 +20,9 @@ function inside ``engine_errors()``, which turns the builtin exceptions the
 engine raises on bad input (``engine.errors.ENGINE_ERRORS``: RuntimeError,
 ValueError, TypeError, ...) into ``EngineError``; any other exception (an
 AttributeError, an AssertionError), or one raised anywhere else, is a bug and
-gives 500.
+gives 500. The model store raises its own typed errors (``service.store``:
+``ModelNotFound``, ``StoreFull``, ``StoreUnavailable``); they, and ``SpecError``,
+are mapped here too, wherever they are raised.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from starlette.responses import Response
 from engine import cuda as engine_cuda
 from engine.errors import ENGINE_ERRORS
 from engine.profiler import ProfileLimitError
+from frontends.model_spec import SpecError
 from service.codec import CodecError, ResponseTooLargeError, dumps
+from service.store.base import ModelNotFound, StoreError, StoreFull, StoreUnavailable
 
 logger = logging.getLogger("gradserve")
 
@@ -164,7 +169,7 @@ def engine_errors(current_op=lambda: None):
     """
     try:
         yield
-    except (EngineError, ServiceError, CodecError):
+    except (EngineError, ServiceError, CodecError, StoreError, SpecError):
         raise
     except Exception as error:
         if isinstance(error, ENGINE_ERRORS) or _known_engine_class(error) is not None:
@@ -339,8 +344,23 @@ def release_frames(error: BaseException) -> None:
         error = error.__cause__ or error.__context__
 
 
+def _model_error(error: StoreError | SpecError) -> ServiceError | None:
+    """The store's conditions and an invalid model spec, as the service errors they answer with."""
+    if isinstance(error, ModelNotFound):
+        return ModelNotFoundError(str(error), model=error.model_id)
+    if isinstance(error, StoreFull):
+        return ModelLimitError(str(error), limit=error.limit)
+    if isinstance(error, SpecError):
+        return InvalidSpecError(str(error), layer=error.path or None)
+    if isinstance(error, StoreUnavailable):  # a locked or unreachable store: retry
+        return OverloadedError(str(error))
+    return None
+
+
 def problem_for(error: BaseException) -> dict:
     """The problem body for any exception (500 for what no rule covers)."""
+    if isinstance(error, (StoreError, SpecError)):
+        error = _model_error(error) or error
     if isinstance(error, ServiceError):
         return problem(error.status, error.slug, error.title, error.detail, **error.extras)
     if isinstance(error, ResponseTooLargeError):
@@ -439,8 +459,8 @@ def install(app: FastAPI) -> None:
     # MemoryError (and the SystemError a lost MemoryError becomes) are registered by name: Starlette
     # re-raises what only the catch-all handles (and uvicorn then logs it as a crash), where a
     # full memory is an answer, 503, not a bug. A SystemError of any other cause stays a 500.
-    for cls in (ServiceError, CodecError, ResponseTooLargeError, EngineError, MemoryError, SystemError,
-                *_engine_types().values()):
+    for cls in (ServiceError, CodecError, ResponseTooLargeError, EngineError, StoreError, SpecError, MemoryError,
+                SystemError, *_engine_types().values()):
         app.add_exception_handler(cls, handle_known)
     app.add_exception_handler(Exception, handle_known)
 

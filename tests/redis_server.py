@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.loopback import free_port
 
 
 @contextlib.contextmanager
@@ -31,7 +26,7 @@ def running_redis():
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     import redis
 
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

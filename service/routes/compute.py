@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import compute, schemas
+from service.dependencies import AppSettings
 from service.errors import COMPUTE_ERRORS
 from service.routes.base import OrjsonRoute, run_compute
 
@@ -12,18 +13,18 @@ router = APIRouter(prefix="/v1", tags=["compute"], route_class=OrjsonRoute, resp
 
 
 @router.post("/evaluate", response_model=schemas.EvaluateResponse)
-async def evaluate_function(body: schemas.EvaluateRequest, request: Request):
+async def evaluate_function(body: schemas.EvaluateRequest, request: Request, settings: AppSettings):
     """Run the function under no_grad and return its outputs."""
-    return await run_compute(request, compute.evaluate, body)
+    return await run_compute(request, compute.evaluate, body, settings)
 
 
 @router.post("/grad", response_model=schemas.GradResponse)
-async def compute_gradient(body: schemas.GradRequest, request: Request):
+async def compute_gradient(body: schemas.GradRequest, request: Request, settings: AppSettings):
     """Run the function, backpropagate from its outputs, return outputs, leaf grads and the autograd graph."""
-    return await run_compute(request, compute.gradient, body)
+    return await run_compute(request, compute.gradient, body, settings)
 
 
 @router.post("/gradcheck", response_model=schemas.GradcheckResponse)
-async def check_gradient(body: schemas.GradcheckRequest, request: Request):
+async def check_gradient(body: schemas.GradcheckRequest, request: Request, settings: AppSettings):
     """Compare the engine's Jacobian with float64 central differences."""
-    return await run_compute(request, compute.gradcheck, body)
+    return await run_compute(request, compute.gradcheck, body, settings)

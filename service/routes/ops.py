@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 import engine
 from engine.ops import table
 from service import schemas
+from service.dependencies import AppSettings
 from service.errors import READ_ERRORS
 
 router = APIRouter(prefix="/v1", tags=["ops"], responses=READ_ERRORS)
@@ -63,9 +64,8 @@ def list_ops() -> dict:
 
 
 @router.get("/info", response_model=schemas.InfoResponse)
-def get_info(request: Request) -> dict:
+def get_info(settings: AppSettings) -> dict:
     """Version, available devices, the service's limits and the BLAS libraries with their thread counts."""
-    settings = request.app.state.settings
     return {
         "name": "gradserve",
         "version": engine.__version__,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import compute, schemas
+from service.dependencies import AppSettings
 from service.errors import COMPUTE_ERRORS
 from service.routes.base import OrjsonRoute, run_compute
 
@@ -12,6 +13,6 @@ router = APIRouter(prefix="/v1", tags=["profile"], route_class=OrjsonRoute, resp
 
 
 @router.post("/profile", response_model=schemas.ProfileResponse)
-async def profile_function(body: schemas.ProfileRequest, request: Request):
+async def profile_function(body: schemas.ProfileRequest, request: Request, settings: AppSettings):
     """Profile the function: key_averages rows, the formatted table and a Chrome trace."""
-    return await run_compute(request, compute.profile, body)
+    return await run_compute(request, compute.profile, body, settings)

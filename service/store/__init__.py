@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.config import Settings
-from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreError, StoreFull
+from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreError, StoreFull, StoreUnavailable
 
-__all__ = ["ModelNotFound", "ModelRecord", "ModelStore", "StoreError", "StoreFull", "open_store"]
+__all__ = ["ModelNotFound", "ModelRecord", "ModelStore", "StoreError", "StoreFull", "StoreUnavailable", "open_store"]
 
 
 def open_store(settings: Settings) -> ModelStore:

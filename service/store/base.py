@@ -1,7 +1,7 @@
 """The model store's interface: records, versions and compare-and-set.
 
 A stored model is a ``ModelRecord`` (id, version, step, parameter count,
-spec, timestamps) plus its state: an opaque byte string (``service.models``
+spec, timestamps) plus its state: an opaque byte string (``service.model_service``
 packs ``TrainableModel.state()`` into it). Every mutation of a model goes
 through ``replace``, a compare-and-set on the version: it writes only when
 the stored version is still the one the caller read, and bumps it by one.
@@ -10,12 +10,16 @@ each other's updates; within one process the routes also hold a per-model
 lock, so the compare-and-set fails only across processes.
 
 Backends: ``SQLiteStore`` (default, embedded) and ``RedisStore`` (replicas).
+Every backend raises only this module's errors: ``ModelNotFound``,
+``StoreFull``, and ``StoreUnavailable`` for its driver's "not now" errors
+(``driver_errors``); ``service.errors`` makes them problems.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +55,37 @@ class StoreFull(StoreError):  # noqa: N818
         self.limit = limit
 
 
+class StoreUnavailable(StoreError):  # noqa: N818
+    """The store cannot answer now (a locked database, an unreachable server); the caller may retry."""
+
+
+def driver_errors(method):
+    """Make a store method raise ``StoreUnavailable`` for its backend's driver errors
+    (``self.unavailable_errors``, described by ``self.unavailable_detail``), so no caller
+    needs to know which driver is underneath."""
+
+    @functools.wraps(method)
+    def translated(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except self.unavailable_errors as error:
+            raise StoreUnavailable(self.unavailable_detail(error)) from error
+
+    return translated
+
+
 class ModelStore(abc.ABC):
     """Models by id. Every method is synchronous and thread-safe (routes call them from worker threads).
 
     ``ttl_s`` (0 = never) drops models whose last mutation is older than that:
     an expired model behaves exactly like a deleted one.
     """
+
+    # The driver's errors that mean "not now" rather than a bug; each backend names its own.
+    unavailable_errors: tuple[type[Exception], ...] = ()
+
+    def unavailable_detail(self, error: Exception) -> str:
+        return f"the model store is unavailable ({type(error).__name__}); retry shortly"
 
     def __init__(self, max_models: int, ttl_s: float = 0.0):
         self.max_models = max_models

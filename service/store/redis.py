@@ -23,7 +23,7 @@ import time
 
 import redis
 
-from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull
+from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
 
 CREATE = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
@@ -54,6 +54,13 @@ RECORD_FIELDS = ("version", "step", "parameter_count", "spec", "created_at", "up
 
 
 class RedisStore(ModelStore):
+    # Every error of the redis client (connection refused, timeouts, a server that went away).
+    unavailable_errors = (redis.RedisError,)
+
+    def unavailable_detail(self, error: Exception) -> str:
+        return f"the model store is unreachable ({type(error).__name__}); retry shortly"
+
+    @driver_errors
     def __init__(self, url: str, max_models: int, ttl_s: float = 0.0, prefix: str = "gradserve"):
         super().__init__(max_models, ttl_s)
         self.client = redis.Redis.from_url(url, health_check_interval=30)
@@ -90,6 +97,7 @@ class RedisStore(ModelStore):
         return ModelRecord(model_id, int(version), int(step), int(count), json.loads(spec), float(created),
                            float(updated))
 
+    @driver_errors
     def create(self, record: ModelRecord, state: bytes) -> None:
         self._prune()
         created = self._create(
@@ -100,18 +108,21 @@ class RedisStore(ModelStore):
         if created == 0:
             raise StoreFull(self.max_models)
 
+    @driver_errors
     def get(self, model_id: str) -> ModelRecord:
         values = self.client.hmget(self._key(model_id), RECORD_FIELDS)
         if values[0] is None:
             raise ModelNotFound(model_id)
         return self._record(model_id, values)
 
+    @driver_errors
     def load(self, model_id: str) -> tuple[ModelRecord, bytes]:
         values = self.client.hmget(self._key(model_id), (*RECORD_FIELDS, "state"))  # one command: one version
         if values[0] is None:
             raise ModelNotFound(model_id)
         return self._record(model_id, values[:-1]), bytes(values[-1])
 
+    @driver_errors
     def replace(self, model_id: str, expected_version: int, record: ModelRecord, state: bytes) -> bool:
         result = self._replace(
             keys=[self._key(model_id)],
@@ -122,6 +133,7 @@ class RedisStore(ModelStore):
             raise ModelNotFound(model_id)
         return result == 1
 
+    @driver_errors
     def delete(self, model_id: str, expected_version: int | None = None) -> bool:
         result = self._delete(keys=[self._key(model_id), self.index],
                               args=[model_id, "" if expected_version is None else expected_version])
@@ -130,6 +142,7 @@ class RedisStore(ModelStore):
             raise ModelNotFound(model_id)
         return result == 1
 
+    @driver_errors
     def list(self, offset: int, limit: int) -> tuple[list[ModelRecord], int]:
         self._prune()
         total = self.client.zcard(self.index)

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull
+from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -45,6 +45,13 @@ def _record(row) -> ModelRecord:
 
 
 class SQLiteStore(ModelStore):
+    # A locked or busy database file: another process holds it past the busy timeout.
+    unavailable_errors = (sqlite3.OperationalError,)
+
+    def unavailable_detail(self, error: Exception) -> str:
+        return f"the model store is busy ({error}); retry shortly"
+
+    @driver_errors
     def __init__(self, path: str | Path, max_models: int, ttl_s: float = 0.0):
         super().__init__(max_models, ttl_s)
         self.path = Path(path)
@@ -83,6 +90,7 @@ class SQLiteStore(ModelStore):
 
     # ---- the interface ------------------------------------------------------------
 
+    @driver_errors
     def create(self, record: ModelRecord, state: bytes) -> None:
         with self._transaction() as db:
             self._expire(db)
@@ -95,18 +103,21 @@ class SQLiteStore(ModelStore):
                  record.created_at, record.updated_at, state),
             )
 
+    @driver_errors
     def get(self, model_id: str) -> ModelRecord:
         row = self._db().execute(f"SELECT {RECORD_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
         if row is None or self._expired(row[6]):
             raise ModelNotFound(model_id)
         return _record(row)
 
+    @driver_errors
     def load(self, model_id: str) -> tuple[ModelRecord, bytes]:
         row = self._db().execute(f"SELECT {RECORD_COLUMNS}, state FROM models WHERE id = ?", (model_id,)).fetchone()
         if row is None or self._expired(row[6]):
             raise ModelNotFound(model_id)
         return _record(row[:7]), bytes(row[7])
 
+    @driver_errors
     def replace(self, model_id: str, expected_version: int, record: ModelRecord, state: bytes) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
@@ -121,6 +132,7 @@ class SQLiteStore(ModelStore):
                 raise ModelNotFound(model_id)
             return False
 
+    @driver_errors
     def delete(self, model_id: str, expected_version: int | None = None) -> bool:
         with self._transaction() as db:
             row = db.execute("SELECT version, updated_at FROM models WHERE id = ?", (model_id,)).fetchone()
@@ -131,6 +143,7 @@ class SQLiteStore(ModelStore):
             db.execute("DELETE FROM models WHERE id = ?", (model_id,))
             return True
 
+    @driver_errors
     def list(self, offset: int, limit: int) -> tuple[list[ModelRecord], int]:
         with self._transaction() as db:
             self._expire(db)

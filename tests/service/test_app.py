@@ -10,27 +10,15 @@ from fastapi.testclient import TestClient
 
 from engine.profiler import ProfileLimitError
 from frontends.budget import BudgetExceeded
+from frontends.model_spec import SpecError
 from service import errors
 from service.app import create_app
 from service.codec import CodecError, ResponseTooLargeError
 from service.config import Settings
+from service.store import ModelNotFound, StoreFull, StoreUnavailable
+from tests.problems import assert_problem
 
 SIN = {"inputs": {"a": {"data": [0.0, 1.0, 2.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
-        yield client
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("/problems/") and body["title"] and body["detail"]
-    return body
 
 
 def test_grad_of_the_sin_example(client):
@@ -181,6 +169,10 @@ def test_every_error_response_is_documented_as_problem_json(client):
          {"type": "/problems/response-too-large", "elements": 9, "limit": 5}),
         (errors.EngineError(ProfileLimitError(7)), 413, {"type": "/problems/profile-too-large", "limit": 7}),
         (errors.OverloadedError("busy"), 503, {}),
+        (ModelNotFound("m1"), 404, {"type": "/problems/model-not-found", "model": "m1"}),
+        (StoreFull(3), 507, {"type": "/problems/model-limit", "limit": 3}),
+        (StoreUnavailable("the model store is busy (locked)"), 503, {"type": "/problems/overloaded"}),
+        (SpecError("layers[2]", "bad width"), 422, {"type": "/problems/invalid-model-spec", "layer": "layers[2]"}),
         (AttributeError("secret internals"), 500, {}),
     ],
 )
@@ -280,74 +272,6 @@ def test_explicit_nulls_count_as_absent(client):
     assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [4.0]
 
 
-# ---- the compute slot and the worker hop (service/routes/base.py) ----------------------------
-
-
-def _fake_request(max_concurrency: int, queue_timeout_s: float = 5.0):
-    from types import SimpleNamespace
-
-    settings = Settings(max_concurrency=max_concurrency, queue_timeout_s=queue_timeout_s)
-    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
-
-
-def test_a_cancelled_request_keeps_its_slot_until_its_thread_ends():
-    import asyncio
-    import threading
-
-    from service.routes.base import compute_slot, compute_slots, in_worker
-
-    release = threading.Event()
-
-    async def scenario():
-        request = _fake_request(max_concurrency=1)
-
-        async def call():
-            async with compute_slot(request):
-                return await in_worker(request, release.wait, 5)
-
-        task = asyncio.create_task(call())
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.sleep(0.05)
-        held_while_running = compute_slots(request).locked()  # the thread still computes
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return held_while_running, compute_slots(request).locked()
-
-    held, held_after = asyncio.run(scenario())
-    assert held and not held_after
-
-
-def test_a_full_house_answers_overloaded_after_the_queue_timeout():
-    import asyncio
-    import threading
-
-    from service.errors import OverloadedError
-    from service.routes.base import compute_slot, in_worker
-
-    release = threading.Event()
-
-    async def scenario():
-        request = _fake_request(max_concurrency=1, queue_timeout_s=0.05)
-
-        async def busy():
-            async with compute_slot(request):
-                await in_worker(request, release.wait, 5)
-
-        running = asyncio.create_task(busy())
-        await asyncio.sleep(0.02)
-        try:
-            with pytest.raises(OverloadedError):
-                async with compute_slot(request):
-                    pass
-        finally:
-            release.set()
-            await running
-
-    asyncio.run(scenario())
-
-
 def test_fastapis_opentelemetry_hooks_follow_the_setting():
     quiet, traced = create_app(Settings()), create_app(Settings(opentelemetry=True))
     config = getattr(quiet, "_telemetry", None)
@@ -358,17 +282,6 @@ def test_fastapis_opentelemetry_hooks_follow_the_setting():
     with TestClient(traced) as client:
         response = client.post("/v1/evaluate", json={"inputs": {"a": 2.0}, "expr": "a * 3"})
     assert response.json()["outputs"][0]["data"] == [6.0]
-
-
-def test_shutdown_stops_the_compute_workers(tmp_path):
-    app = create_app(Settings(data_dir=str(tmp_path)))
-    with TestClient(app) as client:
-        assert client.post("/v1/evaluate", json={"inputs": {"a": 1.0}, "expr": "a + 1"}).status_code == 200
-        workers = app.state.compute_workers
-        assert workers is not None
-    assert app.state.compute_workers is None
-    with pytest.raises(RuntimeError, match="shutdown"):
-        workers.submit(print)
 
 
 def test_a_restarted_app_reopens_its_model_store(tmp_path):

@@ -17,6 +17,7 @@ from service import errors
 from service.app import create_app
 from service.config import Settings
 from tests import fake_cupy
+from tests.problems import assert_problem
 
 SIN = {"inputs": {"a": {"data": [0.0, 1.0, 2.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
 SPEC = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "seed": 0, "device": "cuda"}
@@ -24,14 +25,6 @@ SPEC = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}], "se
 
 def make_client(tmp_path, **settings):
     return TestClient(create_app(Settings(data_dir=str(tmp_path), **settings)), raise_server_exceptions=False)
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status and body["type"].startswith("/problems/") and body["detail"]
-    return body
 
 
 # ---- without cupy: 400 naming what is missing, never 500 ---------------------------------------

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
-from service.app import create_app
-from service.config import Settings
 
 UNKNOWN_NAMES = [
     ({"expr": "frobnicate(a)"}, "unknown function 'frobnicate'"),
@@ -14,12 +10,6 @@ UNKNOWN_NAMES = [
     ({"graph": {"nodes": [{"op": "frobnicate", "inputs": ["a"], "output": "b"}], "outputs": ["b"]}},
      "node 0 (frobnicate -> b): unknown op 'frobnicate'"),
 ]
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
-        yield client
 
 
 @pytest.mark.parametrize(("function", "fact"), UNKNOWN_NAMES, ids=["expr", "program", "graph"])

@@ -164,3 +164,13 @@ def test_openapi_documents_model_problems(client):
     step = paths["/v1/models/{model_id}/step"]["post"]
     assert {"404", "412", "507"} <= set(step["responses"])
     assert "application/problem+json" in step["responses"]["412"]["content"]
+
+
+def test_a_store_that_cannot_open_answers_503_with_retry_after(tmp_path):
+    settings = Settings(store=f"sqlite://{tmp_path}")  # a directory, not a database file
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/models", json=SPEC)
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert "the model store is busy" in response.json()["detail"]

@@ -13,9 +13,10 @@ import pytest
 from frontends.model_spec import TrainableModel
 from service.codec import ElementBudget
 from service.errors import PreconditionFailedError, ServiceError
-from service.models import check_if_match, pack_state, parse_index, state_from_json, state_to_json, unpack_state
-from service.store import ModelNotFound, ModelRecord, StoreFull
+from service.model_service import check_if_match, pack_state, parse_index, state_from_json, state_to_json, unpack_state
+from service.store import ModelNotFound, ModelRecord, StoreFull, StoreUnavailable
 from service.store.sqlite import SQLiteStore
+from tests.loopback import free_port
 from tests.redis_server import running_redis
 
 SPEC = {"layers": [{"type": "linear", "in_features": 2, "out_features": 1}]}
@@ -163,6 +164,20 @@ def test_sqlite_survives_reopening(tmp_path):
     mode = again._db().execute("PRAGMA journal_mode").fetchone()[0]
     sync = again._db().execute("PRAGMA synchronous").fetchone()[0]
     assert (mode, sync) == ("wal", 2)  # WAL, synchronous=FULL
+
+
+def test_a_database_sqlite_cannot_open_is_store_unavailable_not_a_driver_error(tmp_path):
+    with pytest.raises(StoreUnavailable, match="the model store is busy"):
+        SQLiteStore(tmp_path, max_models=1)  # a directory: "unable to open database file"
+
+
+def test_an_unreachable_redis_is_store_unavailable_not_a_driver_error():
+    pytest.importorskip("redis")
+    from service.store.redis import RedisStore
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", max_models=1)  # nothing listens there
+    with pytest.raises(StoreUnavailable, match="the model store is unreachable"):
+        store.get("a")
 
 
 # ---- the state codec ---------------------------------------------------------------

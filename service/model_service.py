@@ -17,7 +17,8 @@ lock around each call (``ModelService.lock``), so requests to one model
 queue up instead of retrying, and reads that use the cached model never see
 it half-updated.
 
-Nothing here knows about HTTP beyond the errors it raises; the functions are
+Nothing here knows about HTTP beyond the errors it raises (the store's and the
+spec's own errors pass through to ``service.errors``); the functions are
 synchronous and run in worker threads (``run_model_work``).
 """
 
@@ -25,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import io
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -39,21 +38,17 @@ from collections.abc import Callable
 
 from engine import backend
 from engine.tensor import Tensor
-from frontends.model_spec import ModelSpec, SpecError, TrainableModel
+from frontends.model_spec import ModelSpec, TrainableModel
 from service import codec, compute, schemas
 from service.codec import ElementBudget
 from service.config import Settings
 from service.errors import (
-    InvalidSpecError,
-    ModelLimitError,
-    ModelNotFoundError,
     ModelTooLargeError,
-    OverloadedError,
     PreconditionFailedError,
     ServiceError,
     VersionConflictError,
 )
-from service.store import ModelNotFound, ModelRecord, ModelStore, StoreFull, open_store
+from service.store import ModelRecord, ModelStore, open_store
 
 np = backend.np
 
@@ -206,31 +201,6 @@ def wire_number(value: float):
     return value
 
 
-@contextlib.contextmanager
-def store_errors():
-    """Store conditions -> HTTP problems; an unreachable or locked store is 503 (retry)."""
-    try:
-        yield
-    except ModelNotFound as error:
-        raise ModelNotFoundError(str(error), model=error.model_id) from None
-    except StoreFull as error:
-        raise ModelLimitError(str(error), limit=error.limit) from None
-    except sqlite3.OperationalError as error:
-        raise OverloadedError(f"the model store is busy ({error}); retry shortly") from None
-    except Exception as error:
-        if type(error).__module__.startswith("redis"):
-            raise OverloadedError(f"the model store is unreachable ({type(error).__name__}); retry shortly") from None
-        raise
-
-
-@contextlib.contextmanager
-def spec_errors():
-    try:
-        yield
-    except SpecError as error:
-        raise InvalidSpecError(str(error), layer=error.path or None) from None
-
-
 # ---- the service ------------------------------------------------------------------------
 
 
@@ -284,13 +254,12 @@ class ModelService:
 
     def _current(self, model_id: str) -> tuple[ModelRecord, TrainableModel]:
         """The stored record and the model at exactly that version (cached, or rebuilt from the state)."""
-        with store_errors():
-            record = self.store.get(model_id)
-            with self._cache_lock:
-                cached = self._cache.get(model_id)
-            if cached is not None and cached[0] == record.version:
-                return record, cached[1]
-            record, blob = self.store.load(model_id)
+        record = self.store.get(model_id)
+        with self._cache_lock:
+            cached = self._cache.get(model_id)
+        if cached is not None and cached[0] == record.version:
+            return record, cached[1]
+        record, blob = self.store.load(model_id)
         model = TrainableModel.from_state(unpack_state(blob))
         self._remember(model_id, record.version, model)
         return record, model
@@ -316,8 +285,7 @@ class ModelService:
             new = dataclasses.replace(record, version=record.version + 1, step=model.steps,
                                       parameter_count=model.spec.parameter_count(),
                                       spec=model.spec.as_dict(), updated_at=time.time())
-            with store_errors():
-                stored = self.store.replace(model_id, record.version, new, state)
+            stored = self.store.replace(model_id, record.version, new, state)
             if stored:
                 self._remember(model_id, new.version, model)
                 return content, new
@@ -331,39 +299,34 @@ class ModelService:
 
     def create(self, body: schemas.ModelCreateRequest) -> tuple[dict, ModelRecord]:
         spec_body = body.model_dump(exclude_none=True)
-        with spec_errors():
-            spec = ModelSpec.parse(spec_body)
-            compute.check_device(spec.device)
-            count = spec.parameter_count()
-            if count > self.settings.max_parameters_per_model:
-                raise ModelTooLargeError(
-                    f"the spec has {count} parameters; at most {self.settings.max_parameters_per_model} are allowed",
-                    limit=self.settings.max_parameters_per_model)
-            model = TrainableModel(spec)
+        spec = ModelSpec.parse(spec_body)
+        compute.check_device(spec.device)
+        count = spec.parameter_count()
+        if count > self.settings.max_parameters_per_model:
+            raise ModelTooLargeError(
+                f"the spec has {count} parameters; at most {self.settings.max_parameters_per_model} are allowed",
+                limit=self.settings.max_parameters_per_model)
+        model = TrainableModel(spec)
         now = time.time()
         record = ModelRecord(uuid.uuid4().hex, 1, model.steps, count, spec.as_dict(), now, now)
-        with store_errors():
-            self.store.create(record, pack_state(model.state()))
+        self.store.create(record, pack_state(model.state()))
         self._remember(record.id, record.version, model)
         return describe(record), record
 
     def get_record(self, model_id: str) -> ModelRecord:
-        with store_errors():
-            return self.store.get(model_id)
+        return self.store.get(model_id)
 
     def list_models(self, offset: int, limit: int) -> dict:
-        with store_errors():
-            records, total = self.store.list(offset, limit)
+        records, total = self.store.list(offset, limit)
         following = offset + len(records)
         return {"models": [describe(r) for r in records], "total": total, "offset": offset, "limit": limit,
                 "next": f"/v1/models?offset={following}&limit={limit}" if following < total else None}
 
     def delete(self, model_id: str, if_match: str | None) -> None:
-        with store_errors():
-            record = self.store.get(model_id)
-            check_if_match(if_match, record.version)
-            if not self.store.delete(model_id, record.version if if_match is not None else None):
-                raise PreconditionFailedError("the model changed while this request ran; retry with its new ETag")
+        record = self.store.get(model_id)
+        check_if_match(if_match, record.version)
+        if not self.store.delete(model_id, record.version if if_match is not None else None):
+            raise PreconditionFailedError("the model changed while this request ran; retry with its new ETag")
         self._forget(model_id)
 
     def _decode(self, value, where: str, model: TrainableModel, budget: ElementBudget) -> Tensor:
@@ -439,14 +402,13 @@ class ModelService:
 
     def import_state(self, model_id: str, state: dict, if_match: str | None):
         def change(model):
-            with spec_errors():
-                spec = ModelSpec.parse(state.get("spec"))
-                compute.check_device(spec.device)
-                if spec.parameter_count() > self.settings.max_parameters_per_model:
-                    raise ModelTooLargeError(f"the state's spec has {spec.parameter_count()} parameters; at most "
-                                             f"{self.settings.max_parameters_per_model} are allowed",
-                                             limit=self.settings.max_parameters_per_model)
-                restored = TrainableModel.from_state(state)
+            spec = ModelSpec.parse(state.get("spec"))
+            compute.check_device(spec.device)
+            if spec.parameter_count() > self.settings.max_parameters_per_model:
+                raise ModelTooLargeError(f"the state's spec has {spec.parameter_count()} parameters; at most "
+                                         f"{self.settings.max_parameters_per_model} are allowed",
+                                         limit=self.settings.max_parameters_per_model)
+            restored = TrainableModel.from_state(state)
             return {"step": restored.steps}, restored
 
         return self._versioned(self.mutate(model_id, if_match, change))
@@ -460,8 +422,7 @@ class ModelService:
     # ---- reads from a stored snapshot (no lock needed: the bytes are one version) ---------
 
     def snapshot(self, model_id: str) -> tuple[ModelRecord, bytes]:
-        with store_errors():
-            return self.store.load(model_id)
+        return self.store.load(model_id)
 
     def parameters(self, model_id: str, name: str | None, index: str | None, encoding: str,
                    with_grads: bool) -> tuple[dict, ModelRecord]:

@@ -1,0 +1,93 @@
+"""The service's runtime: compute slots, the worker threads, and training runs that outlive their request.
+
+One ``Runtime`` per app (``app.state.runtime``), with one lifecycle: ``start()``
+in the app's lifespan startup, ``close()`` in its shutdown. Requests reach it
+only between the two (uvicorn and ``with TestClient(app)`` both run the lifespan).
+
+- ``slot()`` holds one of the ``max_concurrency`` compute slots; a request that
+  waits longer than ``queue_timeout_s`` for one gets 503.
+- ``in_worker(fn, *args)`` runs ``fn`` in one of ``max_concurrency`` worker
+  threads (engine work never runs on the event loop).
+- ``keep(task)`` holds a strong reference to a training task streamed over SSE
+  until it is done, so a client that disconnects does not get it collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+
+from service.config import Settings
+from service.errors import OverloadedError
+
+
+class Runtime:
+    """What the service runs compute work with; see the module docstring for the lifecycle."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.slots: asyncio.Semaphore | None = None
+        self.workers: ThreadPoolExecutor | None = None
+        self.training_tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        """Create the slots and the worker pool (its threads start on first use)."""
+        self.slots = asyncio.Semaphore(self.settings.max_concurrency)
+        self.workers = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="compute")
+
+    def close(self) -> None:
+        """Let the workers finish what they run, then stop them (uvicorn has answered or cut every request)."""
+        if self.workers is not None:
+            self.workers.shutdown(wait=True)
+            self.workers = None
+        self.slots = None
+
+    def _started(self) -> asyncio.Semaphore:
+        if self.slots is None or self.workers is None:
+            raise RuntimeError("the service runtime is not started: run the app under its lifespan "
+                               "(uvicorn does; so does `with TestClient(app)`)")
+        return self.slots
+
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        """Hold one of the ``max_concurrency`` compute slots; 503 when none frees up in time.
+
+        A free slot is taken without a trip through the event loop (asyncio's acquire returns at
+        once); only a request that must queue pays for the timeout.
+        """
+        slots = self.slots or self._started()
+        if slots.locked():
+            settings = self.settings
+            try:
+                await asyncio.wait_for(slots.acquire(), settings.queue_timeout_s)
+            except TimeoutError:
+                raise OverloadedError(f"all {settings.max_concurrency} compute slots are busy; retry shortly",
+                                      limit=settings.max_concurrency) from None
+        else:
+            await slots.acquire()
+        try:
+            yield
+        finally:
+            slots.release()
+
+    async def in_worker(self, fn, *args):
+        """``fn(*args)`` in one of the worker threads, in a copy of this context (as anyio's to_thread
+        would, with one wake-up instead of several checkpoints); call under ``slot()``."""
+        workers = self.workers
+        if workers is None:
+            self._started()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(workers, contextvars.copy_context().run, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: keep the caller (and its compute slot) until it ends.
+            await asyncio.wait([future])
+            raise
+
+    def keep(self, task: asyncio.Task) -> None:
+        """A strong reference to ``task`` until it is done (the event loop keeps only weak ones)."""
+        self.training_tasks.add(task)
+        task.add_done_callback(self.training_tasks.discard)
