@@ -117,7 +117,7 @@ def http_step_seconds(url: str) -> float:
 def in_process_seconds(directory: str) -> tuple[float, float, int]:
     """(step alone, step + pack + SQLite compare-and-set, packed bytes)."""
     from frontends.model_spec import ModelSpec, TrainableModel
-    from service.model_service import pack_state
+    from service.state_codec import pack_state
     from service.store import ModelRecord
     from service.store.sqlite import SQLiteStore
 

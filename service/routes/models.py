@@ -24,18 +24,9 @@ from service.codec import ElementBudget
 from service.config import Settings
 from service.dependencies import AppSettings
 from service.errors import MODEL_ERRORS, ServiceError, problem_for
-from service.model_service import (
-    NPZ_MEDIA_TYPE,
-    ModelService,
-    check_if_match,
-    describe,
-    etag,
-    run_model_work,
-    state_from_json,
-    unpack_state,
-    wire_number,
-)
+from service.model_service import ModelService, check_if_match, describe, etag, run_model_work, wire_number
 from service.routes.base import OrjsonRoute, json_response, runtime
+from service.state_codec import NPZ_MEDIA_TYPE, state_from_json, unpack_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 logger = logging.getLogger("gradserve")
