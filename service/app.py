@@ -17,7 +17,7 @@ from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMid
 from service.model_service import ModelService
 from service.routes import compute as compute_routes
 from service.routes import front, health, models, ops, profile, transforms
-from service.runtime import Runtime
+from service.runtime import Runtime, install_op_tracking
 
 DESCRIPTION = """Gradients over HTTP.
 
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.runtime = Runtime(settings)  # started and closed by _lifespan
     app.state.models = ModelService(settings)  # opens the model store on first use
-    compute.install_op_tracking()
+    install_op_tracking()
     compute.configure_gpu(settings)
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []

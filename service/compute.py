@@ -4,85 +4,27 @@ Each takes a validated request model and the settings, decodes the tensors,
 compiles the client's function (expr, program or graph) under a ``Budget``,
 runs it with the engine, and returns the response content (numpy arrays
 inside, serialised by orjson). They are synchronous: routes run them in a
-worker thread through ``run_in_worker``, which also installs the per-request
-budget, op tracking and error wrapping. Grad mode and graphs are per call
+worker thread through ``run_in_worker``, under ``service.runtime.engine_work``
+(the per-request budget, op tracking and error wrapping). Grad mode and graphs are per call
 (grad mode is a ContextVar), so concurrent requests never share them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import importlib
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import engine
 from engine.autograd.graph import AccumulateGrad
 from engine.tensor import Tensor
-from frontends.budget import Budget, BudgetExceeded, enforce
+from frontends.budget import Budget, BudgetExceeded
 from service import codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
-from service.errors import DeviceUnavailableError, ServiceError, engine_errors
-
-# ---- per-request op tracking (metrics, and naming the op that failed) ---------------
-
-
-class OpTracker:
-    """Counts the table ops one request runs; ``last`` is the op running now (the one that raised)."""
-
-    __slots__ = ("counts", "last")
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.last: str | None = None
-
-
-_tracker: contextvars.ContextVar[OpTracker | None] = contextvars.ContextVar("gradserve_ops", default=None)
-
-
-class _TrackingObserver:
-    """An ``op_observers`` entry; does nothing outside a request."""
-
-    def before(self, op, tensors, params):
-        tracker = _tracker.get()
-        if tracker is not None:
-            tracker.last = op.name
-            tracker.counts[op.name] += 1
-
-    def after(self, op, result):
-        tracker = _tracker.get()
-        if tracker is not None:
-            tracker.last = None  # only an op that raised stays named
-
-
-_observer = _TrackingObserver()
-_install_lock = threading.Lock()
-
-
-def install_op_tracking() -> None:
-    from engine.autograd import function
-
-    with _install_lock:
-        if _observer not in function.op_observers:
-            function.op_observers.append(_observer)
-
-
-@contextlib.contextmanager
-def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
-    """What every piece of engine work in a request runs under: the budget, op tracking
-    (reported to ``on_ops``) and the mapping of engine errors to problems."""
-    tracker = OpTracker()
-    token = _tracker.set(tracker)
-    try:
-        with enforce(budget_for(settings)), engine_errors(lambda: tracker.last), codec.quiet_floating_point():
-            yield
-    finally:
-        _tracker.reset(token)
-        on_ops(tracker.counts)
+from service.errors import DeviceUnavailableError, ServiceError
+from service.runtime import budget_for, engine_work
 
 
 def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> list:
@@ -96,16 +38,6 @@ def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callab
     # Every tensor the handler encodes is counted against the response limit (before it is copied).
     with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements):
         return codec.dumps_parts(handler(request, settings), codec.SKELETON_RESERVE_BYTES)
-
-
-def budget_for(settings: Settings) -> Budget:
-    return Budget(
-        max_steps=settings.max_program_steps,
-        max_nodes=settings.max_graph_nodes,
-        max_elements=settings.max_program_elements,
-        deadline_s=settings.deadline_s,
-        max_live_elements=settings.max_live_elements,
-    )
 
 
 # ---- inputs and the client's function -------------------------------------------------

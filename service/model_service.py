@@ -45,6 +45,7 @@ from service.errors import (
     ServiceError,
     VersionConflictError,
 )
+from service.runtime import engine_work
 from service.state_codec import pack_state, state_to_json, unpack_state
 from service.store import ModelRecord, ModelStore, open_store
 
@@ -385,5 +386,5 @@ def parse_index(text: str) -> tuple:
 
 def run_model_work(work: Callable, settings: Settings, on_ops: Callable) -> object:
     """``work()`` in a worker thread, under the same budget, op tracking, errors and response limit as compute."""
-    with compute.engine_work(settings, on_ops), codec.response_limit(settings.max_response_elements):
+    with engine_work(settings, on_ops), codec.response_limit(settings.max_response_elements):
         return work()

@@ -10,6 +10,11 @@ only between the two (uvicorn and ``with TestClient(app)`` both run the lifespan
   threads (engine work never runs on the event loop).
 - ``keep(task)`` holds a strong reference to a training task streamed over SSE
   until it is done, so a client that disconnects does not get it collected.
+
+And what every piece of engine work runs under inside a worker thread:
+``engine_work(settings, on_ops)`` enforces the request's ``Budget`` (``budget_for``:
+steps, nodes, sizes, deadline), tracks the table ops it runs (for ``/metrics``, and
+to name the op that failed) and maps engine errors to problems.
 """
 
 from __future__ import annotations
@@ -17,10 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import threading
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from frontends.budget import Budget, enforce
+from service import codec
 from service.config import Settings
-from service.errors import OverloadedError
+from service.errors import OverloadedError, engine_errors
 
 
 class Runtime:
@@ -91,3 +101,70 @@ class Runtime:
         """A strong reference to ``task`` until it is done (the event loop keeps only weak ones)."""
         self.training_tasks.add(task)
         task.add_done_callback(self.training_tasks.discard)
+
+
+# ---- per-request op tracking (metrics, and naming the op that failed) ---------------
+
+
+class OpTracker:
+    """Counts the table ops one request runs; ``last`` is the op running now (the one that raised)."""
+
+    __slots__ = ("counts", "last")
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.last: str | None = None
+
+
+_tracker: contextvars.ContextVar[OpTracker | None] = contextvars.ContextVar("gradserve_ops", default=None)
+
+
+class _TrackingObserver:
+    """An ``op_observers`` entry; does nothing outside a request."""
+
+    def before(self, op, tensors, params):
+        tracker = _tracker.get()
+        if tracker is not None:
+            tracker.last = op.name
+            tracker.counts[op.name] += 1
+
+    def after(self, op, result):
+        tracker = _tracker.get()
+        if tracker is not None:
+            tracker.last = None  # only an op that raised stays named
+
+
+_observer = _TrackingObserver()
+_install_lock = threading.Lock()
+
+
+def install_op_tracking() -> None:
+    from engine.autograd import function
+
+    with _install_lock:
+        if _observer not in function.op_observers:
+            function.op_observers.append(_observer)
+
+
+@contextlib.contextmanager
+def engine_work(settings: Settings, on_ops: Callable[[Counter], None]):
+    """What every piece of engine work in a request runs under: the budget, op tracking
+    (reported to ``on_ops``) and the mapping of engine errors to problems."""
+    tracker = OpTracker()
+    token = _tracker.set(tracker)
+    try:
+        with enforce(budget_for(settings)), engine_errors(lambda: tracker.last), codec.quiet_floating_point():
+            yield
+    finally:
+        _tracker.reset(token)
+        on_ops(tracker.counts)
+
+
+def budget_for(settings: Settings) -> Budget:
+    return Budget(
+        max_steps=settings.max_program_steps,
+        max_nodes=settings.max_graph_nodes,
+        max_elements=settings.max_program_elements,
+        deadline_s=settings.deadline_s,
+        max_live_elements=settings.max_live_elements,
+    )
