@@ -371,7 +371,7 @@ def _numbers_in(value) -> int:
 def _host_array(value):
     """A C-contiguous numpy array for a Tensor, array or number (0-d stays 0-d)."""
     if isinstance(value, Tensor):
-        array = backend.to_numpy(value._data)
+        array = value.numpy(force=True)  # PyTorch's way to the host bytes, whatever the device or grad
     elif backend.is_array(value):
         array = backend.to_numpy(value)
     elif isinstance(value, bool):

@@ -298,7 +298,7 @@ class ModelService:
             raise ValueError(f"inputs and targets must have the same number of rows, got {list(x.shape)} and "
                              f"{list(y.shape)}")
         size = count if body.batch_size is None else min(body.batch_size, count)
-        xs, ys = backend.to_numpy(x._data), backend.to_numpy(y._data)
+        xs, ys = x.numpy(force=True), y.numpy(force=True)
         losses = []
         for k in range(body.steps):
             rows = (np.arange(size) + k * size) % count
