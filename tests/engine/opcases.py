@@ -114,6 +114,11 @@ def avoid_kinks(values, kinks, margin=0.05):
 # ---- cases ------------------------------------------------------------------
 
 
+def input_domain(domains: tuple, i: int) -> str:
+    """The domain input ``i`` is drawn from: its own, else the last one given, else "real"."""
+    return domains[i] if i < len(domains) else (domains[-1] if domains else "real")
+
+
 @dataclass(frozen=True)
 class Case:
     """One way to call a table op: input shapes and domains, params, kinks to avoid.
@@ -138,7 +143,7 @@ class Case:
         return self.op in VARIADIC
 
     def domain(self, i: int) -> str:
-        return self.domains[i] if i < len(self.domains) else (self.domains[-1] if self.domains else "real")
+        return input_domain(self.domains, i)
 
     def arrays(self, seed: int = 0) -> list:
         """The inputs as float64 (or bool) numpy arrays; a variadic op gets one list."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import ops
-from tests.engine.opcases import cases_for
+from tests.engine.opcases import cases_for, input_domain
 
 VECTOR = (3,)
 
@@ -39,7 +39,7 @@ class Probe:
         return f"{self.op}-{self.label}"
 
     def domain(self, i: int) -> str:
-        return self.domains[i] if i < len(self.domains) else (self.domains[-1] if self.domains else "real")
+        return input_domain(self.domains, i)
 
 
 SWEEP: dict[str, list[Probe]] = {}
