@@ -291,11 +291,17 @@ def _reserve(nbytes: int) -> None:
         raise MemoryError(f"less than {nbytes} bytes of address space left") from None
 
 
-def _address_space_limited() -> bool:
+def address_space_limit() -> int | None:
+    """This process's address-space limit (RLIMIT_AS, soft) in bytes, or None when it has none."""
     try:
-        return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     except (NameError, AttributeError, ValueError, OSError):  # no resource module (or RLIMIT_AS) here
-        return False
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _address_space_limited() -> bool:
+    return address_space_limit() is not None
 
 
 class ResponseTooLargeError(Exception):

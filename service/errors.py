@@ -44,7 +44,7 @@ from engine import cuda as engine_cuda
 from engine.errors import ENGINE_ERRORS
 from engine.profiler import ProfileLimitError
 from frontends.model_spec import SpecError
-from service.codec import CodecError, ResponseTooLargeError, dumps
+from service.codec import CodecError, ResponseTooLargeError, address_space_limit, dumps
 from service.store.base import ModelNotFound, StoreError, StoreFull, StoreUnavailable
 
 logger = logging.getLogger("gradserve")
@@ -275,13 +275,8 @@ def _engine_problem(error: BaseException, op: str | None) -> dict:
 def memory_limit_bytes() -> int | None:
     """The most memory this process may ever hold: its address-space limit (RLIMIT_AS, which
     ``gradserve serve`` sets from GRADSERVE_MEMORY_LIMIT_BYTES) or the machine's physical memory."""
-    limits = []
-    with contextlib.suppress(ImportError, AttributeError, ValueError, OSError):  # no RLIMIT_AS here
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
+    limit = address_space_limit()
+    limits = [] if limit is None else [limit]
     with contextlib.suppress(AttributeError, ValueError, OSError):
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     return min(limits) if limits else None
@@ -320,15 +315,20 @@ def gpu_memory_problem(error: BaseException, op: str | None = None) -> dict:
                    kind="gpu_memory", limit=limit, op=op)
 
 
+def _chain(error: BaseException | None, depth: int = 8):
+    """``error`` and the exceptions it was raised from or during (at most ``depth`` of them)."""
+    for _ in range(depth):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _memory_error_behind(error: BaseException | None) -> MemoryError | None:
     """``error`` if it is a MemoryError, or the one it was raised from. A C function that fails an
     allocation without reporting it leaves the MemoryError for the next call, which then raises
     SystemError("... returned a result with an exception set") from it (orjson, dict methods)."""
-    for _ in range(8):
-        if error is None or isinstance(error, MemoryError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return next((e for e in _chain(error) if isinstance(e, MemoryError)), None)
 
 
 def release_frames(error: BaseException) -> None:
@@ -337,11 +337,8 @@ def release_frames(error: BaseException) -> None:
     An exception keeps every frame it passed through alive, and with them the arrays the
     failed request built: after a MemoryError, the memory needed to write the 503 itself.
     """
-    for _ in range(8):
-        if error is None:
-            return
-        traceback.clear_frames(error.__traceback__)
-        error = error.__cause__ or error.__context__
+    for raised in _chain(error):
+        traceback.clear_frames(raised.__traceback__)
 
 
 def _model_error(error: StoreError | SpecError) -> ServiceError | None:
