@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - pybase64 is a dependency; the stdlib i
 
 import engine
 from engine import backend
+from engine.op import numel
 from engine.tensor import Tensor
 
 np = backend.np
@@ -172,13 +173,6 @@ def _shape(value, where: str) -> tuple:
     return tuple(value)
 
 
-def _numel(shape: tuple) -> int:
-    count = 1
-    for n in shape:
-        count *= n
-    return count
-
-
 def _b64decode_writable(text: str) -> bytearray:
     """Strictly validated base64 -> a writable buffer (gradcheck perturbs inputs in place)."""
     if hasattr(base64, "b64decode_as_bytearray"):
@@ -215,8 +209,8 @@ def _decode_object(value: dict, where: str, dtype_default):
             array = array.reshape(-1)
         array = _cast(array, dtype, where)
     if shape is not None:
-        if _numel(shape) != array.size:
-            raise CodecError(f"{where}: shape {list(shape)} needs {_numel(shape)} elements, data has {array.size}",
+        if numel(shape) != array.size:
+            raise CodecError(f"{where}: shape {list(shape)} needs {numel(shape)} elements, data has {array.size}",
                              input=where)
         array = array.reshape(shape)
     return array, value.get("requires_grad", False)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import engine
 from engine.autograd.graph import AccumulateGrad
+from engine.op import numel
 from engine.tensor import Tensor
 from frontends.budget import Budget, BudgetExceeded
 from service import codec, schemas
@@ -311,7 +312,7 @@ def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> 
     outputs = tuple(o.detach() for o in recorded)
     if transform == "jacobian":
         output_shapes = [tuple(o.shape) for o in outputs]
-        count = functional.jacobian_elements(output_shapes, input_shapes) + sum(map(_numel, output_shapes))
+        count = functional.jacobian_elements(output_shapes, input_shapes) + sum(map(numel, output_shapes))
         codec.check_response(count, _sized("the Jacobian", input_shapes, output_shapes) + " and the outputs")
     row_elements = (functional.hessian_pass_elements if transform == "hessian" else functional.pass_elements)(recorded)
     del recorded  # the graph: only its size was needed
@@ -333,13 +334,6 @@ def _recorded_outputs(call: Call, tensors) -> tuple:
     leaves = [t.detach().requires_grad_() if t.is_floating_point() else t for t in tensors]
     with engine.enable_grad():
         return as_tuple(call.run(leaves))
-
-
-def _numel(shape) -> int:
-    count = 1
-    for n in shape:
-        count *= n
-    return count
 
 
 def _sized(name: str, input_shapes, output_shapes=None) -> str:

@@ -37,6 +37,7 @@ from engine.autograd import forward_ad as fwAD
 from engine.autograd.backward import grad as autograd_grad
 from engine.autograd.backward import run_backward
 from engine.autograd.grad_mode import enable_grad, is_grad_enabled, set_grad_enabled
+from engine.op import numel
 from engine.tensor import Tensor
 
 __all__ = ["fitting_chunk_size", "hessian", "hessian_elements", "hessian_pass_elements", "hvp", "jacobian",
@@ -289,21 +290,14 @@ def _rows_of(tangent, start, stop, offset, numel, batched):
 # ---- what a transform costs ------------------------------------------------------------
 
 
-def _numel(shape) -> int:
-    count = 1
-    for n in shape:
-        count *= int(n)
-    return count
-
-
 def jacobian_elements(output_shapes, input_shapes) -> int:
     """Elements of ``jacobian``'s result: block (i, j) has shape ``outputs[i].shape + inputs[j].shape``."""
-    return sum(_numel(s) for s in output_shapes) * sum(_numel(s) for s in input_shapes)
+    return sum(numel(s) for s in output_shapes) * sum(numel(s) for s in input_shapes)
 
 
 def hessian_elements(input_shapes) -> int:
     """Elements of ``hessian``'s result: block (i, j) has shape ``inputs[i].shape + inputs[j].shape``."""
-    total = sum(_numel(s) for s in input_shapes)
+    total = sum(numel(s) for s in input_shapes)
     return total * total
 
 
@@ -315,7 +309,7 @@ def _input_numels(node):
     shapes = node.input_shapes or ()
     if len(shapes) == 1 and shapes[0] and not isinstance(shapes[0][0], int):
         shapes = shapes[0]
-    return [_numel(s) if s is not None else 0 for s in shapes]
+    return [numel(s) if s is not None else 0 for s in shapes]
 
 
 def pass_elements(outputs) -> int:
@@ -337,11 +331,11 @@ def pass_elements(outputs) -> int:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        out_numel = _numel(node.out_shape)
+        out_numel = numel(node.out_shape)
         total += out_numel
-        for (child, _), numel in zip(node.next_functions, _input_numels(node)):
+        for (child, _), in_numel in zip(node.next_functions, _input_numels(node)):
             if child is not None:
-                total += out_numel + numel
+                total += out_numel + in_numel
                 if id(child) not in seen:
                     stack.append(child)
     return total
