@@ -45,8 +45,7 @@ def _data(n, seed=0):
 
 def _ours_both_ways(fn) -> tuple[float, float]:
     """(seconds with the engine's BLAS setting, seconds with numpy's default pool)."""
-    configured, numpy_default = per_call_seconds_by_threads(fn, [engine_threads(), numpy_default_threads()])
-    return configured, numpy_default
+    return tuple(per_call_seconds_by_threads(fn, [engine_threads(), numpy_default_threads()]))
 
 
 def _jacobian_timings(n, torch, jax):
