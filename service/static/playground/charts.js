@@ -45,12 +45,27 @@ function extent(values) {
   return [low, high];
 }
 
-// series: [{name, points: [[x, y], ...]}]; each series is drawn in its own colour class.
-export function lineChart(container, series, { xLabel = "x", yLabel = "", label = "chart" } = {}) {
+// Charts are drawn at their container's width (so text keeps its size on a phone) and drawn again
+// when that width changes.
+const resized = new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const chart = entry.target.chart;
+    if (chart && Math.abs(entry.contentRect.width - chart.width) > 24) lineChart(entry.target, ...chart.args);
+  }
+});
+
+// series: [{name, points: [[x, y], ...]}]; each series is drawn in its own colour class, the legend
+// below the plot.
+export function lineChart(container, series, options = {}) {
+  const { xLabel = "x", yLabel = "", label = "chart" } = options;
   container.replaceChildren();
-  const width = 720;
-  const height = 340;
-  const margin = { left: 64, right: 16, top: 16, bottom: 44 };
+  const width = Math.round(Math.max(300, Math.min(760, container.clientWidth || 720)));
+  const plotHeight = Math.round(Math.max(200, Math.min(320, width * 0.45)));
+  const legendTop = plotHeight + 8;
+  const height = legendTop + series.length * 18 + 4;
+  container.chart = { width, args: [series, options] };
+  resized.observe(container);
+  const margin = { left: 56, right: 14, top: 12, bottom: 44 };
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "line-chart" },
     container);
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
@@ -58,22 +73,22 @@ export function lineChart(container, series, { xLabel = "x", yLabel = "", label 
   const [x0, x1] = extent(xs);
   const [y0, y1] = extent(ys);
   const sx = (x) => margin.left + ((x - x0) / (x1 - x0)) * (width - margin.left - margin.right);
-  const sy = (y) => height - margin.bottom - ((y - y0) / (y1 - y0)) * (height - margin.top - margin.bottom);
+  const sy = (y) => plotHeight - margin.bottom - ((y - y0) / (y1 - y0)) * (plotHeight - margin.top - margin.bottom);
 
   const axes = el("g", { class: "axes" }, svg);
   for (const t of niceTicks(y0, y1)) {
     el("line", { x1: margin.left, x2: width - margin.right, y1: sy(t), y2: sy(t), class: "grid" }, axes);
     el("text", { x: margin.left - 6, y: sy(t) + 4, "text-anchor": "end" }, axes).textContent = formatNumber(t);
   }
-  for (const t of niceTicks(x0, x1, 8)) {
-    el("line", { x1: sx(t), x2: sx(t), y1: height - margin.bottom, y2: height - margin.bottom + 5 }, axes);
-    el("text", { x: sx(t), y: height - margin.bottom + 18, "text-anchor": "middle" }, axes).textContent =
+  for (const t of niceTicks(x0, x1, Math.max(3, Math.floor(width / 90)))) {
+    el("line", { x1: sx(t), x2: sx(t), y1: plotHeight - margin.bottom, y2: plotHeight - margin.bottom + 5 }, axes);
+    el("text", { x: sx(t), y: plotHeight - margin.bottom + 18, "text-anchor": "middle" }, axes).textContent =
       formatNumber(t);
   }
-  el("line", { x1: margin.left, x2: width - margin.right, y1: height - margin.bottom, y2: height - margin.bottom,
-    class: "axis" }, axes);
-  el("text", { x: (margin.left + width - margin.right) / 2, y: height - 6, "text-anchor": "middle", class: "label" },
-    axes).textContent = xLabel;
+  el("line", { x1: margin.left, x2: width - margin.right, y1: plotHeight - margin.bottom,
+    y2: plotHeight - margin.bottom, class: "axis" }, axes);
+  el("text", { x: (margin.left + width - margin.right) / 2, y: plotHeight - 8, "text-anchor": "middle",
+    class: "label" }, axes).textContent = xLabel;
   if (yLabel) {
     el("text", { x: 14, y: margin.top + 4, class: "label" }, axes).textContent = yLabel;
   }
@@ -93,9 +108,9 @@ export function lineChart(container, series, { xLabel = "x", yLabel = "", label 
   });
   const legend = el("g", { class: "legend" }, svg);
   series.forEach((s, index) => {
-    const y = margin.top + 4 + index * 18;
-    el("line", { x1: width - 190, x2: width - 166, y1: y, y2: y, class: `series-${index % 4} swatch` }, legend);
-    el("text", { x: width - 160, y: y + 4 }, legend).textContent = s.name;
+    const y = legendTop + 9 + index * 18;
+    el("line", { x1: margin.left, x2: margin.left + 24, y1: y, y2: y, class: `series-${index % 4} swatch` }, legend);
+    el("text", { x: margin.left + 30, y: y + 4 }, legend).textContent = s.name;
   });
   return svg;
 }

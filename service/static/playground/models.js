@@ -46,6 +46,12 @@ function facts(entries) {
   }));
 }
 
+function showFacts() {
+  facts([["id", model.id], ["parameters", Object.entries(model.parameters).map(([name, shape]) =>
+    `${name} [${shape.join(", ")}]`).join(", ")], ["parameter count", String(model.parameter_count)],
+  ["optimizer steps", String(model.step)], ["version (ETag)", String(model.version)]]);
+}
+
 function status(text) {
   $("model-status").textContent = text;
 }
@@ -72,9 +78,7 @@ async function createModel() {
   model = await call("POST", "v1/models", spec);
   model.batch = batch(spec);
   model.losses = [];
-  facts([["id", model.id], ["parameters", Object.entries(model.parameters).map(([name, shape]) =>
-    `${name} [${shape.join(", ")}]`).join(", ")], ["parameter count", String(model.parameter_count)],
-  ["version (ETag)", String(model.version)]]);
+  showFacts();
   $("model-step").disabled = false;
   $("model-train").disabled = false;
   $("loss-box").hidden = true;
@@ -95,6 +99,7 @@ async function parameters(watched) {
   const query = `name=${encodeURIComponent(watched.name)}&index=${encodeURIComponent(watched.index)}`;
   const result = await call("GET", `v1/models/${model.id}/parameters?${query}`);
   const grad = result.grads ? result.grads[watched.name] : null;
+  Object.assign(model, { step: result.step, version: result.version });
   return { values: result.parameters[watched.name].data.map(Number), grad: grad ? grad.data.map(Number) : null };
 }
 
@@ -109,6 +114,7 @@ async function oneStep() {
   showCurl("POST", `${base}/step`);
   await call("POST", `${base}/step`);
   const after = await parameters(watched);
+  showFacts();
   const head = $("step-table").tHead;
   const row = (cells, header = false) => {
     const tr = document.createElement("tr");
@@ -162,7 +168,9 @@ async function train() {
           requestAnimationFrame(draw);
         }
       } else if (kind === "result") {
-        status(`trained ${steps} steps; model step ${data.step}, version ${data.version}`);
+        status(`trained ${steps} steps`);
+        Object.assign(model, { step: data.step, version: data.version });
+        showFacts();
       } else if (kind === "error") {
         throw new Problem(data.status, data);
       }
