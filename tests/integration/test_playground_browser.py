@@ -39,10 +39,11 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    browser.emulate(1280)
-    browser.open(f"{server.url}/")
+    # Cleared before the page loads, so that what loading asks for, and refuses, is checked too.
     browser.requests.clear()
     browser.errors.clear()
+    browser.emulate(1280)
+    browser.open(f"{server.url}/")
     yield browser
     stray = [request["url"] for request in browser.requests if not request["url"].startswith(server.url + "/")]
     assert not stray, f"requests left the server's origin: {stray}"
