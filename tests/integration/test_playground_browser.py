@@ -245,6 +245,20 @@ def test_a_program_error_is_shown_as_the_problem_says_with_its_line_and_column_m
     assert_no_console_errors(page, allowed=("status of 400",))
 
 
+def test_a_tensor_problem_marks_the_input_it_names(page, http):
+    page.click('[data-example="sin"]')
+    page.evaluate("document.querySelector('[data-field=\"kind\"]').value = 'values'")
+    page.fill('[data-field="values"]', "[[1, 2], [3]]")
+    page.click("#run")
+    assert page.wait_for(f"{RESULTS} === 'problem' && {RESULTS}")
+    path, body = request_from_curl(page)
+    problem = http.post(path, json=body).json()
+    assert problem["input"] == "inputs.a"
+    assert problem["detail"] in page.evaluate("document.getElementById('problem').textContent")
+    assert page.evaluate("document.querySelector('[data-field=\"name\"]').getAttribute('aria-invalid')") == "true"
+    assert_no_console_errors(page, allowed=("status of 422",))
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_curl_command_on_screen_gives_what_the_page_drew(page):
     assert run_example(page, "sin") == "done"

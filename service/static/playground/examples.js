@@ -38,7 +38,7 @@ export const EXAMPLES = {
     endpoint: "hessian",
     form: "expr",
     source: "x.sum().sin() * (x ** 2).sum()",
-    inputs: [{ name: "x", kind: "linspace", start: -1, stop: 1, steps: 6, requiresGrad: false }],
+    inputs: [{ name: "x", kind: "linspace", start: -0.5, stop: 1.5, steps: 6, requiresGrad: false }],
   },
   profiler: {
     endpoint: "profile",

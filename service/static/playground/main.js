@@ -122,7 +122,8 @@ function parseValues(text) {
 
 export function linspace(start, stop, steps) {
   if (steps === 1) return [start];
-  return Array.from({ length: steps }, (_, i) => start + ((stop - start) * i) / (steps - 1));
+  // Twelve significant digits: float32 on the server keeps fewer, and the curl command stays readable.
+  return Array.from({ length: steps }, (_, i) => Number((start + ((stop - start) * i) / (steps - 1)).toPrecision(12)));
 }
 
 // Each input row read back as a spec, and its values. A bad row is marked and named.
@@ -364,27 +365,29 @@ function showProfile(result) {
   $("profile-text").textContent = result.table || "";
 }
 
-function showSourceProblem(body) {
-  const box = $("problem");
-  if (!Number.isInteger(body.line)) return;
-  markSource(body.line, body.column);
-  const lines = source().split("\n");
-  const text = lines[body.line - 1] ?? "";
-  const excerpt = document.createElement("pre");
-  excerpt.className = "excerpt";
-  const where = body.column ? `line ${body.line}, column ${body.column}` : `line ${body.line}`;
-  excerpt.setAttribute("aria-label", where);
-  const caret = " ".repeat(Math.min(Math.max((body.column ?? 1) - 1, 0), text.length)) + "^";
-  excerpt.className = "excerpt";
-  excerpt.textContent = `${where}:\n${text}\n${caret}`;
-  box.append(excerpt);
+// Where the problem points: an input (its name field marked), and a program's line and column (the
+// line number marked in the gutter, the text from the column selected, the line quoted with a caret).
+function showWhere(body) {
   if (body.input) {
     for (const row of $("inputs").querySelectorAll(".input-row")) {
-      if (row.querySelector('[data-field="name"]').value === body.input) {
-        row.querySelector('[data-field="name"]').setAttribute("aria-invalid", "true");
+      const name = row.querySelector('[data-field="name"]');
+      // The service names an input "x" or by its place in the body, "inputs.x" (or deeper).
+      const path = `inputs.${name.value}`;
+      if ([name.value, path].includes(body.input) || String(body.input).startsWith(`${path}.`)) {
+        name.setAttribute("aria-invalid", "true");
       }
     }
   }
+  if (!Number.isInteger(body.line)) return;
+  markSource(body.line, body.column);
+  const text = source().split("\n")[body.line - 1] ?? "";
+  const excerpt = document.createElement("pre");
+  const where = body.column ? `line ${body.line}, column ${body.column}` : `line ${body.line}`;
+  excerpt.className = "excerpt";
+  excerpt.setAttribute("aria-label", where);
+  const caret = " ".repeat(Math.min(Math.max((body.column ?? 1) - 1, 0), text.length)) + "^";
+  excerpt.textContent = `${where}:\n${text}\n${caret}`;
+  $("problem").append(excerpt);
 }
 
 function clearResults() {
@@ -423,7 +426,7 @@ async function run() {
     if (!(error instanceof Problem)) throw error;
     $("run-status").textContent = `${kind}: ${error.status}`;
     const body = showProblem($("problem"), error);
-    showSourceProblem(body);
+    showWhere(body);
     if (error.status === 401) $("api-key-row").hidden = false;
     results.dataset.status = "problem";
   }
