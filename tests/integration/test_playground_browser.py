@@ -211,6 +211,16 @@ def test_hessian_heat_map_matches_the_formula(page, http):
     assert_no_console_errors(page)
 
 
+def test_a_hessian_too_large_to_draw_says_so_instead(page):
+    page.click('[data-example="hessian"]')
+    page.fill('[data-field="steps"]', "250")
+    page.click("#run")
+    assert page.wait_for(f"{RESULTS} !== 'running' && {RESULTS} !== 'idle' && {RESULTS}") == "done"
+    assert page.evaluate("document.querySelectorAll('#heatmap rect').length") == 0
+    assert "62500 numbers" in page.evaluate("document.getElementById('heatmap-caption').textContent")
+    assert_no_console_errors(page)
+
+
 def test_profiler_loop_table_counts_every_op(page, http):
     assert run_example(page, "profiler") == "done"
     path, body = request_from_curl(page)

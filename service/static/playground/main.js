@@ -329,11 +329,22 @@ function shapeOf(data) {
   return shape;
 }
 
+const MAX_HEAT_MAP_CELLS = 40000;
+
 function showMatrix(result, specs, kind) {
   const nested = result[kind];
   $("heatmap-box").hidden = nested === undefined;
   if (nested === undefined) return;
   const blocks = matrixBlocks(nested, specs, kind);
+  const cells = blocks.reduce((sum, block) => sum + block.rows * block.cols, 0);
+  if (cells > MAX_HEAT_MAP_CELLS) {
+    // One SVG rect per number would stall the page; the numbers are in the response all the same.
+    $("heatmap").replaceChildren();
+    $("heatmap-caption").textContent = `The ${kind}: ${cells} numbers, more than the ${MAX_HEAT_MAP_CELLS} a heat`
+      + " map here draws; the curl command below gives them all.";
+    $("heatmap-readout").textContent = "";
+    return;
+  }
   $("heatmap-caption").textContent = `The ${kind === "hessian" ? "Hessian" : "Jacobian"}: ${blocks.length} block(s),`
     + " blue below zero, red above";
   $("heatmap-readout").textContent = "Point at a cell, or focus the map and use the arrow keys (Page Up/Down: next block).";
