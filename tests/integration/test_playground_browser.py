@@ -269,6 +269,20 @@ def test_a_tensor_problem_marks_the_input_it_names(page, http):
     assert_no_console_errors(page, allowed=("status of 422",))
 
 
+def test_values_that_are_not_numbers_are_refused_before_anything_is_sent(page):
+    page.click('[data-example="doubling"]')
+    page.fill('[data-field="values"]', "0.3, one, 2")
+    page.click("#run")
+    assert page.wait_for(f"{RESULTS} === 'invalid' && {RESULTS}")
+    assert "input x: one is not a number" in page.evaluate("document.getElementById('problem').textContent")
+    assert page.evaluate("document.querySelector('[data-field=\"values\"]').getAttribute('aria-invalid')") == "true"
+    assert not [request for request in page.requests if "/v1/" in request["url"]]
+    page.fill('[data-field="values"]', "0.3 -1.1 2")  # spaces separate values too
+    page.click("#run")
+    assert page.wait_for(f"{RESULTS} === 'done' && {RESULTS}")
+    assert_no_console_errors(page)
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_curl_command_on_screen_gives_what_the_page_drew(page):
     assert run_example(page, "sin") == "done"

@@ -107,17 +107,23 @@ function inputRow(spec) {
   return row;
 }
 
+// "[[1, 2], [3, 4]]" is JSON (any shape); "1, 2, 3" or "1 2 3" a vector; a lone number a scalar.
 function parseValues(text) {
   const trimmed = text.trim();
   if (!trimmed) throw new Error("no values");
-  if (/^[[\d\-+.]/.test(trimmed) && (trimmed.startsWith("[") || !trimmed.includes(","))) {
-    return JSON.parse(trimmed);
+  if (trimmed.startsWith("[")) {
+    try {
+      return JSON.parse(trimmed);
+    } catch (error) {
+      throw new Error(`not JSON: ${error.message}`);
+    }
   }
-  return trimmed.split(/[\s,]+/).filter(Boolean).map((item) => {
+  const values = trimmed.split(/[\s,]+/).filter(Boolean).map((item) => {
     const value = Number(item);
     if (Number.isNaN(value)) throw new Error(`${item} is not a number`);
     return value;
   });
+  return values.length === 1 ? values[0] : values;
 }
 
 export function linspace(start, stop, steps) {
