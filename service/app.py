@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
     app.include_router(front.router)
+    app.mount(front.ASSETS_PATH, front.playground_assets(), name="playground")
     app.include_router(health.router)
     for module in (compute_routes, transforms, profile, models, ops):
         app.include_router(module.router, dependencies=secured)

@@ -109,11 +109,12 @@ class MetricsMiddleware:
 class ApiKeyMiddleware:
     """When a key is configured, 401 without a matching ``X-API-Key`` (constant-time compare).
 
-    Health, the front door (``/``), the docs pages and their assets, and the OpenAPI document stay open.
+    Health, the playground (``/`` and ``/playground/``), the docs pages and their assets, and the
+    OpenAPI document stay open.
     """
 
     OPEN_PATHS = ("/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
-    OPEN_PREFIXES = ("/static-offline-docs/", "/docs/")
+    OPEN_PREFIXES = ("/static-offline-docs/", "/docs/", "/playground/")
 
     def __init__(self, app, api_key: str):
         self.app = app
