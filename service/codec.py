@@ -46,6 +46,7 @@ import gc
 import math
 import mmap
 import secrets
+import sys
 from dataclasses import dataclass
 
 import orjson
@@ -189,6 +190,15 @@ def _b64decode_writable(text: str) -> bytearray:
     return bytearray(base64.b64decode(text, validate=True))
 
 
+def _from_little_endian(buffer, dtype, count: int, offset: int):
+    """``count`` little-endian ``dtype`` numbers at ``offset`` in ``buffer``: a view on a little-endian
+    host, with numpy's own dtype object (an explicitly little-endian dtype, equal to it but not the
+    same object, made float64 inputs compute in float32), else a byte-swapped copy."""
+    if sys.byteorder == "little":
+        return np.frombuffer(buffer, dtype=dtype.np, count=count, offset=offset)
+    return np.frombuffer(buffer, dtype=dtype.np.newbyteorder("<"), count=count, offset=offset).astype(dtype.np)
+
+
 def _decode_object(value: dict, where: str, dtype_default):
     unknown = set(value) - TENSOR_KEYS
     if unknown:
@@ -212,9 +222,7 @@ def _decode_object(value: dict, where: str, dtype_default):
         if len(raw) % dtype.itemsize:
             raise CodecError(f"{where}.b64 holds {len(raw)} bytes, not a whole number of {dtype.name} "
                              f"({dtype.itemsize} bytes each)", input=where)
-        array = np.frombuffer(raw, dtype=dtype.np.newbyteorder("<"))
-        if not dtype.np.isnative:
-            array = array.astype(dtype.np)
+        array = _from_little_endian(raw, dtype, len(raw) // dtype.itemsize, 0)
     else:
         array = _array_from_list(value["data"], where)
         if shape is not None and array.ndim != 1:
@@ -363,11 +371,9 @@ def _bind(value: dict, where: str, body, offset: int) -> BinaryTensor:
         raise FrameError(f"{where}: its {size} bytes would end at byte {offset + size}, past the body's end "
                          f"({len(body)} bytes): the binary_data_size values sum past the body")
     try:
-        array = np.frombuffer(body, dtype=dtype.np.newbyteorder("<"), count=count, offset=offset).reshape(shape)
+        array = _from_little_endian(body, dtype, count, offset).reshape(shape)
     except ValueError as error:  # a shape numpy cannot hold (a dimension past 2**63 with a zero beside it)
         raise CodecError(f"{where}: shape {list(shape)} cannot be held ({error})"[:300], input=where) from None
-    if not dtype.np.isnative:  # a big-endian host: the wire is little-endian
-        array = array.astype(dtype.np)
     tensor = BinaryTensor(value)
     tensor.array = array
     return tensor
