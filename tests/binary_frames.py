@@ -16,6 +16,7 @@ import numpy as np
 
 BINARY = "application/octet-stream"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+ACCEPT_BINARY = {"Accept": BINARY}
 
 
 def frame(request: dict, *, pad: int = 0) -> tuple[bytes, dict]:
@@ -93,3 +94,52 @@ def assert_same_numbers(binary, json_content, path: str = "", rtol: float = 0.0)
         assert isinstance(binary, list) and len(binary) == len(json_content), path
         for i, (b, j) in enumerate(zip(binary, json_content, strict=True)):
             assert_same_numbers(b, j, f"{path}.{i}", rtol)
+
+
+# ---- one request per compute route, and how to check a route both ways --------------------------
+
+rng = np.random.default_rng(18)
+
+
+def values(*shape, dtype=np.float32):
+    return rng.uniform(-1.5, 1.5, size=shape).astype(dtype)
+
+
+def json_request(request: dict) -> dict:
+    """The same request with every array as a JSON tensor (float32 values are exact as JSON decimals)."""
+    if isinstance(request, np.ndarray):
+        return {"data": request.reshape(-1).tolist(), "shape": list(request.shape), "dtype": str(request.dtype)}
+    if isinstance(request, dict):
+        return {key: json_request(item) for key, item in request.items()}
+    if isinstance(request, list):
+        return [json_request(item) for item in request]
+    return request
+
+
+def binary_and_json(client, path: str, request: dict, *, method: str = "POST", rtol: float = 1e-6):
+    """Send ``request`` as a binary frame (asking for a binary answer) and as JSON; check they agree."""
+    body, headers = frame(request)
+    binary = client.request(method, path, content=body, headers={**headers, **ACCEPT_BINARY})
+    assert binary.status_code == 200, binary.text[:800]
+    plain = client.request(method, path, json=json_request(request))
+    assert plain.status_code == 200, plain.text[:800]
+    content = read_frame(binary)
+    assert_same_numbers(content, from_json(plain.json()), rtol=rtol)
+    return content
+
+
+X = values(5)
+COMPUTE_CASES = {
+    "evaluate": {"inputs": {"x": X, "w": values(3, 5)}, "expr": "(w @ x.sin()).exp()"},
+    "grad": {"inputs": {"x": X, "w": values(3, 5, dtype=np.float64)}, "program": "return (w * x).sin().sum()",
+             "wrt": ["x", "w"]},
+    "grad/grad_outputs": {"inputs": {"x": X}, "expr": "x * x.cos()", "wrt": ["x"], "grad_outputs": [values(5)]},
+    "gradcheck": {"inputs": {"x": X.astype(np.float64)}, "expr": "(x * x.sin()).sum()"},
+    "jacobian": {"inputs": {"x": X, "y": values(5)}, "expr": "x.exp() * y"},
+    "hessian": {"inputs": {"x": X}, "expr": "(x.exp() * x).sum()"},
+    "vjp": {"inputs": {"x": X}, "expr": "x.tanh() * 2", "v": values(5)},
+    "jvp": {"inputs": {"x": X, "y": values(5)}, "expr": "2 * x.exp() + 3 * y", "v": [values(5), values(5)]},
+    "hvp": {"inputs": {"x": X}, "expr": "(x.sin() * x).sum()", "v": values(5)},
+    "vhp": {"inputs": {"x": X}, "expr": "(x.sin() * x).sum()", "v": values(5)},
+    "profile": {"inputs": {"x": X}, "expr": "(x * x.sin()).sum()"},
+}
