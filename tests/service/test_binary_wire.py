@@ -8,6 +8,7 @@ and read by ``tests/binary_frames.py`` (json and numpy alone), not by the servic
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -317,3 +318,26 @@ def test_the_app_never_answers_a_fuzzed_frame_with_a_5xx(client, case):
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_float64_bytes_compute_in_float64_whatever_the_encoding(client):
+    # A 0-d float32 times a float64 vector is float64 (PyTorch's promotion). Arrays viewing bytes with
+    # an explicitly little-endian dtype object computed in float32 before, in base64 as in binary.
+    y = np.arange(4, dtype=np.float64)
+    request = {"inputs": {"x": {"data": [1.0, 2.0]}, "y": y}, "expr": "(x.sum() * y).sum()"}
+    body, headers = frame(request)
+    binary = read_frame(client.post("/v1/evaluate", content=body, headers={**headers, **ACCEPT_BINARY}))
+    b64 = {"b64": base64.b64encode(y.tobytes()).decode(), "shape": [4], "dtype": "float64"}
+    encoded = client.post("/v1/evaluate", json={**request, "inputs": {**request["inputs"], "y": b64}}).json()
+    plain = client.post("/v1/evaluate", json=json_request(request)).json()
+    assert binary["outputs"][0].dtype == np.float64
+    assert encoded["outputs"][0]["dtype"] == plain["outputs"][0]["dtype"] == "float64"
+
+
+def test_kserve_datatype_names_are_accepted_in_binary_tensors(client):
+    x = np.array([0.25, -2.0], np.float64)
+    header = json.dumps({"inputs": {"x": {"shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}},
+                         "expr": "x * 4"}).encode()
+    response = client.post("/v1/evaluate", content=header + x.tobytes(),
+                           headers={"Content-Type": BINARY, HEADER_LENGTH: str(len(header)), **ACCEPT_BINARY})
+    np.testing.assert_array_equal(read_frame(response)["outputs"][0], x * 4)
