@@ -107,6 +107,10 @@ class DeviceUnavailableError(ServiceError):
     slug, title = "device-unavailable", "Device unavailable"
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
 class OverloadedError(ServiceError):
     status, slug, title = 503, "overloaded", "Service overloaded"
 
@@ -476,6 +480,6 @@ def problem_responses(*statuses: int) -> dict:
     }
 
 
-COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 422, 503)
+COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 415, 422, 503)
 READ_ERRORS = problem_responses(401)
-MODEL_ERRORS = problem_responses(400, 401, 404, 408, 409, 412, 413, 422, 503, 507)
+MODEL_ERRORS = problem_responses(400, 401, 404, 408, 409, 412, 413, 415, 422, 503, 507)

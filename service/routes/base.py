@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from service import codec, compute
 from service.config import Settings
+from service.errors import UnsupportedMediaTypeError
 from service.runtime import Runtime
 
 
@@ -61,6 +62,8 @@ class OrjsonRoute(APIRoute):
             request = OrjsonRequest(request.scope, request.receive)
             if is_binary_request(request) and (takes_body or codec.HEADER_LENGTH in request.headers):
                 request = await unframed(request)
+            elif takes_body:
+                check_media_type(request)
             return await handler(request)
 
         return orjson_handler
@@ -73,6 +76,15 @@ def _media_type(value: str) -> str:
 def is_binary_request(request: Request) -> bool:
     """Whether the body is ``application/octet-stream``."""
     return _media_type(request.headers.get("content-type", "")) == codec.BINARY_MEDIA_TYPE
+
+
+def check_media_type(request: Request) -> None:
+    """415 for a body that is neither JSON nor a binary frame (no Content-Type: FastAPI's 422 stands)."""
+    media = _media_type(request.headers.get("content-type", ""))
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaTypeError(f"Content-Type {media[:80]!r} is not accepted here: send application/json, "
+                                        f"or {codec.BINARY_MEDIA_TYPE} with {codec.HEADER_LENGTH} (a binary frame)",
+                                        content_type=media[:80])
 
 
 def is_framed(request: Request) -> bool:

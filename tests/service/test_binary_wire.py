@@ -341,3 +341,14 @@ def test_kserve_datatype_names_are_accepted_in_binary_tensors(client):
     response = client.post("/v1/evaluate", content=header + x.tobytes(),
                            headers={"Content-Type": BINARY, HEADER_LENGTH: str(len(header)), **ACCEPT_BINARY})
     np.testing.assert_array_equal(read_frame(response)["outputs"][0], x * 4)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/x-npz"])
+def test_bodies_neither_json_nor_a_frame_are_415(client, content_type):
+    body, _ = frame({"inputs": {"x": X}, "expr": "x"})
+    response = client.post("/v1/grad", content=body, headers={"Content-Type": content_type})
+    assert_problem(response, 415)
+    assert "application/octet-stream" in response.json()["detail"]
+    ok = client.post("/v1/grad", json=json_request({"inputs": {"x": X}, "expr": "x"}),
+                     headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
