@@ -111,10 +111,21 @@ def accepts_binary(request: Request) -> bool:
     """Whether ``Accept`` names ``application/octet-stream`` (with a q above 0)."""
     for item in request.headers.get("accept", "").split(","):
         media, *params = (part.strip().lower() for part in item.split(";"))
-        if media == codec.BINARY_MEDIA_TYPE and not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-                                                         for p in params):
-            return True
+        if media == codec.BINARY_MEDIA_TYPE:
+            return _quality(params) > 0
     return False
+
+
+def _quality(params: list[str]) -> float:
+    """An Accept entry's q (1 when absent; 0 when it is not a number)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
 
 
 def negotiated(request: Request, body):

@@ -209,7 +209,8 @@ async def get_parameters(
                                             "as a binary frame with Accept: application/octet-stream"}})
 async def export_state(request: Request, settings: AppSettings, model_id: str = ModelId,
                        encoding: str = Query("json", pattern="^(json|base64|binary)$",
-                      description="binary: an application/octet-stream frame, as with that Accept")):
+                                             description="binary: an application/octet-stream frame, as with "
+                                                         "that Accept")):
     """The whole training state (spec, parameters, grads, optimizer, scheduler, RNG) for ``PUT .../state``."""
     service = _service(request)
     if NPZ_MEDIA_TYPE in request.headers.get("accept", ""):
