@@ -43,6 +43,7 @@ import binascii
 import contextlib
 import contextvars
 import gc
+import itertools
 import math
 import mmap
 import secrets
@@ -275,6 +276,10 @@ BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
+_BINARY_KEY = b'"binary_data_size"'
+_DONE = object()
+
+
 class FrameError(CodecError):
     """The binary framing itself is wrong: the header length, or bytes that do not add up (400)."""
 
@@ -319,23 +324,34 @@ def decode_frame(body, header_length: str | None):
     except orjson.JSONDecodeError as error:
         raise FrameError(f"the first {length} bytes ({HEADER_LENGTH}) are not valid JSON: {error}") from None
     offset = length
-    # Depth first, in document order, without recursion (the header nests as deep as orjson allows).
     root = [header]
-    stack = [(header, "", root, 0)]
-    while stack:
-        value, where, parent, key = stack.pop()
+    expected = body.count(_BINARY_KEY, 0, length)  # at most this many binary tensors: stop once all are found
+    # Depth first, in document order, without recursion (the header nests as deep as orjson allows)
+    # and holding only the path: a stack of (container, its keys left), one per level.
+    stack, path, found = [(root, iter((0,)))], [], 0
+    while stack and found < expected:
+        container, keys = stack[-1]
+        key = next(keys, _DONE)
+        if key is _DONE:
+            stack.pop()
+            if path:
+                path.pop()
+            continue
+        value = container[key]
         if isinstance(value, dict):
             parameters = value.get("parameters")
             if isinstance(parameters, dict) and "binary_data_size" in parameters:
-                parent[key] = _bind(value, where or "body", body, offset)
+                where = ".".join(map(str, [*path[1:], key])) if path else "body"
+                container[key] = _bind(value, where, body, offset)
                 offset += parameters["binary_data_size"]
+                found += 1
                 continue
-            children = [(item, f"{where}.{name}" if where else str(name), value, name) for name, item in value.items()]
-        elif isinstance(value, list):
-            children = [(item, f"{where}.{i}", value, i) for i, item in enumerate(value)]
+            stack.append((value, iter(value)))
+        elif isinstance(value, list) and _holds_objects(value):
+            stack.append((value, iter(range(len(value)))))
         else:
             continue
-        stack.extend(reversed(children))
+        path.append(key)
     if offset != len(body):
         raise FrameError(f"{len(body) - offset} byte(s) follow the last binary tensor: the header's "
                          f"binary_data_size values and its length ({length}) account for {offset} of the "
@@ -343,6 +359,21 @@ def decode_frame(body, header_length: str | None):
     if isinstance(root[0], BinaryTensor):
         raise FrameError("the JSON header must be the request object, not a tensor")
     return root[0]
+
+
+def _holds_objects(items: list) -> bool:
+    """Whether a JSON list holds an object at any depth; a nested list of numbers is read level by
+    level at C speed (``map``, ``set``, ``chain``), never item by item in Python."""
+    level = items
+    while level:
+        kinds = set(map(type, level))
+        if dict in kinds:
+            return True
+        if list not in kinds:
+            return False
+        inner = level if kinds == {list} else [item for item in level if type(item) is list]
+        level = list(itertools.chain.from_iterable(inner))
+    return False
 
 
 def _bind(value: dict, where: str, body, offset: int) -> BinaryTensor:

@@ -352,3 +352,15 @@ def test_bodies_neither_json_nor_a_frame_are_415(client, content_type):
     ok = client.post("/v1/grad", json=json_request({"inputs": {"x": X}, "expr": "x"}),
                      headers={"Content-Type": "application/json; charset=utf-8"})
     assert ok.status_code == 200
+
+
+def test_binary_tensors_are_found_at_any_depth_in_document_order():
+    body, headers = frame({"v": [0.5, np.ones((2, 2)), [{"data": [[1], [2]]}, np.arange(3, dtype=np.int32)]],
+                           "inputs": {"a": np.float32(7).reshape(())}})
+    content = codec.decode_frame(bytearray(body), headers[HEADER_LENGTH])
+    np.testing.assert_array_equal(content["v"][1].array, np.ones((2, 2)))
+    np.testing.assert_array_equal(content["v"][2][1].array, [0, 1, 2])
+    assert content["v"][2][0] == {"data": [[1], [2]]} and content["inputs"]["a"].array == 7
+    header = json.dumps({"v": [1, [2, {"shape": [3], "dtype": "float32", "parameters": {"binary_data_size": 20}}]]})
+    with pytest.raises(codec.FrameError, match=r"^v\.1\.1: binary_data_size is 20"):
+        codec.decode_frame(bytearray(header.encode() + bytes(20)), str(len(header)))
