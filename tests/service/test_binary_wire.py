@@ -87,7 +87,7 @@ def test_json_request_answers_binary_when_accepted(client):
 
 def test_dtypes_shapes_and_json_tensors_mix_in_one_frame(client):
     request = {"inputs": {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": {"data": [1.5, 2.5, 3.5]},
-                          "m": np.array([True, False, True]), "s": np.float64(2.0).reshape(()),
+                          "m": np.array([True, False, True]), "s": np.array(2.0),
                           "e": np.zeros((0, 3), np.float32)},
                "expr": "(a * b * m * s, e.sum(0))"}
     content = binary_and_json(client, "/v1/evaluate", request, rtol=0)
@@ -356,7 +356,7 @@ def test_bodies_neither_json_nor_a_frame_are_415(client, content_type):
 
 def test_binary_tensors_are_found_at_any_depth_in_document_order():
     body, headers = frame({"v": [0.5, np.ones((2, 2)), [{"data": [[1], [2]]}, np.arange(3, dtype=np.int32)]],
-                           "inputs": {"a": np.float32(7).reshape(())}})
+                           "inputs": {"a": np.array(7, np.float32)}})
     content = codec.decode_frame(bytearray(body), headers[HEADER_LENGTH])
     np.testing.assert_array_equal(content["v"][1].array, np.ones((2, 2)))
     np.testing.assert_array_equal(content["v"][2][1].array, [0, 1, 2])
