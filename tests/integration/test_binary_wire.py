@@ -99,7 +99,8 @@ def capped(tmp_path_factory):
     finally:
         probe.stop_clean()
     server = LiveServer({"GRADSERVE_DATA_DIR": str(tmp_path_factory.mktemp("capped")),
-                         "GRADSERVE_QUEUE_TIMEOUT_S": "120"}, prefix=["prlimit", f"--as={cap}"])
+                         "GRADSERVE_QUEUE_TIMEOUT_S": "120"}, prefix=["prlimit", f"--as={cap}"],
+                        start_timeout=120.0)  # the full suite's load once kept it from answering in 30 s
     yield server
     server.stop_clean()  # not one 500 logged
 
