@@ -57,7 +57,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         try:
-            body = b"".join(chunks)
+            # A bytearray: binary tensors (service.codec.decode_frame) are writable views of it, so the
+            # engine uses them in place (gradcheck perturbs its inputs) instead of copying them.
+            body = bytearray().join(chunks)
         except MemoryError as error:  # out here no exception handler runs: answer 503 ourselves
             return await send_problem(send, error, [(b"retry-after", b"1")])
         del chunks
