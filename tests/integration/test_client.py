@@ -17,7 +17,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from gradserve_client import (
     AsyncClient,
     BadRequestError,
@@ -187,8 +186,9 @@ def test_as_torch_sits_inside_a_torch_graph(server, http):
         b = torch.tensor([0.1, -0.3, 0.7], requires_grad=True)
         out = remote(a * 2, b)  # a local op before the remote one: the chain rule crosses the wire
         out.backward()
-    raw = http.post("/v1/grad", json={"expr": "(a * sin(b)).sum()", "inputs": {
-        "a": {"data": (a * 2).tolist(), "requires_grad": True}, "b": {"data": b.tolist(), "requires_grad": True}}}).json()
+    inputs = {"a": {"data": (a * 2).tolist(), "requires_grad": True},
+              "b": {"data": b.tolist(), "requires_grad": True}}
+    raw = http.post("/v1/grad", json={"expr": "(a * sin(b)).sum()", "inputs": inputs}).json()
     close(a.grad.numpy(), 2 * np.asarray(raw["grads"]["a"]["data"]))
     close(b.grad.numpy(), raw["grads"]["b"]["data"])
     assert type(out.grad_fn).__name__ == "RemoteFunctionBackward"
@@ -210,7 +210,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     failures = 0
     seen = 0
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         type(self).seen += 1
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if type(self).seen <= type(self).failures:
