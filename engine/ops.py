@@ -620,6 +620,16 @@ def matmul_size(shapes, params) -> int:
     return broadcast_numel([x[:-2], y[:-2]]) * int(rows) * int(cols)
 
 
+def matmul_batched(x, y, *, nbatch):
+    """Under vmap: a per-sample vector becomes a one-row (one-column) matrix, so numpy's batch
+    broadcasting pairs samples with samples, and the added axis goes again."""
+    x_vector, y_vector = x.ndim - nbatch == 1, y.ndim - nbatch == 1
+    out = matmul(unsqueeze(x, dim=-2) if x_vector else x, unsqueeze(y, dim=-1) if y_vector else y)
+    if y_vector:
+        out = squeeze(out, dim=-1)
+    return squeeze(out, dim=-2) if x_vector else out
+
+
 matmul = define(
     "matmul",
     _check_matmul,
@@ -627,6 +637,7 @@ matmul = define(
     matmul_jvp,
     broadcast=True,  # batch axes broadcast; their gradients are summed back like any other
     grad_fn=_matmul_name,
+    batch=matmul_batched,
     doc="matrix product (1-D, 2-D and batched, numpy semantics)",
     estimate=matmul_size,
     function=("matmul", "mm", "bmm"), method=("matmul", "mm", "bmm"),
@@ -645,12 +656,17 @@ def _dot(xp, x, y):
     return xp.dot(x, y)
 
 
+def dot_batched(x, y, *, nbatch):
+    return sum(mul(x, y), dim=-1)
+
+
 dot = define(
     "dot",
     _dot,
     (lambda g, y: g[..., None] * y, lambda g, x: g[..., None] * x),
     lambda dx, dy, x, y: (dx * y).sum(-1) + (x * dy).sum(-1),
     doc="inner product of two vectors",
+    batch=dot_batched,
     function="dot", method="dot",
 )
 
@@ -665,12 +681,17 @@ def _outer(xp, x, y):
     return x[..., :, None] * y[..., None, :]
 
 
+def outer_batched(x, y, *, nbatch):
+    return mul(unsqueeze(x, dim=-1), unsqueeze(y, dim=-2))
+
+
 outer = define(
     "outer",
     _outer,
     (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
     lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
     grad_fn="MulBackward0",  # PyTorch computes outer as a broadcast mul
+    batch=outer_batched,
     doc="outer product of two vectors",
     estimate=lambda shapes, params: numel(shapes[0]) * (numel(shapes[1]) if len(shapes) > 1 else 1),
     function="outer", method="outer",
@@ -704,6 +725,36 @@ def linear_size(shapes, params) -> int:
     return broadcast_numel([product, *shapes[2:]])
 
 
+def _pad_per_sample(t, nbatch, count):
+    """``t`` with ``count`` size-1 axes between its ``nbatch`` batch axes and its per-sample axes."""
+    if t is None or not count:
+        return t
+    return reshape(t, shape=tuple(t.shape[:nbatch]) + (1,) * count + tuple(t.shape[nbatch:]))
+
+
+def _unbatched(t, nbatch):
+    """``t`` without its batch axes when they are all of size 1 (a weight shared by the batch)."""
+    if t is not None and builtins.all(n == 1 for n in t.shape[:nbatch]):
+        return reshape(t, shape=tuple(t.shape[nbatch:]))
+    return t
+
+
+def linear_batched(x, w, b, *, nbatch):
+    """Under vmap: a shared weight stays one matrix (one product for the batch); a batched one is
+    lined up with x's per-sample axes, and a per-sample vector x becomes a one-row matrix."""
+    x_vector = x.ndim - nbatch == 1
+    if x_vector:
+        x = unsqueeze(x, dim=nbatch)
+    w, b = _unbatched(w, nbatch), _unbatched(b, nbatch)
+    extra = x.ndim - nbatch - 2  # x's per-sample axes in front of its rows
+    if w.ndim > 2:
+        w = _pad_per_sample(w, nbatch, extra)
+    if b is not None and b.ndim > 1:
+        b = _pad_per_sample(b, nbatch, extra + 1)
+    out = linear(x, w, b)
+    return squeeze(out, dim=nbatch) if x_vector else out
+
+
 linear = define(
     "linear",
     _linear,
@@ -715,6 +766,7 @@ linear = define(
     linear_jvp,
     broadcast=True,
     grad_fn="AddmmBackward0",
+    batch=linear_batched,
     doc="x @ w.T + b (the fully connected layer)",
     estimate=linear_size,
 )
@@ -1024,6 +1076,14 @@ def _reshape_jvp(dx, out, x):
     return reshape(dx, shape=lead(dx, x) + tuple(out.shape))
 
 
+def reshape_batched(x, *, nbatch, shape):
+    return reshape(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
+def unsafe_view_batched(x, *, nbatch, shape):
+    return unsafe_view(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
 reshape = define(
     "reshape",
     _reshape,
@@ -1032,6 +1092,7 @@ reshape = define(
     view=True,
     normalize=_resolve_shape,
     grad_fn="ViewBackward0",
+    batch=reshape_batched,
     doc="the same elements in a new shape",
     function="reshape", method=("reshape", "view"),
 )
@@ -1043,6 +1104,7 @@ unsafe_view = define(
     _reshape_vjp,
     _reshape_jvp,
     normalize=_resolve_shape,
+    batch=unsafe_view_batched,
     doc="reshape, the result not a view (matmul's batched output)",
     method="reshape",
 )
@@ -1070,6 +1132,11 @@ def expand_jvp(dx, out, x):
     return expand(reshape(dx, shape=batch + padded), shape=batch + tuple(out.shape))
 
 
+def expand_batched(x, *, nbatch, shape):
+    x = _pad_per_sample(x, nbatch, len(shape) - (x.ndim - nbatch))
+    return expand(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
 expand = define(
     "expand",
     lambda xp, x, *, shape: backend.broadcast_to(x, shape),
@@ -1077,6 +1144,7 @@ expand = define(
     expand_jvp,
     view=True,
     normalize=_check_expand,
+    batch=expand_batched,
     doc="broadcast to a larger shape without copying",
     method="expand",
     estimate=lambda shapes, params: numel(params.get("shape", ())),
@@ -1102,6 +1170,7 @@ sum_to_size = define(
     sum_to_size_vjp,
     lambda dx, x, *, shape, lead: sum_to_size(dx, shape=shape, lead=lead + dx.ndim - x.ndim),
     normalize=_check_sum_to_size,
+    batch=lambda x, *, nbatch, shape, lead: sum_to_size(x, shape=shape, lead=lead + nbatch),
     doc="sum broadcast axes away (the adjoint of expand)",
     public=False,
 )
@@ -1251,8 +1320,14 @@ def tile_size(shapes, params) -> int:
     return numel((1,) * (len(reps) - len(shapes[0])) + tuple(shapes[0])) * numel(reps)
 
 
+def tile_batched(x, *, nbatch, reps):
+    x = _pad_per_sample(x, nbatch, len(reps) - (x.ndim - nbatch))
+    return tile(x, reps=(1,) * nbatch + tuple(reps))
+
+
 tile = define(
     "tile", _tile_forward, tile_vjp, tile_jvp, normalize=_check_reps, grad_fn="RepeatBackward0",
+    batch=tile_batched,
     doc="repeat the tensor along each axis (PyTorch's Tensor.repeat)",
     method="repeat",
     estimate=tile_size,
