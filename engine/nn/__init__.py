@@ -1,6 +1,6 @@
 """``engine.nn``: modules, layers, losses, ``functional`` and ``init``, with PyTorch's names."""
 
-from engine.nn import functional, init
+from engine.nn import functional, init, utils
 from engine.nn.layers import (
     GELU,
     Dropout,
