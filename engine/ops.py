@@ -624,10 +624,14 @@ def matmul_batched(x, y, *, nbatch):
     """Under vmap: a per-sample vector becomes a one-row (one-column) matrix, so numpy's batch
     broadcasting pairs samples with samples, and the added axis goes again."""
     x_vector, y_vector = x.ndim - nbatch == 1, y.ndim - nbatch == 1
-    out = matmul(unsqueeze(x, dim=-2) if x_vector else x, unsqueeze(y, dim=-1) if y_vector else y)
+    x = unsqueeze(x, dim=-2) if x_vector else x
+    y = unsqueeze(y, dim=-1) if y_vector else y
+    rank = builtins.max(x.ndim, y.ndim) - nbatch  # per-sample batch axes line up behind the vmap's
+    out = matmul(_pad_per_sample(x, nbatch, rank - (x.ndim - nbatch)),
+                 _pad_per_sample(y, nbatch, rank - (y.ndim - nbatch)))
     if y_vector:
         out = squeeze(out, dim=-1)
-    return squeeze(out, dim=-2) if x_vector else out
+    return squeeze(out, dim=-1 if y_vector else -2) if x_vector else out
 
 
 matmul = define(
@@ -732,11 +736,19 @@ def _pad_per_sample(t, nbatch, count):
     return reshape(t, shape=tuple(t.shape[:nbatch]) + (1,) * count + tuple(t.shape[nbatch:]))
 
 
-def _unbatched(t, nbatch):
-    """``t`` without its batch axes when they are all of size 1 (a weight shared by the batch)."""
-    if t is not None and builtins.all(n == 1 for n in t.shape[:nbatch]):
+def _shared(t, nbatch):
+    """Whether ``t`` (with ``nbatch`` batch axes) is the same for the whole batch (axes of size 1)."""
+    return t is None or not hasattr(t, "shape") or builtins.all(n == 1 for n in t.shape[:nbatch])
+
+
+def _lined_up(t, nbatch, rank):
+    """A shared ``t`` without its batch axes (one operand for the whole batch); a batched one padded
+    to ``rank`` per-sample axes."""
+    if t is None or not hasattr(t, "shape"):
+        return t
+    if _shared(t, nbatch):
         return reshape(t, shape=tuple(t.shape[nbatch:]))
-    return t
+    return _pad_per_sample(t, nbatch, rank - (t.ndim - nbatch))
 
 
 def linear_batched(x, w, b, *, nbatch):
@@ -745,13 +757,8 @@ def linear_batched(x, w, b, *, nbatch):
     x_vector = x.ndim - nbatch == 1
     if x_vector:
         x = unsqueeze(x, dim=nbatch)
-    w, b = _unbatched(w, nbatch), _unbatched(b, nbatch)
-    extra = x.ndim - nbatch - 2  # x's per-sample axes in front of its rows
-    if w.ndim > 2:
-        w = _pad_per_sample(w, nbatch, extra)
-    if b is not None and b.ndim > 1:
-        b = _pad_per_sample(b, nbatch, extra + 1)
-    out = linear(x, w, b)
+    rank = x.ndim - nbatch
+    out = linear(x, _lined_up(w, nbatch, rank), _lined_up(b, nbatch, rank))
     return squeeze(out, dim=nbatch) if x_vector else out
 
 
@@ -934,10 +941,23 @@ def _arg_extreme(fn):
     return forward
 
 
+def _arg_extreme_batched(op):
+    """Under vmap, ``dim=None`` flattens each sample, not the batch."""
+
+    def rule(x, *, nbatch, dim, keepdim):
+        if dim is not None:
+            return op(x, dim=dim, keepdim=keepdim)
+        per_sample = tuple(x.shape[nbatch:])
+        flat = op(reshape(x, shape=tuple(x.shape[:nbatch]) + (-1,)), dim=-1, keepdim=False)
+        return reshape(flat, shape=tuple(flat.shape) + (1,) * len(per_sample)) if keepdim else flat
+
+    return rule
+
+
 argmax = define("argmax", _arg_extreme("argmax"), nondiff=True, normalize=axes("dim"), doc="index of the maximum",
-                function="argmax", method="argmax")
+                function="argmax", method="argmax", batch=_arg_extreme_batched(lambda x, **p: argmax(x, **p)))
 argmin = define("argmin", _arg_extreme("argmin"), nondiff=True, normalize=axes("dim"), doc="index of the minimum",
-                function="argmin", method="argmin")
+                function="argmin", method="argmin", batch=_arg_extreme_batched(lambda x, **p: argmin(x, **p)))
 all = define("all", _reduce_forward("all"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="all true",
              method="all")
 any = define("any", _reduce_forward("any"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="any true",
@@ -1239,6 +1259,7 @@ t = define(
     lambda g, x_shape: transpose(g, dim0=-2, dim1=-1) if len(x_shape) == 2 else g,
     lambda dx, x: transpose(dx, dim0=-2, dim1=-1) if x.ndim == 2 else dx,
     view=True,
+    batch=lambda x, *, nbatch: transpose(x, dim0=-2, dim1=-1) if x.ndim - nbatch == 2 else reshape(x, shape=x.shape),
     doc="the transpose of a matrix (a 1-D or 0-D tensor as it is)",
     function="t", method="t",
 )
@@ -1451,6 +1472,7 @@ getitem_adjoint = define(
     lambda g, *, index, shape: getitem(g, index=index),
     lambda dy, y, *, shape, index: getitem_adjoint(dy, shape=lead(dy, y) + tuple(shape), index=index),
     grad_fn="IndexPutBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="zeros of shape with y added at index (the adjoint of getitem)",
     public=False,
     estimate=lambda shapes, params: numel(params.get("shape", ())),
@@ -1488,6 +1510,7 @@ index_put = define(
     broadcast=True,
     normalize=_full_index,
     grad_fn="IndexPutBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="x with values written at index (x[index] = values, out of place)",
 )
 
@@ -1525,6 +1548,7 @@ take_flat = define(
     take_flat_vjp,
     linear=True,
     grad_fn="AsStridedBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="x's elements at flat row-major positions (a view read again from its base, as_strided)",
     public=False,
     estimate=take_flat_size,
@@ -1661,6 +1685,7 @@ copy_from = define(
     linear=True,
     broadcast=True,
     grad_fn="CopyBackwards",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="src broadcast to x's shape and dtype (x.copy_(src) out of place)",
     inplace="copy_",
     public=False,

@@ -29,7 +29,7 @@ lined up the inputs:
 
 Inside the physical run (and in the transforms' backward passes, see
 ``engine.func.transforms``) the dispatch is off and batched tensors show their
-whole arrays: ``physical()`` is that mode.
+whole arrays: ``Physical()`` is that mode.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from engine import ops
 from engine.autograd import function
 from engine.tensor import Size, Tensor
 
-__all__ = ["BatchedTensor", "active_levels", "batched_class", "is_batched", "levels_of", "physical"]
+__all__ = ["BatchedTensor", "Physical", "active_levels", "batched_class", "is_batched", "levels_of"]
 
 
 class _ThreadState(threading.local):
@@ -55,7 +55,7 @@ _running_lock = threading.Lock()
 _running = [0]  # vmaps running in any thread; the dispatch is installed while there is one
 
 
-class physical:
+class Physical:
     """Within: batched tensors show their whole arrays, and ops run on them unbatched."""
 
     __slots__ = ()
@@ -67,8 +67,8 @@ class physical:
         _state.physical -= 1
 
 
-class logical:
-    """Within (inside ``physical``): the user's code again, seeing one sample."""
+class Logical:
+    """Within (inside ``Physical``): the user's code again, seeing one sample."""
 
     __slots__ = ("saved",)
 
@@ -206,7 +206,7 @@ class BatchedTensor(Tensor):
         raise RuntimeError(_NO_STORAGE)
 
     def __repr__(self) -> str:
-        with physical():
+        with Physical():
             value = Tensor.__repr__(self)
         return f"BatchedTensor(lvl={self._levels}, bdim=0, value=\n{value})"
 
@@ -282,7 +282,7 @@ def align(t, levels, sizes, rank=None, expand=False):
 
 def to_levels(t, levels, sizes):
     """``t`` (any Tensor) as a batched tensor over exactly ``levels``, expanded to full size."""
-    with physical():
+    with Physical():
         x = align(t, levels, sizes, expand=True)
         if x is t:
             x = _run(ops.reshape, (t,), {"shape": tuple(t._data.shape)})  # a new tensor to re-class
@@ -304,7 +304,7 @@ def dispatch(op, args, params):
     if not found:
         return None
     levels = tuple(sorted(found))
-    with physical():
+    with Physical():
         return _run_batched(op, args, params, levels)
 
 

@@ -15,7 +15,7 @@ Under ``vmap`` (some vmap running in this thread) a transform works on the
 whole batch at once: the differentiated arguments and the outputs are
 expanded to every running vmap's batch (each sample is then independent of
 the others), and the machinery runs on the physical arrays
-(``batching.physical``), the user's function itself seeing one sample. So
+(``batching.Physical``), the user's function itself seeing one sample. So
 ``vmap(grad(f))`` gives per-sample gradients in one backward pass.
 ``jacrev`` and ``jacfwd`` there are ``vmap`` of ``vjp`` and of ``jvp`` over
 the identity's rows, as in ``torch.func``; a cotangent batched over a vmap
@@ -84,7 +84,7 @@ class _Selection:
                 raise RuntimeError(f"argnums must be int or Tuple[int, ...], got: {type(n)}")
             if not -len(args) <= n < len(args):
                 raise RuntimeError(f"Got argnums={argnums} but only {len(args)} positional inputs")
-        if len(set(n % len(args) for n in self.argnums)) != len(self.argnums):
+        if len({n % len(args) for n in self.argnums}) != len(self.argnums):
             raise RuntimeError(f"argnums must be unique, got {argnums}")
         self.func, self.args, self.has_aux, self.name, self.vmaps = func, list(args), has_aux, name, vmaps
         self.specs, self.leaves = [], []
@@ -118,7 +118,7 @@ class _Selection:
     def __call__(self, *leaves):
         """The function on the selected leaves: a flat tuple of its output Tensors."""
         if self.vmaps:
-            with batching.logical():
+            with batching.Logical():
                 result = self.func(*self.rebuild(leaves))
         else:
             result = self.func(*self.rebuild(leaves))
@@ -147,7 +147,7 @@ class _Selection:
 
 
 def _physical_if(vmaps):
-    return batching.physical() if vmaps else _Nothing()
+    return batching.Physical() if vmaps else _Nothing()
 
 
 class _Nothing:
@@ -188,7 +188,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
         def checked(*leaves):
             out = scalar(*leaves)
             if vmaps:
-                with batching.logical():
+                with batching.Logical():
                     check_scalar(out)
             else:
                 check_scalar(out)
@@ -241,7 +241,7 @@ def vjp(func, *primals, has_aux=False):
                                f"outputs to the function. cotangents: {spec}, primal output: {out_spec}")
         _check_tensor_leaves(flat, "vjp_fn(cotangents)")
         for i, (c, o) in enumerate(zip(flat, outputs)):
-            with batching.physical():
+            with batching.Physical():
                 out_shape = tuple(o.shape)[len(out_levels):]
             if tuple(c.shape) != out_shape:
                 raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(c.shape)} and "
@@ -271,7 +271,7 @@ def _pull_back(outputs, inputs, cotangents, out_levels, differentiable):
         sizes.update(batching.batch_sizes(o))
     order = extra + tuple(out_levels)
     differentiable = differentiable or any(_carries_derivatives([c]) for c in cotangents)
-    with batching.physical(), set_grad_enabled(True if differentiable else is_grad_enabled()):
+    with batching.Physical(), set_grad_enabled(True if differentiable else is_grad_enabled()):
         seeds = [batching.align(c, order, sizes, expand=True) for c in cotangents]
         pairs = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
         count = 1
@@ -444,12 +444,12 @@ def hessian(func, argnums=0):
             out = func(*call)
             shape_of_output.append(tuple(out.shape) if isinstance(out, Tensor) else None)
             if not isinstance(out, Tensor) or out.numel() != 1:
-                raise _NotScalar
+                raise _NotScalarError
             return out
 
         try:
             h = functional.hessian(scalar, x)
-        except _NotScalar:
+        except _NotScalarError:
             return composed(*args)
         out_shape = shape_of_output[0]
         return h.reshape(out_shape + tuple(x.shape) * 2) if out_shape else h
@@ -457,7 +457,7 @@ def hessian(func, argnums=0):
     return wrapper
 
 
-class _NotScalar(Exception):
+class _NotScalarError(Exception):
     """Raised inside the fast Hessian path to fall back to ``jacfwd(jacrev(f))``."""
 
 

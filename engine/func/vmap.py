@@ -122,7 +122,7 @@ def _enter(value, dim, level):
     """``value`` batched at ``level`` along its (per-sample) axis ``dim``: that axis moved in front of
     the per-sample axes, behind the batch axes it already has."""
     own = batching.levels_of(value)
-    with batching.physical():
+    with batching.Physical():
         axis = len(own) + dim
         order = list(range(value._data.ndim))
         order.insert(len(own), order.pop(axis))
@@ -169,7 +169,7 @@ def _leave(value, dim, level, size):
     if not -ndim <= dim < ndim:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})")
     dim %= ndim
-    with batching.physical():
+    with batching.Physical():
         if level not in own:  # independent of the batch: expanded to it, as PyTorch does
             value = function.apply(ops.unsqueeze, (value,), {"dim": len(own)})
             shape = list(value._data.shape)
