@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from engine import ops
+from engine import creation, ops
 from engine.autograd import function
 from engine.tensor import Size, Tensor
 
@@ -90,6 +90,7 @@ def push_level(size, randomness) -> int:
     with _running_lock:
         _running[0] += 1
         function.vmap_hook = dispatch
+        creation.vmap_random = random_batch
     return level
 
 
@@ -99,6 +100,7 @@ def pop_level():
         _running[0] -= 1
         if not _running[0]:
             function.vmap_hook = None
+            creation.vmap_random = None
 
 
 def randomness() -> str | None:
@@ -112,12 +114,18 @@ _RANDOM_ERROR = (
 )
 
 
-def check_random():
-    """PyTorch's error for a random op under ``vmap(randomness='error')``; the mode otherwise."""
+def random_batch():
+    """``(batch_shape, mark)`` for a random draw in this thread (installed as
+    ``engine.creation.vmap_random``): PyTorch's error under randomness='error'; under 'different'
+    the running vmaps' batch shape (one draw per sample) and what marks the draw batched over
+    them; ``((), None)`` under 'same' and outside vmap."""
     mode = randomness()
     if mode == "error":
         raise RuntimeError(_RANDOM_ERROR)
-    return mode
+    if mode != "different":
+        return (), None
+    levels = tuple(level for level, _, _ in _state.levels)
+    return tuple(size for _, size, _ in _state.levels), lambda t: as_batched(t, levels)
 
 
 # ---- batched tensors -------------------------------------------------------------------

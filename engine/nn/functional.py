@@ -13,7 +13,7 @@ import math
 
 from engine import backend, ops
 from engine.autograd.function import apply
-from engine.creation import rand_array
+from engine.creation import drawn
 from engine.nn.init import current_generator
 from engine.tensor import Tensor
 
@@ -83,9 +83,9 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
         return input
     if p == 1.0:
         return input * 0.0
-    draw = rand_array("uniform", input._data.shape, input.dtype, input.device, current_generator(generator))
-    keep = (draw >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
-    return input * Tensor._make(keep.astype(input._data.dtype, copy=False))
+    draw = drawn("uniform", tuple(input.shape), input.dtype, input.device, current_generator(generator))
+    keep = (draw._data >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
+    return input * type(draw)._make(keep.astype(input._data.dtype, copy=False))  # batched where the draw is
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
