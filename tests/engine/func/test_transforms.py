@@ -43,3 +43,82 @@ def test_func_grad_vjp_jvp_argnums_and_aux():
     np.testing.assert_allclose(tangent.numpy(), y.numpy())
     with pytest.raises(RuntimeError, match="scalar Tensor"):
         ft.grad(lambda t: t * 2)(x)
+
+
+# ---- pytrees ------------------------------------------------------------------------------
+
+
+def _tree_np(tree):
+    if isinstance(tree, dict):
+        return {k: _tree_np(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_tree_np(v) for v in tree)
+    return tree.detach().numpy()
+
+
+def _assert_tree(ours, theirs):
+    if isinstance(theirs, dict):
+        assert list(ours) == list(theirs)
+        for k in theirs:
+            _assert_tree(ours[k], theirs[k])
+    elif isinstance(theirs, (tuple, list)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            _assert_tree(a, b)
+    else:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["grad-dict", "grad-nested-argnums", "grad-aux-tree", "vjp-tree", "jvp-tree",
+                                  "jacrev-tree", "jacfwd-tree", "hessian-argnums-1", "hessian-tuple-argnums"])
+def test_pytrees_match_torch_func(torch, name):
+    rng = np.random.default_rng(6)
+    a, b, c = rng.standard_normal(3), rng.standard_normal((2, 3)), rng.standard_normal(2)
+    results = []
+    for lib, fn in ((engine, ft), (torch, torch.func)):
+        params = {"w": lib.tensor(b), "b": lib.tensor(c)}
+        x = lib.tensor(a)
+
+        def net(p, v, lib=lib):
+            return lib.tanh(p["w"] @ v + p["b"])
+
+        def loss(p, v, lib=lib):
+            return (net(p, v) ** 2).sum()
+
+        if name == "grad-dict":
+            results.append(fn.grad(loss)(params, x))
+        elif name == "grad-nested-argnums":
+            results.append(fn.grad(lambda pv: loss(pv[0], pv[1]["x"]))((params, {"x": x})))
+        elif name == "grad-aux-tree":
+            g, aux = fn.grad(lambda p, v: (loss(p, v), {"out": net(p, v), "n": [v.sum()]}), has_aux=True)(params, x)
+            results.append((g, aux))
+        elif name == "vjp-tree":
+            out, pull = fn.vjp(lambda p: {"y": net(p, x), "s": (p["w"] ** 2).sum()}, params)
+            results.append((out, pull({"y": lib.ones(2, dtype=lib.float64), "s": lib.tensor(2.0, dtype=lib.float64)})))
+        elif name == "jvp-tree":
+            tangent = {"w": lib.ones(2, 3, dtype=lib.float64), "b": lib.zeros(2, dtype=lib.float64)}
+            results.append(fn.jvp(lambda p: [net(p, x), p["b"].exp()], (params,), (tangent,)))
+        elif name == "jacrev-tree":
+            results.append(fn.jacrev(lambda p, v: {"y": net(p, v)}, argnums=(0, 1))(params, x))
+        elif name == "jacfwd-tree":
+            results.append(fn.jacfwd(lambda p, v: (net(p, v), v.sum()), argnums=(0, 1))(params, x))
+        elif name == "hessian-argnums-1":
+            results.append(fn.hessian(lambda p, v: net(p, v), argnums=1)(params, x))
+        elif name == "hessian-tuple-argnums":
+            results.append(fn.hessian(lambda u, v: (u.sin() * v.cos()).sum(), argnums=(0, 1))(x, x * 2))
+    _assert_tree(_tree_np(results[0]), _tree_np(results[1]))
+
+
+def test_hessian_of_a_vector_valued_function_is_three_dimensional():
+    x = engine.randn(3, dtype=f64)
+    h = ft.hessian(lambda t: t.sin() * t.sum())(x)
+    assert tuple(h.shape) == (3, 3, 3)
+    xn = x.numpy()
+    s = xn.sum()
+    expected = np.zeros((3, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                d = -np.sin(xn[i]) * s * (i == j) * (i == k) + np.cos(xn[i]) * ((i == j) + (i == k))
+                expected[i, j, k] = d
+    np.testing.assert_allclose(h.numpy(), expected, rtol=1e-12, atol=1e-12)
