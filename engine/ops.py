@@ -751,6 +751,14 @@ def _lined_up(t, nbatch, rank):
     return _pad_per_sample(t, nbatch, rank - (t.ndim - nbatch))
 
 
+def linear_vjp_w(g, x):
+    if x.ndim == 1:
+        return g[..., None] * x[..., None, :]
+    if x.shape[-2] == 1:  # one row per product (vmap's per-sample vectors): an outer product, not a matmul
+        return g.mT * x
+    return g.mT @ x
+
+
 def linear_batched(x, w, b, *, nbatch):
     """Under vmap: a shared weight stays one matrix (one product for the batch); a batched one is
     lined up with x's per-sample axes, and a per-sample vector x becomes a one-row matrix."""
@@ -767,7 +775,7 @@ linear = define(
     _linear,
     (
         lambda g, w: g @ w,
-        lambda g, x: (g[..., None] * x[..., None, :]) if x.ndim == 1 else g.mT @ x,
+        linear_vjp_w,
         lambda g: g,
     ),
     linear_jvp,

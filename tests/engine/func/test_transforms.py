@@ -93,11 +93,11 @@ def test_pytrees_match_torch_func(torch, name):
             g, aux = fn.grad(lambda p, v: (loss(p, v), {"out": net(p, v), "n": [v.sum()]}), has_aux=True)(params, x)
             results.append((g, aux))
         elif name == "vjp-tree":
-            out, pull = fn.vjp(lambda p: {"y": net(p, x), "s": (p["w"] ** 2).sum()}, params)
+            out, pull = fn.vjp(lambda p, x=x, net=net: {"y": net(p, x), "s": (p["w"] ** 2).sum()}, params)
             results.append((out, pull({"y": lib.ones(2, dtype=lib.float64), "s": lib.tensor(2.0, dtype=lib.float64)})))
         elif name == "jvp-tree":
             tangent = {"w": lib.ones(2, 3, dtype=lib.float64), "b": lib.zeros(2, dtype=lib.float64)}
-            results.append(fn.jvp(lambda p: [net(p, x), p["b"].exp()], (params,), (tangent,)))
+            results.append(fn.jvp(lambda p, x=x, net=net: [net(p, x), p["b"].exp()], (params,), (tangent,)))
         elif name == "jacrev-tree":
             results.append(fn.jacrev(lambda p, v: {"y": net(p, v)}, argnums=(0, 1))(params, x))
         elif name == "jacfwd-tree":

@@ -160,37 +160,39 @@ def _vector_fn(lib):
     return f
 
 
+def _composition(name, lib, fn, xs, w):
+    """One composition, computed with ``lib`` (engine or torch) and its ``func`` module."""
+    if name == "grad":
+        return fn.vmap(fn.grad(_sin_net(lib), argnums=1), in_dims=(0, None))(xs, w)
+    if name == "grad-argnums":
+        return fn.vmap(fn.grad(_sin_net(lib), argnums=(0, 1)), in_dims=(0, None))(xs, w)
+    if name == "jacrev":
+        return fn.vmap(fn.jacrev(_vector_fn(lib)))(xs)
+    if name == "jacfwd":
+        return fn.vmap(fn.jacfwd(_vector_fn(lib)))(xs)
+    if name == "hessian":
+        return fn.vmap(fn.hessian(_sin_net(lib)), in_dims=(0, None))(xs, w)
+    if name == "vjp":
+        return fn.vmap(lambda x, ct: fn.vjp(_vector_fn(lib), x)[1](ct)[0])(xs, xs.cos())
+    if name == "jvp":
+        return fn.vmap(lambda x, t: fn.jvp(_vector_fn(lib), (x,), (t,)))(xs, xs.cos())
+    if name == "jacrev(vmap)":
+        return fn.jacrev(fn.vmap(_vector_fn(lib)))(xs)
+    if name == "grad(vmap)":
+        return fn.grad(lambda w_: fn.vmap(_sin_net(lib), in_dims=(0, None))(xs, w_).sum())(w)
+    if name == "hessian-vector-valued":
+        return fn.hessian(_vector_fn(lib))(xs[0])
+    _, pull = fn.vjp(_vector_fn(lib), xs[0])  # "vmap(vjp_fn)"
+    return fn.vmap(pull)(lib.eye(3, dtype=lib.float64))
+
+
 @pytest.mark.parametrize("name", ["grad", "grad-argnums", "jacrev", "jacfwd", "hessian", "vjp", "jvp",
                                   "jacrev(vmap)", "grad(vmap)", "hessian-vector-valued", "vmap(vjp_fn)"])
 def test_compositions_match_torch_func(torch, name):
     rng = np.random.default_rng(4)
     xs, w = rng.standard_normal((6, 3)), rng.standard_normal((3, 2))
-    results = []
-    for lib, fn in ((engine, ft), (torch, torch.func)):
-        X, W = lib.tensor(xs), lib.tensor(w)
-        if name == "grad":
-            results.append(fn.vmap(fn.grad(_sin_net(lib), argnums=1), in_dims=(0, None))(X, W))
-        elif name == "grad-argnums":
-            results.append(fn.vmap(fn.grad(_sin_net(lib), argnums=(0, 1)), in_dims=(0, None))(X, W))
-        elif name == "jacrev":
-            results.append(fn.vmap(fn.jacrev(_vector_fn(lib)))(X))
-        elif name == "jacfwd":
-            results.append(fn.vmap(fn.jacfwd(_vector_fn(lib)))(X))
-        elif name == "hessian":
-            results.append(fn.vmap(fn.hessian(_sin_net(lib)), in_dims=(0, None))(X, W))
-        elif name == "vjp":
-            results.append(fn.vmap(lambda x, ct: fn.vjp(_vector_fn(lib), x)[1](ct)[0])(X, X.cos()))
-        elif name == "jvp":
-            results.append(fn.vmap(lambda x, t: fn.jvp(_vector_fn(lib), (x,), (t,)))(X, X.cos()))
-        elif name == "jacrev(vmap)":
-            results.append(fn.jacrev(fn.vmap(_vector_fn(lib)))(X))
-        elif name == "grad(vmap)":
-            results.append(fn.grad(lambda w_: fn.vmap(_sin_net(lib), in_dims=(0, None))(X, w_).sum())(W))
-        elif name == "hessian-vector-valued":
-            results.append(fn.hessian(_vector_fn(lib))(X[0]))
-        elif name == "vmap(vjp_fn)":
-            _, pull = fn.vjp(_vector_fn(lib), X[0])
-            results.append(fn.vmap(pull)(lib.eye(3, dtype=lib.float64)))
+    results = [_composition(name, lib, fn, lib.tensor(xs), lib.tensor(w))
+               for lib, fn in ((engine, ft), (torch, torch.func))]
     _assert_trees_close(*results)
 
 
@@ -220,22 +222,25 @@ def test_per_sample_gradients_and_ensembling_match_torch_func(torch):
     for k in grads[1]:
         np.testing.assert_allclose(grads[0][k].numpy(), grads[1][k].numpy(), rtol=1e-4, atol=1e-6)
 
-    outs = []
-    for lib, fn in ((engine, ft), (torch, torch.func)):
-        models = [_model(lib) for _ in range(3)]
-        if lib is engine:
-            for m, t in zip(models, [_model(torch) for _ in range(3)]):
-                _same_weights(m, t)
-        params, buffers = fn.stack_module_state(models)
-        assert all(v.requires_grad for v in params.values())
-        outs.append(fn.vmap(lambda p, b, x_: fn.functional_call(models[0], (p, b), (x_,)), in_dims=(0, 0, None))(
-            params, buffers, lib.tensor(x)))
+    outs = [_ensemble(lib, fn, x, torch) for lib, fn in ((engine, ft), (torch, torch.func))]
     np.testing.assert_allclose(outs[0].detach().numpy(), outs[1].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _ensemble(lib, fn, x, torch):
+    """Three models of one architecture run at once: vmap over their stacked states."""
+    models = [_model(lib) for _ in range(3)]
+    if lib is engine:
+        for m, t in zip(models, [_model(torch) for _ in range(3)]):
+            _same_weights(m, t)
+    params, buffers = fn.stack_module_state(models)
+    assert all(v.requires_grad for v in params.values())
+    return fn.vmap(lambda p, b, x_: fn.functional_call(models[0], (p, b), (x_,)), in_dims=(0, 0, None))(
+        params, buffers, lib.tensor(x))
 
 
 def test_functional_call_restores_the_module_even_when_it_raises():
     model = _model(engine)
-    before = {k: v for k, v in model.named_parameters()}
+    before = dict(model.named_parameters())
     zeros = {k: engine.zeros_like(v) for k, v in before.items()}
     assert float(ft.functional_call(model, zeros, engine.ones(1, 4)).abs().sum()) == 0.0
     with pytest.raises(RuntimeError):
