@@ -41,7 +41,8 @@ from engine import creation, ops
 from engine.autograd import function
 from engine.tensor import Size, Tensor
 
-__all__ = ["BatchedTensor", "Physical", "active_levels", "batched_class", "is_batched", "levels_of"]
+__all__ = ["BatchedTensor", "Physical", "active_levels", "any_batched", "batched_class", "is_batched", "levels_of",
+           "per_sample"]
 
 
 class _ThreadState(threading.local):
@@ -388,3 +389,27 @@ def _stacked(outputs, batch_shape, levels):
     stacked = _run(ops.stack, (outputs,), {"dim": 0})
     shaped = _run(ops.reshape, (stacked,), {"shape": batch_shape + tuple(outputs[0]._data.shape)})
     return as_batched(shaped, levels)
+
+
+# ---- a composite function once per sample ----------------------------------------------
+
+
+def any_batched(*values) -> bool:
+    return any(isinstance(v, BatchedTensor) for v in values)
+
+
+def per_sample(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` once per sample, on plain slices of the batched arguments, the results
+    stacked and batched again: for the few functions outside the table that read a tensor's array
+    themselves (``nll_loss`` indexes with its targets), so they are slow under vmap, never wrong."""
+    levels = tuple(sorted({level for a in args for level in levels_of(a)}))
+    sizes = _sizes(args, levels)
+    batch_shape = tuple(sizes[level] for level in levels)
+    with Physical():
+        lined = [align(a, levels, sizes, expand=True) if isinstance(a, BatchedTensor) else a for a in args]
+        outputs = []
+        for index in itertools.product(*(range(n) for n in batch_shape)):
+            sample = [_run(ops.getitem, (a,), {"index": index}) if isinstance(a, BatchedTensor) else a
+                      for a in lined]
+            outputs.append(fn(*sample, **kwargs))
+        return _stacked(outputs, batch_shape, levels)
