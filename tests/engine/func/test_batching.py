@@ -113,7 +113,7 @@ def _check_gradients(inputs, looped, batched, out_dim, name):
     if not leaves or not batched.requires_grad:
         return
     expected_out = _moved(engine.stack([_first(p) for p in looped], dim=0), out_dim)
-    cotangent = engine.tensor(np.random.default_rng(7).standard_normal(tuple(batched.shape)))
+    cotangent = engine.tensor(np.random.default_rng(7).standard_normal(tuple(batched.shape)), device=batched.device)
     through_vmap = grad((batched * cotangent).sum(), leaves, allow_unused=True, materialize_grads=True)
     through_loop = grad((expected_out * cotangent).sum(), leaves, allow_unused=True, materialize_grads=True)
     for a, b in zip(through_vmap, through_loop):
