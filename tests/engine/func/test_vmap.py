@@ -251,3 +251,30 @@ def test_functional_call_restores_the_module_even_when_it_raises():
     from engine.nn.utils.stateless import functional_call
 
     assert functional_call is ft.functional_call
+
+
+def test_cross_entropy_under_vmap_equals_a_loop():
+    # nll_loss reads its targets' array: under vmap it runs once per sample (batching.per_sample).
+    logits = engine.tensor(np.random.default_rng(8).standard_normal((5, 2, 4)))
+    targets = engine.tensor([[0, 3], [1, 1], [2, 0], [3, 2], [0, 0]])
+    out = ft.vmap(engine.nn.functional.cross_entropy)(logits, targets)
+    expected = [float(engine.nn.functional.cross_entropy(logits[i], targets[i])) for i in range(5)]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=RTOL)
+
+
+def test_the_dispatch_is_removed_when_vmap_returns_or_raises():
+    from engine.autograd import function
+
+    ft.vmap(lambda v: v * 2)(engine.ones(2, 2))
+    assert function.vmap_hook is None and engine.creation.vmap_random is None
+    with pytest.raises(ZeroDivisionError):
+        ft.vmap(lambda v: 1 / 0)(engine.ones(2, 2))
+    assert function.vmap_hook is None and engine.creation.vmap_random is None
+
+
+def test_none_is_a_leaf_passed_through_unmapped_and_refused_as_an_output(torch):
+    for lib, fn in ((engine, ft), (torch, torch.func)):
+        out = fn.vmap(lambda v, n: v * 2 if n is None else v, in_dims=(0, None))(lib.ones(3, 2), None)
+        assert tuple(out.shape) == (3, 2)
+        with pytest.raises(ValueError, match="must only return Tensors, got type <class 'NoneType'>"):
+            fn.vmap(lambda v: (v, None))(lib.ones(3, 2))
