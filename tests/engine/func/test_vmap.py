@@ -262,6 +262,10 @@ def test_cross_entropy_under_vmap_equals_a_loop():
     np.testing.assert_allclose(out.numpy(), expected, rtol=RTOL)
 
 
+def test_engine_vmap_is_func_vmap():
+    assert engine.vmap is ft.vmap
+
+
 def test_the_dispatch_is_removed_when_vmap_returns_or_raises():
     from engine.autograd import function
 
