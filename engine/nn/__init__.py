@@ -1,6 +1,7 @@
 """``engine.nn``: modules, layers, losses, ``functional`` and ``init``, with PyTorch's names."""
 
 from engine.nn import functional, init
+from engine.nn import utils as utils  # engine.nn.utils.stateless, as torch.nn.utils
 from engine.nn.layers import (
     GELU,
     Dropout,

@@ -13,7 +13,8 @@ import math
 
 from engine import backend, ops
 from engine.autograd.function import apply
-from engine.creation import rand_array
+from engine.creation import drawn
+from engine.func import batching
 from engine.nn.init import current_generator
 from engine.tensor import Tensor
 
@@ -83,9 +84,9 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
         return input
     if p == 1.0:
         return input * 0.0
-    draw = rand_array("uniform", input._data.shape, input.dtype, input.device, current_generator(generator))
-    keep = (draw >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
-    return input * Tensor._make(keep.astype(input._data.dtype, copy=False))
+    draw = drawn("uniform", tuple(input.shape), input.dtype, input.device, current_generator(generator))
+    keep = (draw._data >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
+    return input * type(draw)._make(keep.astype(input._data.dtype, copy=False))  # batched where the draw is
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
@@ -196,6 +197,8 @@ def _pick_classes(logp, target_array):
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """-input[n, target[n]] (times the class weight), averaged over the weights for "mean"."""
     _check_reduction(reduction)
+    if batching.any_batched(input, target, weight):  # under vmap: it indexes with target's array
+        return batching.per_sample(nll_loss, input, target, weight, ignore_index=ignore_index, reduction=reduction)
     target_array = target._data if isinstance(target, Tensor) else backend.numpy.asarray(target)
     if target_array.dtype.kind not in "iu":
         raise RuntimeError(f"expected scalar type Long but found {backend.dtype_of(target_array)}")
