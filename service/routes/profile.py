@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from service import compute, schemas
-from service.dependencies import AppSettings
+from service.dependencies import AppMetrics, AppRuntime, AppSettings
 from service.errors import COMPUTE_ERRORS
 from service.routes.base import OrjsonRoute, run_compute
 
@@ -13,6 +13,7 @@ router = APIRouter(prefix="/v1", tags=["profile"], route_class=OrjsonRoute, resp
 
 
 @router.post("/profile", response_model=schemas.ProfileResponse)
-async def profile_function(body: schemas.ProfileRequest, request: Request, settings: AppSettings):
+async def profile_function(body: schemas.ProfileRequest, settings: AppSettings, runtime: AppRuntime,
+                           metrics: AppMetrics):
     """Profile the function: key_averages rows, the formatted table and a Chrome trace."""
-    return await run_compute(request, compute.profile, body, settings)
+    return await run_compute(runtime, metrics, compute.profile, body, settings)
