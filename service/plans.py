@@ -21,9 +21,10 @@ dtype, device and requires_grad of every input). It is a bounded LRU
 hits, misses and evictions and a histogram of build times (``service.metrics``).
 
 ``_compile_plan`` is the one step between building a function and caching it:
-``engine.compile(fn)`` slots in there, and its ``explain()`` then feeds the
-guard-failure and fallback counters (``Metrics.plan_guard_failures`` and
-``Metrics.plan_fallbacks``), read after each run in ``service.compute.Call.run``'s caller.
+``engine.compile(fn)`` slots in there. Its ``explain()`` then feeds the guard-failure
+and fallback counters (``Metrics.plan_guard_failures`` and ``Metrics.plan_fallbacks``,
+defined and exported now, at zero): the wiring point is the end of
+``service.compute.run_in_worker``, where the request's plan (``context``) is known.
 Budgets (steps, elements, deadline) are enforced while a plan runs, so a cache hit
 is held to the same limits as a miss.
 """
