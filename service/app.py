@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 import engine
 from service import compute, errors
 from service.config import Settings, get_settings
+from service.dependencies import Services
 from service.functions import FunctionRegistry
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings, app.state.metrics)  # started and closed by _lifespan
     app.state.models = ModelService(settings)  # opens the model store on first use
     app.state.functions = FunctionRegistry(app.state.models)  # kept in the same store
+    app.state.services = Services(app.state.runtime, app.state.models, app.state.metrics, app.state.functions)
     install_op_tracking()
     compute.configure_gpu(settings)
 

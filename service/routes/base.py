@@ -22,9 +22,9 @@ from starlette.responses import Response
 
 from service import codec, compute
 from service.compute import ComputeContext
-from service.metrics import Metrics
+from service.config import Settings
+from service.dependencies import Services
 from service.plans import FunctionSource
-from service.runtime import Runtime
 
 
 class OrjsonRequest(Request):
@@ -50,16 +50,17 @@ class OrjsonRoute(APIRoute):
         return orjson_handler
 
 
-async def run_compute(runtime: Runtime, metrics: Metrics, handler, body, settings,
+async def run_compute(services: Services, handler, body, settings: Settings,
                       function: FunctionSource | None = None) -> Response:
     """``handler(body, context)`` in a worker thread, under the concurrency limit; a JSON response.
 
     ``function`` is a stored function's (``/v1/functions/{id}/...``); None: the body's own.
     """
+    runtime = services.runtime
     context = ComputeContext(settings, runtime.plans, function)
     async with runtime.slot():
         started = time.perf_counter()
-        parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, metrics.count_ops)
+        parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, services.metrics.count_ops)
     elapsed_ms = (time.perf_counter() - started) * 1000
     timing = f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}"'
     if context.plan_hit is False:

@@ -18,13 +18,14 @@ from fastapi import APIRouter, Path
 from starlette.responses import Response
 
 from service import codec, compute, schemas
-from service.dependencies import AppFunctions, AppMetrics, AppRuntime, AppSettings
+from service.config import Settings
+from service.dependencies import AppServices, AppSettings, Services
 from service.errors import MODEL_ERRORS
-from service.functions import FunctionRegistry, describe
+from service.functions import describe
 from service.model_service import run_model_work
 from service.plans import FunctionSource, function_source
 from service.routes.base import OrjsonRoute, run_compute
-from service.runtime import Runtime, budget_for
+from service.runtime import budget_for
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
 
@@ -55,19 +56,19 @@ def _function_of(body: schemas.FunctionCreateRequest) -> FunctionSource:
     return function_source("graph", body.graph.model_dump())
 
 
-async def _in_worker(runtime: Runtime, metrics, settings, work):
+async def _in_worker(services: Services, settings: Settings, work):
     """``work()`` in a worker thread, under the compute limits and the engine-error mapping."""
-    async with runtime.slot():
-        return await runtime.in_worker(run_model_work, work, settings, metrics.count_ops)
+    async with services.runtime.slot():
+        return await services.runtime.in_worker(run_model_work, work, settings, services.metrics.count_ops)
 
 
-async def _stored_function(registry: FunctionRegistry, runtime: Runtime, metrics, settings,
+async def _stored_function(services: Services, settings: Settings,
                            function_id: str) -> tuple[FunctionSource, list[str]]:
     """The stored function: from the registry's cache (no thread hop), else read in a worker."""
-    cached = registry.cached(function_id)
+    cached = services.functions.cached(function_id)
     if cached is not None:
         return cached
-    return await _in_worker(runtime, metrics, settings, lambda: registry.load(function_id))
+    return await _in_worker(services, settings, lambda: services.functions.load(function_id))
 
 
 def _json(content: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -77,12 +78,11 @@ def _json(content: dict, status: int = 200, headers: dict | None = None) -> Resp
 @router.post("", status_code=201, response_model=schemas.FunctionResponse,
              responses={200: {"description": "already registered: the same id and Location",
                               "model": schemas.FunctionResponse}})
-async def register_function(body: schemas.FunctionCreateRequest, settings: AppSettings, runtime: AppRuntime,
-                            metrics: AppMetrics, registry: AppFunctions):
+async def register_function(body: schemas.FunctionCreateRequest, settings: AppSettings, services: AppServices):
     """Validate and store a function; 201 with its id and ``Location`` (200 when already stored)."""
     function = _function_of(body)
-    content, created = await _in_worker(runtime, metrics, settings,
-                                        lambda: registry.register(function, budget_for(settings)))
+    content, created = await _in_worker(services, settings,
+                                        lambda: services.functions.register(function, budget_for(settings)))
     return _json(content, 201 if created else 200, {"Location": content["location"]})
 
 
@@ -90,11 +90,10 @@ def _transform_route(transform: str):
     handler, response_model, summary = HANDLERS[transform]
     request_model = schemas.STORED_REQUESTS[transform]
 
-    async def run_stored_function(body: request_model, settings: AppSettings, runtime: AppRuntime,
-                                  metrics: AppMetrics, registry: AppFunctions,
+    async def run_stored_function(body: request_model, settings: AppSettings, services: AppServices,
                                   function_id: Annotated[str, FunctionId]):
-        function, _ = await _stored_function(registry, runtime, metrics, settings, function_id)
-        return await run_compute(runtime, metrics, handler, body, settings, function)
+        function, _ = await _stored_function(services, settings, function_id)
+        return await run_compute(services, handler, body, settings, function)
 
     run_stored_function.__name__ = f"{transform}_stored_function"
     run_stored_function.__doc__ = f"{summary} The body is POST /v1/{transform}'s without the function."
@@ -109,16 +108,14 @@ for _transform in HANDLERS:
 
 
 @router.get("/{function_id}", response_model=schemas.FunctionResponse)
-async def get_function(settings: AppSettings, runtime: AppRuntime, metrics: AppMetrics, registry: AppFunctions,
-                       function_id: Annotated[str, FunctionId]):
+async def get_function(settings: AppSettings, services: AppServices, function_id: Annotated[str, FunctionId]):
     """The stored function, in canonical form, and the inputs it reads."""
-    function, inputs = await _in_worker(runtime, metrics, settings, lambda: registry.load(function_id))
+    function, inputs = await _in_worker(services, settings, lambda: services.functions.load(function_id))
     return _json(describe(function, inputs))
 
 
 @router.delete("/{function_id}", status_code=204, response_class=Response)
-async def delete_function(settings: AppSettings, runtime: AppRuntime, metrics: AppMetrics, registry: AppFunctions,
-                          function_id: Annotated[str, FunctionId]):
+async def delete_function(settings: AppSettings, services: AppServices, function_id: Annotated[str, FunctionId]):
     """Remove the stored function; later calls by its id get 404."""
-    await _in_worker(runtime, metrics, settings, lambda: registry.delete(function_id))
+    await _in_worker(services, settings, lambda: services.functions.delete(function_id))
     return Response(status_code=204)

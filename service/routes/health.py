@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 import engine
 from service import schemas
-from service.dependencies import AppMetrics
+from service.dependencies import AppServices
 from service.errors import READ_ERRORS, problem_responses
 
 router = APIRouter(tags=["health"])
@@ -36,6 +36,7 @@ def check_readiness() -> dict:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **READ_ERRORS},
 )
-async def get_metrics(metrics: AppMetrics) -> Response:
+async def get_metrics(services: AppServices) -> Response:
     """Prometheus metrics: requests by route and status, latency, engine op counts, the plan cache."""
+    metrics = services.metrics
     return Response(metrics.render(), media_type=metrics.content_type)

@@ -23,12 +23,10 @@ from starlette.responses import Response, StreamingResponse
 from service import codec, schemas
 from service.codec import ElementBudget
 from service.config import Settings
-from service.dependencies import AppMetrics, AppModels, AppRuntime, AppSettings
+from service.dependencies import AppServices, AppSettings, Services
 from service.errors import MODEL_ERRORS, ServiceError, problem_for
-from service.metrics import Metrics
 from service.model_service import ModelService, check_if_match, describe, etag, run_model_work, wire_number
 from service.routes.base import OrjsonRoute, json_response
-from service.runtime import Runtime
 from service.state_codec import NPZ_MEDIA_TYPE, state_from_json, unpack_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
@@ -42,14 +40,13 @@ EVENT_STREAM = "text/event-stream"
 
 
 class ModelWork:
-    """What every model route runs its work with, injected as one dependency (``Depends()``): the
-    settings, the runtime, the model service and the metrics, each from its own provider."""
+    """What every model route runs its work with: the settings and the app's services."""
 
-    def __init__(self, settings: AppSettings, runtime: AppRuntime, models: AppModels, metrics: AppMetrics):
-        self.settings: Settings = settings
-        self.runtime: Runtime = runtime
-        self.models: ModelService = models
-        self.metrics: Metrics = metrics
+    def __init__(self, settings: Settings, services: Services):
+        self.settings = settings
+        self.runtime = services.runtime
+        self.models = services.models
+        self.metrics = services.metrics
 
     async def run(self, work, model_id: str | None = None):
         """``work()`` in a worker thread (under the model's lock when ``model_id`` is given)."""
@@ -58,7 +55,12 @@ class ModelWork:
             return await self.runtime.in_worker(run_model_work, work, self.settings, self.metrics.count_ops)
 
 
-Work = Annotated[ModelWork, Depends()]
+async def model_work(settings: AppSettings, services: AppServices) -> ModelWork:
+    """``async def``, so FastAPI builds it on the event loop (a class dependency would take a thread-pool trip)."""
+    return ModelWork(settings, services)
+
+
+Work = Annotated[ModelWork, Depends(model_work)]
 
 
 def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service import compute, schemas
-from service.dependencies import AppMetrics, AppRuntime, AppSettings
+from service.dependencies import AppServices, AppSettings
 from service.errors import COMPUTE_ERRORS
 from service.routes.base import OrjsonRoute, run_compute
 
@@ -17,42 +17,36 @@ router = APIRouter(prefix="/v1", tags=["transforms"], route_class=OrjsonRoute, r
 
 
 @router.post("/jacobian", response_model=schemas.JacobianResponse)
-async def compute_jacobian(body: schemas.JacobianRequest, settings: AppSettings, runtime: AppRuntime,
-                           metrics: AppMetrics):
+async def compute_jacobian(body: schemas.JacobianRequest, settings: AppSettings, services: AppServices):
     """The Jacobian of the function at the inputs."""
-    return await run_compute(runtime, metrics, compute.jacobian, body, settings)
+    return await run_compute(services, compute.jacobian, body, settings)
 
 
 @router.post("/hessian", response_model=schemas.HessianResponse)
-async def compute_hessian(body: schemas.HessianRequest, settings: AppSettings, runtime: AppRuntime,
-                          metrics: AppMetrics):
+async def compute_hessian(body: schemas.HessianRequest, settings: AppSettings, services: AppServices):
     """The Hessian of a scalar function at the inputs."""
-    return await run_compute(runtime, metrics, compute.hessian, body, settings)
+    return await run_compute(services, compute.hessian, body, settings)
 
 
 @router.post("/vjp", response_model=schemas.VjpResponse)
-async def compute_vjp(body: schemas.VjpRequest, settings: AppSettings, runtime: AppRuntime,
-                      metrics: AppMetrics):
+async def compute_vjp(body: schemas.VjpRequest, settings: AppSettings, services: AppServices):
     """The vector-Jacobian product v^T J (v: one tensor per output)."""
-    return await run_compute(runtime, metrics, compute.vjp, body, settings)
+    return await run_compute(services, compute.vjp, body, settings)
 
 
 @router.post("/jvp", response_model=schemas.JvpResponse)
-async def compute_jvp(body: schemas.JvpRequest, settings: AppSettings, runtime: AppRuntime,
-                      metrics: AppMetrics):
+async def compute_jvp(body: schemas.JvpRequest, settings: AppSettings, services: AppServices):
     """The Jacobian-vector product J v (v: one tensor per input), by forward mode."""
-    return await run_compute(runtime, metrics, compute.jvp, body, settings)
+    return await run_compute(services, compute.jvp, body, settings)
 
 
 @router.post("/hvp", response_model=schemas.HvpResponse)
-async def compute_hvp(body: schemas.HvpRequest, settings: AppSettings, runtime: AppRuntime,
-                      metrics: AppMetrics):
+async def compute_hvp(body: schemas.HvpRequest, settings: AppSettings, services: AppServices):
     """The Hessian-vector product H v of a scalar function."""
-    return await run_compute(runtime, metrics, compute.hvp, body, settings)
+    return await run_compute(services, compute.hvp, body, settings)
 
 
 @router.post("/vhp", response_model=schemas.VhpResponse)
-async def compute_vhp(body: schemas.HvpRequest, settings: AppSettings, runtime: AppRuntime,
-                      metrics: AppMetrics):
+async def compute_vhp(body: schemas.HvpRequest, settings: AppSettings, services: AppServices):
     """The vector-Hessian product v^T H of a scalar function."""
-    return await run_compute(runtime, metrics, compute.vhp, body, settings)
+    return await run_compute(services, compute.vhp, body, settings)

@@ -40,7 +40,9 @@ def test_overridden_settings_reach_the_model_routes(tmp_path):
 
 def test_overridden_runtime_and_metrics_reach_the_compute_routes(tmp_path):
     """A test's own Runtime (its own plan cache) and Metrics are the ones the routes use."""
-    from service.dependencies import app_metrics, app_runtime
+    import dataclasses
+
+    from service.dependencies import app_services
     from service.metrics import Metrics
     from service.runtime import Runtime
 
@@ -52,8 +54,8 @@ def test_overridden_runtime_and_metrics_reach_the_compute_routes(tmp_path):
         with TestClient(app) as client:
             assert 'plan;desc="miss"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
             assert 'plan;desc="hit"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
-            app.dependency_overrides[app_runtime] = lambda: own_runtime
-            app.dependency_overrides[app_metrics] = lambda: own_metrics
+            own = dataclasses.replace(app.state.services, runtime=own_runtime, metrics=own_metrics)
+            app.dependency_overrides[app_services] = lambda: own
             # The override's cache keeps nothing: a miss, counted in the override's metrics.
             assert 'plan;desc="miss"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
             assert "gradserve_plan_cache_misses_total 1.0" in client.get("/metrics").text
