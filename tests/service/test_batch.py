@@ -117,4 +117,13 @@ def test_limits_count_the_whole_batch(tmp_path):
             assert body["type"] == "/problems/response-too-large"
         assert client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": batch, "batch": True}).status_code == 200
         many = {"x": [[0.1, 0.2, 0.3]] * 20}  # 60 numbers
+        before = exp_ops(client)
         assert_problem(client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": many, "batch": True}), 413)
+        assert exp_ops(client) == before + 1  # bounded once the first point showed its size: 19 never ran
+
+
+def exp_ops(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('gradserve_engine_ops_total{op="exp"}'):
+            return float(line.split()[1])
+    return 0.0
