@@ -36,15 +36,17 @@ from service.runtime import budget_for, engine_work
 
 class ComputeContext:
     """What a compute handler runs with: the settings, the plan cache, and the stored function
-    (``/v1/functions/{id}/...``; None: the request's own). ``plan_hit`` and ``build_seconds``
-    say, once the handler ran, whether its plan was cached (for ``Server-Timing``)."""
+    (``/v1/functions/{id}/...``; None: the request's own). Once the handler ran, ``plan`` is the
+    plan it ran, and ``plan_hit`` and ``build_seconds`` say whether it was cached (for
+    ``Server-Timing``)."""
 
-    __slots__ = ("build_seconds", "function", "plan_hit", "plans", "settings")
+    __slots__ = ("build_seconds", "function", "plan", "plan_hit", "plans", "settings")
 
     def __init__(self, settings: Settings, plans: PlanCache, function: FunctionSource | None = None):
         self.settings = settings
         self.plans = plans
         self.function = function
+        self.plan: Plan | None = None
         self.plan_hit: bool | None = None
         self.build_seconds = 0.0
 
@@ -171,6 +173,7 @@ def prepare(request: schemas.FunctionRequest, context: ComputeContext, transform
     function = context.function or function_of(request)
     key = PlanKey(function.id, tuple(names), transform, budget_for(settings), signature)
     plan, context.plan_hit = context.plans.plan(key, function)
+    context.plan = plan
     if not context.plan_hit:
         context.build_seconds = plan.build_seconds
     return Call(names, tensors, plan, elements, batched, batch_size)
