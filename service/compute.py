@@ -137,8 +137,8 @@ def configure_gpu(settings: Settings) -> None:
         engine.cuda.set_per_process_memory_limit(settings.gpu_memory_limit_bytes)
 
 
-def function_of(request: schemas.FunctionRequest) -> FunctionSource:
-    """The request's own function, in canonical form (``service.plans``)."""
+def function_of(request: schemas.FunctionRequest | schemas.FunctionCreateRequest) -> FunctionSource:
+    """The request's own function (or the one to register), in canonical form (``service.plans``)."""
     if request.expr is not None:
         return function_source("expr", request.expr)
     if request.program is not None:

@@ -48,14 +48,6 @@ HANDLERS = {
 }
 
 
-def _function_of(body: schemas.FunctionCreateRequest) -> FunctionSource:
-    if body.expr is not None:
-        return function_source("expr", body.expr)
-    if body.program is not None:
-        return function_source("program", body.program)
-    return function_source("graph", body.graph.model_dump())
-
-
 async def _in_worker(services: Services, settings: Settings, work):
     """``work()`` in a worker thread, under the compute limits and the engine-error mapping."""
     async with services.runtime.slot():
@@ -80,7 +72,7 @@ def _json(content: dict, status: int = 200, headers: dict | None = None) -> Resp
                               "model": schemas.FunctionResponse}})
 async def register_function(body: schemas.FunctionCreateRequest, settings: AppSettings, services: AppServices):
     """Validate and store a function; 201 with its id and ``Location`` (200 when already stored)."""
-    function = _function_of(body)
+    function = compute.function_of(body)
     content, created = await _in_worker(services, settings,
                                         lambda: services.functions.register(function, budget_for(settings)))
     return _json(content, 201 if created else 200, {"Location": content["location"]})
