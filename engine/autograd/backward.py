@@ -169,7 +169,7 @@ def _array_grads(node, g, g_sole):
     values.append(node.out_shape)
     grads = _input_grads(node, g, values, as_arrays=True)
     for grad in grads:
-        if type(grad) is _ndarray and grad.nbytes >= SOLE_MIN_BYTES:
+        if grad is not None and grad.nbytes >= SOLE_MIN_BYTES:
             return grads, _sole_gradients(grads, values, node.params, g, g_sole)
     return grads, None  # all small: none tracked
 
@@ -195,20 +195,22 @@ def _sole_gradients(grads, values, params, g, g_sole):
     other input gets the very same array. ``g`` passed through unchanged (``add``'s
     rule) stays the pass's when it was and only one input receives it.
     """
-    arguments = {id(v) for v in values}
-    for value in values:
-        if type(value) is list:
-            arguments.update(id(v) for v in value)
-    arguments.update(id(v) for v in params.values())
     sole = []
     for grad in grads:
-        if grad is None or sum(other is grad for other in grads) != 1:
-            sole.append(False)
-        elif grad is g:
-            sole.append(g_sole)
+        if grad is g:
+            mine = g_sole
         else:
-            sole.append(id(grad) not in arguments and _owns_memory(grad) and grad.nbytes >= SOLE_MIN_BYTES)
+            mine = grad is not None and grad.nbytes >= SOLE_MIN_BYTES and _owns_memory(grad) \
+                and not _among(grad, values) and not _among(grad, params.values())
+        if mine and len(grads) > 1:
+            mine = [other is grad for other in grads].count(True) == 1
+        sole.append(mine)
     return sole
+
+
+def _among(array, values) -> bool:
+    """Whether ``array`` is one of ``values`` (or of a list among them: a variadic op's inputs)."""
+    return any(value is array or (type(value) is list and any(v is array for v in value)) for value in values)
 
 
 def _tensor_grads(node, g):
@@ -425,13 +427,28 @@ class _BackwardPass:
         if not self.retain_graph and (node.op.saves_out or node.op.saved_inputs):
             node.saved = None  # PyTorch frees them too; a second backward raises FREED_MESSAGE
             node.freed = True
+        if sole_grads is not None:
+            self.send_tracked(node, grads, sole_grads)
+            return
         # Each input's gradient goes into the buffer of the node it feeds; the first one makes
         # that node ready. (Inline, not a method: this runs for every edge of the graph.)
         needed = self.needed
         buffers = self.buffers
-        for i, ((child, _), grad) in enumerate(zip(node.next_functions, grads)):
+        for (child, _), grad in zip(node.next_functions, grads):
             if child is not None and grad is not None and (needed is None or child in needed):
-                grad_sole = sole_grads is not None and sole_grads[i]
+                if child in buffers:
+                    self.add_into(child, grad, False)
+                else:
+                    buffers[child] = grad
+                    heappush(self.ready, (-child.sequence_nr, child))
+
+    def send_tracked(self, node, grads, sole_grads):
+        """The loop above, for gradients large enough to track: those that are the pass's alone
+        make the buffers they start, or are added into, the pass's own."""
+        needed = self.needed
+        buffers = self.buffers
+        for (child, _), grad, grad_sole in zip(node.next_functions, grads, sole_grads):
+            if child is not None and grad is not None and (needed is None or child in needed):
                 if child in buffers:
                     self.add_into(child, grad, grad_sole)
                 else:
@@ -446,20 +463,20 @@ class _BackwardPass:
         into a new buffer, which is then the pass's own."""
         buffers = self.buffers
         previous = buffers[node]
-        if type(previous) is _ndarray and type(grad) is _ndarray and previous.shape == grad.shape \
-                and previous.dtype == grad.dtype:
-            if node in self.sole:
+        previous_sole = node in self.sole
+        if (previous_sole or grad_sole) and type(previous) is _ndarray and type(grad) is _ndarray \
+                and previous.shape == grad.shape and previous.dtype == grad.dtype:
+            if previous_sole:
                 backend.numpy.add(previous, grad, out=previous)
-                return
-            if grad_sole:  # (x + y and y + x are the same floats)
+            else:  # (x + y and y + x are the same floats)
                 backend.numpy.add(grad, previous, out=grad)
                 buffers[node] = grad
                 self.sole.add(node)
-                return
+            return
         total = buffers[node] = _added(previous, grad)
         if type(total) is _ndarray and total.base is None and total.nbytes >= SOLE_MIN_BYTES:
             self.sole.add(node)
-        else:
+        elif previous_sole:  # (a dtype or shape that did not fit; on a device)
             self.sole.discard(node)
 
     def capture(self, node, g, sole):
