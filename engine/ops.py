@@ -801,7 +801,8 @@ sum = define(
 mean = define(
     "mean",
     _reduce_forward("mean"),
-    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g, out_shape, x_shape, dim) / _count(x_shape, dim),
+    # g is divided before it is spread: a broadcast view of the mean's gradient, not a full array
+    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g / _count(x_shape, dim), out_shape, x_shape, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "MeanBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "MeanBackward1",
