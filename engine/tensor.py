@@ -68,6 +68,7 @@ class Tensor:
         "_data",
         "_grad",
         "_hooks",
+        "_output_nr",
         "_requires_grad",
         "_retains_grad",
         "_tangents",
@@ -88,6 +89,7 @@ class Tensor:
         self._requires_grad = False
         self._grad = None
         self.grad_fn = None
+        self._output_nr = 0
         self._version_counter = [0]
         self._accumulator = None
         self._base = None
@@ -103,6 +105,7 @@ class Tensor:
         t._requires_grad = False
         t._grad = None
         t.grad_fn = None
+        t._output_nr = 0  # which output of grad_fn this is (custom Functions have several)
         t._version_counter = [0]
         t._accumulator = None
         t._base = None
@@ -228,7 +231,7 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
-            return self.grad_fn.register_prehook(hook)
+            return self.grad_fn._register_tensor_hook(hook)
         from engine.autograd.graph import _RemovableHandle
 
         if self._hooks is None:
@@ -252,6 +255,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         self.grad_fn = None
+        self._output_nr = 0
         self._requires_grad = False
         return self
 

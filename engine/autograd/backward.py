@@ -22,7 +22,7 @@ from heapq import heappop, heappush
 
 from engine import backend, ops
 from engine.autograd import grad_mode
-from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.autograd.graph import FREED_MESSAGE, AccumulateGrad, SavedTensor, accumulator, describe_tensor
 from engine.autograd.inplace import refresh_view
 from engine.tensor import Tensor
 
@@ -36,12 +36,6 @@ DEBUG = bool(os.environ.get("GRADSERVE_DEBUG")) or "pytest" in sys.modules
 # normal use, so one check per node is the whole cost.
 node_observers: list = []
 
-FREED_MESSAGE = (
-    "Trying to backward through the graph a second time (or directly access saved tensors after "
-    "they have already been freed). Saved intermediate values of the graph are freed when you call "
-    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
-    "graph a second time or if you need to access saved tensors after calling backward."
-)
 
 
 def _root_node(tensor, position):
@@ -122,6 +116,8 @@ def _check_versions(node):
                 what = f"{describe_tensor(node.out_shape, node.out_dtype)}, which is output 0 of {node.name()},"
             else:
                 saved = node.saved[position + 1]
+                if isinstance(saved, SavedTensor):
+                    saved = saved.unpack(node)
                 what = f"{describe_tensor(saved._data.shape, saved._data.dtype)}, an input of {node.name()},"
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an "
@@ -154,6 +150,8 @@ def _array_grads(node, g):
             value = value._data
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
+        elif type(value) is SavedTensor:  # packed by saved-tensor hooks
+            value = value.unpack(node)._data
         values.append(value)
     values.extend(node.input_shapes)
     values.append(node.out_shape)
@@ -163,6 +161,10 @@ def _array_grads(node, g):
 def _tensor_grads(node, g):
     """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
     saved = node.saved
+    if any(type(value) is SavedTensor for value in saved):  # packed by saved-tensor hooks
+        saved = [node._unpacked(i) if type(value) is SavedTensor else value for i, value in enumerate(saved)]
+        if saved[0] is not None:
+            saved[0] = saved[0]._data
     out = saved[0]
     if out is not None:
         # The result as a Tensor again, so derivatives through it reach this node's inputs.
@@ -266,7 +268,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
     backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
-    backward_pass.plan(roots, seeds, inputs)
+    backward_pass.plan(roots, seeds, inputs, [t._output_nr for t in outputs])
     backward_pass.run_nodes(record)
     if inputs is None:
         return None
@@ -277,8 +279,8 @@ class _BackwardPass:
     """One backward pass: which nodes run, the gradient each has received so far (``buffers``),
     the nodes ready to run, and the gradients captured at the ``inputs`` of ``autograd.grad``."""
 
-    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "owned", "ready",
-                 "retain_graph", "targets")
+    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "output_grads", "owned",
+                 "ready", "retain_graph", "targets")
 
     def __init__(self, create_graph, retain_graph, accumulate):
         self.create_graph = create_graph
@@ -290,8 +292,11 @@ class _BackwardPass:
         self.ready = []  # a heap of (-sequence_nr, node)
         self.captured = {}
         self.owned = set()  # ids of the arrays this pass made and handed to one leaf's .grad
+        # node -> {output number: gradient} for outputs past the first of a node with several
+        # (a custom Function's); output 0's gradient is in ``buffers`` as for every node.
+        self.output_grads = {}
 
-    def plan(self, roots, seeds, inputs):
+    def plan(self, roots, seeds, inputs, output_numbers=None):
         """The targets and the nodes needed to reach them (with ``inputs``), and the roots ready
         to run, holding their seeds."""
         if inputs is not None:
@@ -302,8 +307,10 @@ class _BackwardPass:
                 self.targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
             self.needed = _needed(roots, self.targets)
         buffers = self.buffers
-        for root, seed in zip(roots, seeds):
-            if root in buffers:  # one node, the root of several outputs
+        for position, (root, seed) in enumerate(zip(roots, seeds)):
+            if output_numbers and output_numbers[position]:
+                self.add_output_grad(root, output_numbers[position], seed)
+            elif root in buffers:  # one node, the root of several outputs
                 buffers[root] = _added(buffers[root], seed)
             else:
                 buffers[root] = seed
@@ -353,22 +360,42 @@ class _BackwardPass:
             raise RuntimeError(FREED_MESSAGE)
         if node.checks:
             _check_versions(node)
-        grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
-        if not self.retain_graph and (node.op.saves_out or node.op.saved_inputs):
-            node.saved = None
-            node.freed = True
+        op = node.op
+        if op is None:  # a custom Function's node (engine.autograd.Function) runs its own backward
+            grads = node.run_function_backward(None if g is _NO_GRAD else g, self.output_grads.pop(node, None),
+                                               create_graph, self.retain_graph)
+        else:
+            grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
+            if not self.retain_graph and (op.saves_out or op.saved_inputs):
+                node.saved = None
+                node.freed = True
+        if node.post_hooks:
+            grads = _run_post_hooks(node, grads, g, create_graph)
         # Each input's gradient goes into the buffer of the node it feeds; the first one makes
         # that node ready. (Inline, not a method: this runs for every edge of the graph.)
         needed = self.needed
         buffers = self.buffers
-        for (child, _), grad in zip(node.next_functions, grads):
+        for (child, output_nr), grad in zip(node.next_functions, grads):
             if child is not None and grad is not None and (needed is None or child in needed):
+                if output_nr:
+                    self.add_output_grad(child, output_nr, grad)
+                    continue
                 previous = buffers.get(child)
                 if previous is None:
                     buffers[child] = grad
                     heappush(self.ready, (-child.sequence_nr, child))
                 else:
                     buffers[child] = _added(previous, grad)
+
+    def add_output_grad(self, node, output_nr, grad):
+        """Add ``grad`` to the gradient of output ``output_nr`` (> 0) of ``node``, which is ready
+        to run once any of its outputs has one."""
+        slots = self.output_grads.setdefault(node, {})
+        previous = slots.get(output_nr)
+        slots[output_nr] = grad if previous is None else _added(previous, grad)
+        if node not in self.buffers:
+            self.buffers[node] = _NO_GRAD
+            heappush(self.ready, (-node.sequence_nr, node))
 
     def capture(self, node, g):
         """Keep ``g`` as the gradient at a target node. True when the node's work ends there: a
@@ -379,6 +406,30 @@ class _BackwardPass:
                 _accumulate(node, g, self.create_graph, self.owned)
             return True
         return not any(c in self.needed for c, _ in node.next_functions if c is not None)
+
+
+class _NoGradYet:
+    """The buffer of a node whose first output has no gradient (yet): adding one gives it."""
+
+    __slots__ = ()
+
+    def __add__(self, grad):
+        return grad
+
+
+_NO_GRAD = _NoGradYet()
+
+
+def _run_post_hooks(node, grads, g, create_graph):
+    """``hook(grad_inputs, grad_outputs)`` of ``Node.register_hook``; a returned tuple replaces the
+    gradients passed on."""
+    grad_outputs = (None if g is _NO_GRAD else _as_grad_tensor(g),)
+    for hook in node.post_hooks:
+        grad_inputs = tuple(None if x is None else _as_grad_tensor(x) for x in grads)
+        replaced = hook(grad_inputs, grad_outputs)
+        if replaced is not None:
+            grads = [None if x is None else (x if create_graph else x._data) for x in replaced]
+    return grads
 
 
 def _added(previous, grad):
@@ -410,7 +461,7 @@ def _captured_grads(inputs, captured, allow_unused):
 
 def _retain(node, g, create_graph):
     tensor = node.retained()
-    if tensor is None:
+    if tensor is None or g is _NO_GRAD:
         return
     grad = _as_grad_tensor(g)
     if not create_graph:
