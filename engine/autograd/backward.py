@@ -268,7 +268,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
     backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
-    backward_pass.plan(roots, seeds, inputs, [t._output_nr for t in outputs])
+    backward_pass.plan(roots, seeds, inputs, outputs)
     backward_pass.run_nodes(record)
     if inputs is None:
         return None
@@ -296,7 +296,7 @@ class _BackwardPass:
         # (a custom Function's); output 0's gradient is in ``buffers`` as for every node.
         self.output_grads = {}
 
-    def plan(self, roots, seeds, inputs, output_numbers=None):
+    def plan(self, roots, seeds, inputs, outputs):
         """The targets and the nodes needed to reach them (with ``inputs``), and the roots ready
         to run, holding their seeds."""
         if inputs is not None:
@@ -307,9 +307,9 @@ class _BackwardPass:
                 self.targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
             self.needed = _needed(roots, self.targets)
         buffers = self.buffers
-        for position, (root, seed) in enumerate(zip(roots, seeds)):
-            if output_numbers and output_numbers[position]:
-                self.add_output_grad(root, output_numbers[position], seed)
+        for root, seed, output in zip(roots, seeds, outputs):
+            if output._output_nr:  # a later output of a node with several (a custom Function's)
+                self.add_output_grad(root, output._output_nr, seed)
             elif root in buffers:  # one node, the root of several outputs
                 buffers[root] = _added(buffers[root], seed)
             else:

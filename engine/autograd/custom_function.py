@@ -370,6 +370,7 @@ def _wrap_outputs(ctx, args, tensors, outputs, recording):
         if is_dirty:
             if recording and out.grad_fn is None and out._requires_grad:
                 raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
+            out._version_counter[0] += 1  # PyTorch counts mark_dirty as one more write
         elif id(out) in input_ids:
             out = _alias(out)
         if recording and id(outputs[i]) not in non_diff and out._data.dtype.kind in "fc":
@@ -465,12 +466,13 @@ def _forward_mode(cls, ctx, args, outputs):
 
 
 class _DelayedError(Function):
-    """An identity whose backward raises: what once_differentiable puts after its gradients."""
+    """An identity whose backward raises: what once_differentiable puts after its gradients
+    (PyTorch's node is ``torch::autograd::Error``, printed ``<Error>``)."""
 
-    _backward_node_name = "DelayedError"
+    _backward_node_name = "Error"
 
     @staticmethod
-    def forward(ctx, message, tensor, *carriers):
+    def forward(ctx, message, tensor):
         ctx.message = message
         return _alias(tensor)
 
@@ -497,9 +499,9 @@ def once_differentiable(backward):
         wrapped = []
         for r in results:
             if isinstance(r, Tensor):
-                # The incoming gradients ride along as inputs: they require grad, so the error
-                # node is recorded (it passes nothing back to them).
-                r = _DelayedError.apply(message, r, *[g for g in grad_outputs if isinstance(g, Tensor)])
+                if not r._requires_grad:  # (computed without recording) a leaf, so the node is made
+                    r = r.detach().requires_grad_(True)
+                r = _DelayedError.apply(message, r)
             wrapped.append(r)
         return wrapped[0] if single else tuple(wrapped)
 

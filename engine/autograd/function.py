@@ -33,6 +33,9 @@ op_observers: list = []
 # Forward-mode AD (engine.autograd.forward_ad) sets its tangent propagation here while a
 # dual level is open.
 forward_ad_hook = None
+# Whether some engine.autograd.graph.saved_tensors_hooks block is open (in any thread): only then
+# does a recorded node's saved tensors go through the hooks. Set by that block.
+saved_tensors_hooks_active = False
 # engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
 # this module): a view whose base changed in place reads itself again before it is recorded.
 _refresh_view = None
@@ -284,7 +287,7 @@ def _record(op, inputs, params, out, result, shapes):
         if not callable(op.grad_fn):
             op.node_cls = cls
     node = cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
-    if graph.saved_tensors_hooks_active:
+    if saved_tensors_hooks_active:
         graph.pack_saved(node)
     return node
 

@@ -306,7 +306,11 @@ class SavedTensor:
             self._pack(pack, unpack, tensor)
 
     def _pack(self, pack_hook, unpack_hook, tensor):
-        self.packed = pack_hook(tensor)
+        token = _saved_tensors_hooks.set(())  # what the hook itself saves is not packed again
+        try:
+            self.packed = pack_hook(tensor)
+        finally:
+            _saved_tensors_hooks.reset(token)
         self.unpack_hook = unpack_hook
         self.array = None
         self.tensor = None
@@ -336,7 +340,9 @@ class SavedTensor:
             what = describe_tensor(data.shape, data.dtype)
             if owner is not None:
                 output_nr = self.output_nr if tensor is None else tensor._output_nr
-                what += f", which is output {output_nr} of {owner.name()},"
+                # (PyTorch names a custom Function's node by the Function here: "output 0 of Exp")
+                label = owner._forward_cls.__name__ if getattr(owner, "_forward_cls", None) else owner.name()
+                what += f", which is output {output_nr} of {label},"
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: {what} is at version {self.version_counter[0]}; expected version {self.version} "
@@ -366,24 +372,33 @@ class saved_tensors_hooks:  # noqa: N801 - PyTorch's name
         self._token = None
 
     def __enter__(self):
-        global saved_tensors_hooks_active
+        global _open_blocks
         self._token = _saved_tensors_hooks.set((*_saved_tensors_hooks.get(), (self.pack_hook, self.unpack_hook)))
         with _hooks_lock:
-            saved_tensors_hooks_active += 1
+            _open_blocks += 1
+            _recording_flag(True)
         return self
 
     def __exit__(self, *exc):
-        global saved_tensors_hooks_active
+        global _open_blocks
         _saved_tensors_hooks.reset(self._token)
         with _hooks_lock:
-            saved_tensors_hooks_active -= 1
+            _open_blocks -= 1
+            _recording_flag(_open_blocks > 0)
         return False
 
 
 # How many saved_tensors_hooks blocks are open in any thread: recording an op looks at the hooks
-# (a ContextVar) only when some are, so ordinary ops pay one integer test.
-saved_tensors_hooks_active = 0
+# (a ContextVar) only when some are, so ordinary ops pay one test of a flag.
+_open_blocks = 0
 _hooks_lock = threading.Lock()
+
+
+def _recording_flag(active: bool) -> None:
+    """Tell ``apply`` (engine.autograd.function, which imports this module) whether to pack."""
+    from engine.autograd import function
+
+    function.saved_tensors_hooks_active = active
 
 
 class save_on_cpu(saved_tensors_hooks):  # noqa: N801 - PyTorch's name
