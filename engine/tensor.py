@@ -223,7 +223,10 @@ class Tensor:
             return  # leaves keep their grad anyway
         if not self._retains_grad:
             self._retains_grad = True
-            self.grad_fn.retained = _weak(self)
+            if self.grad_fn.op is None:  # a custom Function's node: it keeps one per output
+                self.grad_fn._retain_output(self)
+            else:
+                self.grad_fn.retained = _weak(self)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned
@@ -231,7 +234,7 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
-            return self.grad_fn._register_tensor_hook(hook)
+            return self.grad_fn._register_tensor_hook(hook, self._output_nr)
         from engine.autograd.graph import _RemovableHandle
 
         if self._hooks is None:

@@ -345,7 +345,7 @@ class _BackwardPass:
         """Hooks, retained and captured gradients; then a leaf's accumulation, or the node's vjp
         rules, whose gradients go on to the nodes they feed."""
         create_graph = self.create_graph
-        if node.pre_hooks:
+        if node.pre_hooks and g is not _NO_GRAD:
             g = _run_hooks(node.pre_hooks, g, create_graph)
         if node.retained is not None:
             _retain(node, g, create_graph)

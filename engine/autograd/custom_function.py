@@ -32,6 +32,7 @@ What PyTorch's contract gives, and how it lands here:
 from __future__ import annotations
 
 import functools
+import weakref
 
 from engine import backend, ops
 from engine.autograd import function, grad_mode
@@ -106,6 +107,9 @@ class BackwardCFunction(Node, FunctionCtx):
         self._in_jvp = False
         self._outputs = ()  # per output: (shape, dtype, a sample array for zeros) or None (non-tensor)
         self._edge_of_arg = ()  # per forward argument: its edge index, or None (not a Tensor)
+        self._tensor_hooks = []  # (output number, hook) of Tensor.register_hook on the outputs
+        self._prehooks = []  # Node.register_prehook
+        self._retained_outputs = {}  # output number -> the output (weakly) that retains its grad
 
     def __repr__(self) -> str:
         return f"<engine.autograd.function.{type(self).__name__} object at {id(self):#x}>"
@@ -142,6 +146,48 @@ class BackwardCFunction(Node, FunctionCtx):
         self._saved_entries = entries
         self.to_save = None
 
+    # ---- hooks and retained gradients, per output ----------------------------------
+    # A custom node has several outputs, so it keeps their hooks itself (Node.pre_hooks and
+    # Node.retained serve nodes with one): run in registration order, retained gradients last.
+
+    def _register_tensor_hook(self, hook, output_nr=0):
+        from engine.autograd.graph import _RemovableHandle
+
+        entry = (output_nr, hook)
+        self._tensor_hooks.append(entry)
+        return _RemovableHandle(self._tensor_hooks, entry)
+
+    def register_prehook(self, hook):
+        """``hook(grad_outputs) -> tuple or None``, every output's gradient, before backward runs."""
+        from engine.autograd.graph import _RemovableHandle
+
+        self._prehooks.append(hook)
+        return _RemovableHandle(self._prehooks, hook)
+
+    def _retain_output(self, tensor):
+        """``retain_grad`` on one of this node's outputs."""
+        self._retained_outputs[tensor._output_nr] = weakref.ref(tensor)
+
+    def _run_hooks(self, grads, create_graph):
+        """Tensor hooks, node pre-hooks and retained gradients on ``grads`` (one per output, Tensors
+        or None), in PyTorch's order."""
+        for output_nr, hook in list(self._tensor_hooks):
+            if grads[output_nr] is not None:
+                result = hook(grads[output_nr])
+                if result is not None:
+                    grads[output_nr] = result
+        for hook in list(self._prehooks):
+            result = hook(tuple(grads))
+            if result is not None:
+                grads = list(result)
+        for output_nr, reference in self._retained_outputs.items():
+            tensor = reference()
+            grad = grads[output_nr]
+            if tensor is not None and grad is not None:
+                grad = grad if create_graph else Tensor._make(grad._data.copy())
+                tensor._grad = grad if tensor._grad is None else tensor._grad + grad
+        return grads
+
     # ---- backward ------------------------------------------------------------
 
     def apply(self, *grad_outputs):
@@ -163,16 +209,19 @@ class BackwardCFunction(Node, FunctionCtx):
         """The gradients for this node's edges, from ``g`` (output 0's gradient, or None) and
         ``extra`` (output number -> gradient) as ``run_backward`` collected them: arrays, or
         Tensors under ``create_graph``."""
-        grad_outputs = []
-        for i, meta in enumerate(self._outputs):
-            value = g if i == 0 else (extra or {}).get(i)
-            if value is None and meta is not None and self.materialize_grads:
-                shape, dtype, sample = meta
-                with backend.on_device(sample):
-                    value = backend.namespace_of(sample).zeros(shape, dtype=dtype)
-            if value is not None and not isinstance(value, Tensor):
-                value = Tensor._make(value)
-            grad_outputs.append(value)
+        extra = extra or {}
+        grad_outputs = [None if meta is None else (g if i == 0 else extra.get(i))
+                        for i, meta in enumerate(self._outputs)]
+        grad_outputs = [value if value is None or isinstance(value, Tensor) else Tensor._make(value)
+                        for value in grad_outputs]
+        if self._tensor_hooks or self._prehooks or self._retained_outputs:
+            grad_outputs = self._run_hooks(grad_outputs, create_graph)
+        if self.materialize_grads:
+            for i, meta in enumerate(self._outputs):
+                if grad_outputs[i] is None and meta is not None:
+                    shape, dtype, sample = meta
+                    with backend.on_device(sample):
+                        grad_outputs[i] = Tensor._make(backend.namespace_of(sample).zeros(shape, dtype=dtype))
         results = self._call_backward(grad_outputs)
         if not retain_graph and self._saved_entries is not None:
             # Freed as built-in nodes free theirs; reading ctx.saved_tensors again then raises.

@@ -74,7 +74,7 @@ class Node:
             self._metadata = {}
         return self._metadata
 
-    def _register_tensor_hook(self, hook):
+    def _register_tensor_hook(self, hook, output_nr=0):
         """``hook(grad)`` on the gradient of this node's result (``Tensor.register_hook``)."""
         if self.pre_hooks is None:
             self.pre_hooks = []

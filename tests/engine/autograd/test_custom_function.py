@@ -383,3 +383,32 @@ def test_same_values_names_and_versions_as_pytorch(torch):
     assert our_names == their_names
     for a, b in zip(ours, theirs_values):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def _hooks_on_outputs_run(lib):
+    class Two(Function if lib is engine else lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2, x * 3
+
+        @staticmethod
+        def backward(ctx, a, b):
+            return 2 * a + 3 * b
+
+    seen = []
+    x = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+    a, b = Two.apply(x)
+    b.retain_grad()
+    a.retain_grad()
+    b.register_hook(lambda g: seen.append(("b", g.tolist())) or g * 10)
+    a.register_hook(lambda g: seen.append(("a", g.tolist())))
+    a.grad_fn.register_prehook(lambda grads: seen.append(("node", [g.tolist() for g in grads])))
+    (a.sum() + (b * b).sum()).backward()
+    return seen, a.grad.tolist(), b.grad.tolist(), x.grad.tolist()
+
+
+def test_hooks_and_retained_gradients_of_each_output_as_pytorch(torch):
+    ours, theirs = _hooks_on_outputs_run(engine), _hooks_on_outputs_run(torch)
+    # b's hook was registered first and multiplies its gradient by 10; retained gradients come last
+    assert ours == theirs
+    assert ours[0][0] == ("b", [6.0, 12.0]) and ours[2] == [60.0, 120.0]
