@@ -412,3 +412,33 @@ def test_hooks_and_retained_gradients_of_each_output_as_pytorch(torch):
     # b's hook was registered first and multiplies its gradient by 10; retained gradients come last
     assert ours == theirs
     assert ours[0][0] == ("b", [6.0, 12.0]) and ours[2] == [60.0, 120.0]
+
+
+def test_gradcheck_with_forward_ad_catches_a_wrong_jvp():
+    def cube_with_jvp(factor):
+        class Cube(Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_forward(x)
+                ctx.save_for_backward(x)
+                return x ** 3
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return 3 * x ** 2 * g
+
+            @staticmethod
+            def jvp(ctx, dx):
+                (x,) = ctx.saved_tensors
+                return 3 * x ** 2 * dx * factor
+
+        return Cube
+
+    x = leaf([0.3, -1.2, 2.0])
+    assert engine.autograd.gradcheck(cube_with_jvp(1.0).apply, (x,), check_forward_ad=True)
+    wrong = cube_with_jvp(1.05).apply
+    assert engine.autograd.gradcheck(wrong, (x,))  # reverse mode alone cannot see it
+    assert not engine.autograd.gradcheck(wrong, (x,), check_forward_ad=True, raise_exception=False)
+    with pytest.raises(RuntimeError, match="forward AD: Jacobian mismatch"):
+        engine.autograd.gradcheck(wrong, (x,), check_forward_ad=True)
