@@ -355,6 +355,8 @@ class _BackwardPass:
         if type(node) is AccumulateGrad:
             if self.accumulate and targets is None:  # (with targets, only theirs accumulate: capture)
                 _accumulate(node, g, create_graph, self.owned)
+            if node.post_hooks:  # Node.register_hook on a leaf's node: no inputs, the leaf's gradient
+                _run_post_hooks(node, [], g, create_graph)
             return
         if node.freed:
             raise RuntimeError(FREED_MESSAGE)

@@ -32,6 +32,7 @@ What PyTorch's contract gives, and how it lands here:
 from __future__ import annotations
 
 import functools
+import inspect
 import weakref
 
 from engine import backend, ops
@@ -337,6 +338,11 @@ class Function(FunctionCtx, metaclass=_FunctionMeta):
     def apply(cls, *args, **kwargs):
         """Run ``forward`` on ``args`` and connect its outputs to the graph (see the module doc)."""
         ctx = cls._backward_cls()
+        if cls.setup_context is not Function.setup_context and (kwargs or len(args) < cls._forward_arity()):
+            # As PyTorch: setup_context sees every argument of forward, defaults filled in.
+            bound = inspect.signature(cls.forward).bind(*args, **kwargs)
+            bound.apply_defaults()
+            args, kwargs = bound.args, {}
         tensors = [a for a in args if isinstance(a, Tensor)]
         recording = grad_mode.is_grad_enabled() and any(t._requires_grad for t in tensors)
         ctx.needs_input_grad = tuple(
@@ -347,8 +353,8 @@ class Function(FunctionCtx, metaclass=_FunctionMeta):
         try:
             with grad_mode.no_grad():
                 if cls.setup_context is not Function.setup_context:
-                    output = cls.forward(*args, **kwargs)
-                    cls.setup_context(ctx, args if not kwargs else (*args, *kwargs.values()), output)
+                    output = cls.forward(*args)
+                    cls.setup_context(ctx, args, output)
                 else:
                     output = cls.forward(ctx, *args, **kwargs)
         finally:
@@ -362,6 +368,16 @@ class Function(FunctionCtx, metaclass=_FunctionMeta):
         if forward_ad is not None and forward_ad._current.get() is not None:
             _forward_mode(cls, ctx, args, outputs)
         return outputs[0] if single else tuple(outputs)
+
+    @classmethod
+    def _forward_arity(cls) -> int:
+        """How many positional parameters ``forward`` declares (made once per class)."""
+        arity = cls.__dict__.get("_arity")
+        if arity is None:
+            parameters = inspect.signature(cls.forward).parameters.values()
+            arity = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+            cls._arity = arity
+        return arity
 
     @staticmethod
     def vmap(info, in_dims, *args):

@@ -442,3 +442,34 @@ def test_gradcheck_with_forward_ad_catches_a_wrong_jvp():
     assert not engine.autograd.gradcheck(wrong, (x,), check_forward_ad=True, raise_exception=False)
     with pytest.raises(RuntimeError, match="forward AD: Jacobian mismatch"):
         engine.autograd.gradcheck(wrong, (x,), check_forward_ad=True)
+
+
+def test_setup_context_sees_defaults_and_keywords():
+    class Affine(Function):
+        @staticmethod
+        def forward(x, factor=2.0, shift=0.0):
+            return x * factor + shift
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            _, ctx.factor, _ = inputs
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * ctx.factor, None, None
+
+    x = leaf([1.0, 2.0])
+    Affine.apply(x).sum().backward()
+    Affine.apply(x, factor=4.0, shift=1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0])
+
+
+def test_a_leafs_node_runs_its_hooks():
+    calls = []
+    x = leaf([1.0, 2.0])
+    y = Exp.apply(x)
+    node = y.grad_fn.next_functions[0][0]
+    node.register_prehook(lambda grad_outputs: calls.append(("pre", len(grad_outputs))))
+    node.register_hook(lambda grad_inputs, grad_outputs: calls.append(("post", len(grad_inputs), len(grad_outputs))))
+    y.sum().backward()
+    assert calls == [("pre", 1), ("post", 0, 1)]
