@@ -402,7 +402,10 @@ class _BackwardPass:
     def capture(self, node, g):
         """Keep ``g`` as the gradient at a target node. True when the node's work ends there: a
         leaf (which accumulates only when asked to), or a node that leads to no other target."""
-        self.captured[node] = g
+        self.captured[node] = None if g is _NO_GRAD else g
+        if node.op is None and node in self.output_grads:  # a custom Function's later outputs
+            for output_nr, grad in self.output_grads[node].items():
+                self.captured[(node, output_nr)] = grad
         if type(node) is AccumulateGrad:
             if self.accumulate:
                 _accumulate(node, g, self.create_graph, self.owned)
@@ -448,7 +451,7 @@ def _captured_grads(inputs, captured, allow_unused):
     results = []
     for t in inputs:
         node = t.grad_fn if t.grad_fn is not None else accumulator(t)
-        g = captured.get(node)
+        g = captured.get((node, t._output_nr) if t._output_nr else node)
         if g is None:
             if not allow_unused:
                 raise RuntimeError(

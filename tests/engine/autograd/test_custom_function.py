@@ -473,3 +473,12 @@ def test_a_leafs_node_runs_its_hooks():
     node.register_hook(lambda grad_inputs, grad_outputs: calls.append(("post", len(grad_inputs), len(grad_outputs))))
     y.sum().backward()
     assert calls == [("pre", 1), ("post", 0, 1)]
+
+
+def test_autograd_grad_with_respect_to_each_output_of_a_function():
+    x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    product, total, _ = ScaledProduct.apply(x, y, 1.0)
+    loss = (product * 2).sum() + (total * 5).sum()
+    g_product, g_total = engine.autograd.grad(loss, (product, total))
+    np.testing.assert_array_equal(g_product.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(g_total.numpy(), [5.0, 5.0])
