@@ -288,7 +288,7 @@ def _record(op, inputs, params, out, result, shapes):
             op.node_cls = cls
     node = cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
     if saved_tensors_hooks_active:
-        graph.pack_saved(node)
+        graph.pack_saved(node, result)
     return node
 
 

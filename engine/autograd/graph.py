@@ -286,9 +286,10 @@ class SavedTensor:
     version it had when saved, as built-in nodes do.
     """
 
-    __slots__ = ("array", "output_nr", "packed", "tensor", "unpack_hook", "version", "version_counter")
+    __slots__ = ("array", "is_output", "output_nr", "packed", "tensor", "unpack_hook", "version", "version_counter")
 
     def __init__(self, tensor, output_of=None, output_nr=0):
+        self.is_output = output_of is not None
         self.version_counter = tensor._version_counter
         self.version = tensor._version_counter[0]
         self.output_nr = output_nr
@@ -332,6 +333,12 @@ class SavedTensor:
             if not isinstance(value, Tensor):
                 raise TypeError(f"Output of saved tensor unpack_hook expected to be a Tensor but got result of "
                                 f"type {type(value).__name__}")
+            if self.is_output and node is not None:  # the node's own output: a new Tensor with it as history
+                unpacked = Tensor._make(value._data)
+                unpacked.grad_fn = node
+                unpacked._requires_grad = True
+                unpacked._output_nr = self.output_nr
+                return unpacked
             return value
         if self.version_counter[0] != self.version:
             tensor = self.tensor
@@ -415,16 +422,16 @@ class save_on_cpu(saved_tensors_hooks):  # noqa: N801 - PyTorch's name
         super().__init__(pack, unpack)
 
 
-def pack_saved(node):
+def pack_saved(node, result):
     """Pack every tensor ``node`` saved with the open ``saved_tensors_hooks``' hooks (called by
-    ``apply`` while some block is open)."""
+    ``apply`` while some block is open). The pack hook sees the result itself, as in PyTorch."""
     if not _saved_tensors_hooks.get() or node.saved is None:
         return
     from engine.tensor import Tensor
 
     for position, value in enumerate(node.saved):
         if position == 0 and value is not None:
-            node.saved[0] = SavedTensor(_output_tensor(node, value), node)
+            node.saved[0] = SavedTensor(result, node)
         elif isinstance(value, Tensor):
             node.saved[position] = SavedTensor(value)
 

@@ -165,3 +165,14 @@ def test_node_hooks_metadata_and_removal(torch):
     np.testing.assert_allclose(np.array(ours[1]), np.array(theirs[1]), rtol=1e-12)
     np.testing.assert_allclose(np.array(ours[2]), np.array(theirs[2]), rtol=1e-12)
     assert ours[3:] == theirs[3:]
+
+
+def test_pack_hook_sees_the_result_itself(torch):
+    found = []
+    for lib in (engine, torch):
+        seen = []
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        with lib.autograd.graph.saved_tensors_hooks(lambda t: seen.append(t) or t, lambda t: t):  # noqa: B023
+            y = x.exp()
+        found.append((len(seen), seen[0] is y, y.grad_fn._saved_result is y))
+    assert found[0] == found[1] == (1, True, False)
