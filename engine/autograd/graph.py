@@ -101,15 +101,6 @@ class Node:
 
     # ---- saved tensors, by PyTorch's names --------------------------------------
 
-    def __getattr__(self, name):
-        # Only reached for attributes the node lacks: ``_saved_<name>`` and ``_raw_saved_<name>``.
-        if name.startswith("_raw_saved_"):
-            return self._saved_entry(name[len("_raw_saved_"):], name)
-        if name.startswith("_saved_"):
-            value = self._saved_value(name[len("_saved_"):], name)
-            return value
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-
     def _saved_slots(self) -> dict:
         """PyTorch name -> position in ``saved`` (0 the result, i + 1 input i), for what this op's
         vjp rules keep, named from the table's vocabulary."""
@@ -168,6 +159,33 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} object at {id(self):#x}>"
+
+
+def _saved_names() -> set:
+    """Every ``_saved_<name>`` a node may have, in PyTorch's words, from the table's vocabulary:
+    the result, each input (and its sizes), each parameter."""
+    from engine import ops
+
+    names = {pytorch_name("out")}
+    for op in ops.table.values():
+        for input_name in op.input_names:
+            names.update((pytorch_name(input_name), pytorch_name(input_name) + "_sym_sizes"))
+        names.update(op.param_defaults)
+    return names
+
+
+def _install_saved_attributes() -> None:
+    """``_saved_<name>`` and ``_raw_saved_<name>`` as properties of Node, so that only they go
+    through the lookup (a ``__getattr__`` would slow every attribute read of every node)."""
+    for name in _saved_names():
+        setattr(Node, "_saved_" + name, property(
+            lambda node, name=name: node._saved_value(name, "_saved_" + name),
+            doc=f"What the node saved as {name} (AttributeError if it saved none).",
+        ))
+        setattr(Node, "_raw_saved_" + name, property(
+            lambda node, name=name: node._saved_entry(name, "_raw_saved_" + name),
+            doc=f"The SavedTensor behind _saved_{name}, to register pack/unpack hooks on.",
+        ))
 
 
 class AccumulateGrad(Node):
@@ -443,3 +461,6 @@ def describe_tensor(shape, dtype) -> str:
     name = kind.get(backend.dtype(dtype).name, "Tensor")
     dims = ", ".join(str(n) for n in shape)
     return f"[engine.{name} [{dims}]]"
+
+
+_install_saved_attributes()
