@@ -101,7 +101,7 @@ class Node:
 
     # ---- saved tensors, by PyTorch's names --------------------------------------
 
-    def _saved_slots(self) -> dict:
+    def _positions_of_saved(self) -> dict:
         """PyTorch name -> position in ``saved`` (0 the result, i + 1 input i), for what this op's
         vjp rules keep, named from the table's vocabulary."""
         op = self.op
@@ -118,8 +118,8 @@ class Node:
             slots[pytorch_name(op.input_names[0])] = 1
         return slots
 
-    def _saved_value(self, name, attribute):
-        slots = self._saved_slots()
+    def _lookup_saved(self, name, attribute):
+        slots = self._positions_of_saved()
         if name in slots:
             if self.saved is None:
                 raise RuntimeError(FREED_MESSAGE)
@@ -144,8 +144,8 @@ class Node:
             return value
         return value
 
-    def _saved_entry(self, name, attribute):
-        slots = self._saved_slots()
+    def _lookup_raw_saved(self, name, attribute):
+        slots = self._positions_of_saved()
         if name not in slots:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attribute}'")
         if self.saved is None:
@@ -178,12 +178,15 @@ def _install_saved_attributes() -> None:
     """``_saved_<name>`` and ``_raw_saved_<name>`` as properties of Node, so that only they go
     through the lookup (a ``__getattr__`` would slow every attribute read of every node)."""
     for name in _saved_names():
+        taken = [a for a in ("_saved_" + name, "_raw_saved_" + name) if hasattr(Node, a)]
+        if taken:  # a parameter named like one of Node's own attributes must not replace it
+            raise TypeError(f"saved-tensor attribute {taken[0]} would shadow Node.{taken[0]}")
         setattr(Node, "_saved_" + name, property(
-            lambda node, name=name: node._saved_value(name, "_saved_" + name),
+            lambda node, name=name: node._lookup_saved(name, "_saved_" + name),
             doc=f"What the node saved as {name} (AttributeError if it saved none).",
         ))
         setattr(Node, "_raw_saved_" + name, property(
-            lambda node, name=name: node._saved_entry(name, "_raw_saved_" + name),
+            lambda node, name=name: node._lookup_raw_saved(name, "_raw_saved_" + name),
             doc=f"The SavedTensor behind _saved_{name}, to register pack/unpack hooks on.",
         ))
 
