@@ -7,6 +7,7 @@ creation functions. ``engine.nn``, ``engine.optim`` and
 """
 
 from engine import (
+    accelerator,
     autograd,
     backend,
     cuda,

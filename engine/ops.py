@@ -433,7 +433,9 @@ mul = define(
 div = define(
     "div",
     lambda xp, x, y: xp.true_divide(x, y),
-    (lambda g, y: g / y, lambda g, out, y: -g * out / y),
+    # x and y saved, not the result (as PyTorch's DivBackward0): an in-place op on x / y, as a
+    # custom Function's backward may do (grad += ...), leaves its gradient alone.
+    (lambda g, y: g / y, lambda g, x, y: -g * x / (y * y)),
     lambda dx, dy, out, y: (dx - out * dy) / y,
     broadcast=True,
     doc="x / y",

@@ -68,6 +68,7 @@ class Tensor:
         "_data",
         "_grad",
         "_hooks",
+        "_output_nr",
         "_requires_grad",
         "_retains_grad",
         "_tangents",
@@ -90,6 +91,7 @@ class Tensor:
         self._requires_grad = False
         self._grad = None
         self.grad_fn = None
+        self._output_nr = 0
         self._version_counter = [0]
         self._accumulator = None
         self._base = None
@@ -105,6 +107,7 @@ class Tensor:
         t._requires_grad = False
         t._grad = None
         t.grad_fn = None
+        t._output_nr = 0  # which output of grad_fn this is (custom Functions have several)
         t._version_counter = [0]
         t._accumulator = None
         t._base = None
@@ -222,7 +225,10 @@ class Tensor:
             return  # leaves keep their grad anyway
         if not self._retains_grad:
             self._retains_grad = True
-            self.grad_fn.retained = _weak(self)
+            if self.grad_fn.op is None:  # a custom Function's node: it keeps one per output
+                self.grad_fn._retain_output(self)
+            else:
+                self.grad_fn.retained = _weak(self)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned
@@ -230,7 +236,7 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
-            return self.grad_fn.register_prehook(hook)
+            return self.grad_fn._register_tensor_hook(hook, self._output_nr)
         from engine.autograd.graph import _RemovableHandle
 
         if self._hooks is None:
@@ -254,6 +260,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         self.grad_fn = None
+        self._output_nr = 0
         self._requires_grad = False
         return self
 

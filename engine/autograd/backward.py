@@ -31,7 +31,7 @@ from heapq import heappop, heappush
 
 from engine import backend, ops
 from engine.autograd import grad_mode
-from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.autograd.graph import FREED_MESSAGE, AccumulateGrad, SavedTensor, accumulator, describe_tensor
 from engine.autograd.inplace import refresh_view
 from engine.tensor import Tensor
 
@@ -45,12 +45,6 @@ DEBUG = bool(os.environ.get("GRADSERVE_DEBUG")) or "pytest" in sys.modules
 # normal use, so one check per node is the whole cost.
 node_observers: list = []
 
-FREED_MESSAGE = (
-    "Trying to backward through the graph a second time (or directly access saved tensors after "
-    "they have already been freed). Saved intermediate values of the graph are freed when you call "
-    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
-    "graph a second time or if you need to access saved tensors after calling backward."
-)
 
 
 def _root_node(tensor, position):
@@ -131,6 +125,8 @@ def _check_versions(node):
                 what = f"{describe_tensor(node.out_shape, node.out_dtype)}, which is output 0 of {node.name()},"
             else:
                 saved = node.saved[position + 1]
+                if isinstance(saved, SavedTensor):
+                    saved = saved.unpack(node)
                 what = f"{describe_tensor(saved._data.shape, saved._data.dtype)}, an input of {node.name()},"
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an "
@@ -164,6 +160,8 @@ def _array_grads(node, g, g_sole):
             value = value._data
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
+        elif type(value) is SavedTensor:  # packed by saved-tensor hooks
+            value = value.unpack(node)._data
         values.append(value)
     values.extend(node.input_shapes)
     values.append(node.out_shape)
@@ -216,6 +214,10 @@ def _among(array, values) -> bool:
 def _tensor_grads(node, g):
     """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
     saved = node.saved
+    if any(type(value) is SavedTensor for value in saved):  # packed by saved-tensor hooks
+        saved = [node._unpacked(i) if type(value) is SavedTensor else value for i, value in enumerate(saved)]
+        if saved[0] is not None:
+            saved[0] = saved[0]._data
     out = saved[0]
     if out is not None:
         # The result as a Tensor again, so derivatives through it reach this node's inputs.
@@ -324,7 +326,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
     backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
-    backward_pass.plan(roots, seeds, inputs)
+    backward_pass.plan(roots, seeds, inputs, outputs)
     backward_pass.run_nodes(record)
     if inputs is None:
         return None
@@ -335,8 +337,8 @@ class _BackwardPass:
     """One backward pass: which nodes run, the gradient each has received so far (``buffers``),
     the nodes ready to run, and the gradients captured at the ``inputs`` of ``autograd.grad``."""
 
-    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "ready", "retain_graph",
-                 "sole", "targets")
+    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "output_grads", "ready",
+                 "retain_graph", "sole", "targets")
 
     def __init__(self, create_graph, retain_graph, accumulate):
         self.create_graph = create_graph
@@ -348,8 +350,11 @@ class _BackwardPass:
         self.ready = []  # a heap of (-sequence_nr, node)
         self.captured = {}
         self.sole = set()  # the nodes whose buffer is this pass's alone: it may be written in place
+        # node -> {output number: gradient} for outputs past the first of a node with several
+        # (a custom Function's); output 0's gradient is in ``buffers`` as for every node.
+        self.output_grads = {}
 
-    def plan(self, roots, seeds, inputs):
+    def plan(self, roots, seeds, inputs, outputs):
         """The targets and the nodes needed to reach them (with ``inputs``), and the roots ready
         to run, holding their seeds."""
         if inputs is not None:
@@ -360,8 +365,10 @@ class _BackwardPass:
                 self.targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
             self.needed = _needed(roots, self.targets)
         buffers = self.buffers
-        for root, seed in zip(roots, seeds):
-            if root in buffers:  # one node, the root of several outputs
+        for root, seed, output in zip(roots, seeds, outputs):
+            if output._output_nr:  # a later output of a node with several (a custom Function's)
+                self.add_output_grad(root, output._output_nr, seed)
+            elif root in buffers:  # one node, the root of several outputs
                 self.add_into(root, seed, False)
             else:
                 buffers[root] = seed
@@ -400,7 +407,7 @@ class _BackwardPass:
         sole = bool(self.sole) and node in self.sole  # (an empty set, the usual case, answers at once)
         if sole:
             self.sole.discard(node)
-        if node.pre_hooks:
+        if node.pre_hooks and g is not _NO_GRAD:
             g = _run_hooks(node.pre_hooks, g, create_graph)
             sole = False  # a hook saw it (and may keep it), or returned a tensor of its own
         if node.retained is not None:
@@ -413,20 +420,31 @@ class _BackwardPass:
         if type(node) is AccumulateGrad:
             if self.accumulate and targets is None:  # (with targets, only theirs accumulate: capture)
                 _accumulate(node, g, create_graph, sole)
+            if node.post_hooks:  # Node.register_hook on a leaf's node: no inputs, the leaf's gradient
+                _run_post_hooks(node, [], g, create_graph)
             return
         if node.freed:
             raise RuntimeError(FREED_MESSAGE)
         if node.checks:
             _check_versions(node)
-        if create_graph:
-            grads = _tensor_grads(node, g)
-            sole_grads = None
+        op = node.op
+        sole_grads = None
+        if op is None:  # a custom Function's node (engine.autograd.Function) runs its own backward:
+            # user code, so nothing it returns is the pass's own
+            grads = node.run_function_backward(None if g is _NO_GRAD else g, self.output_grads.pop(node, None),
+                                               create_graph, self.retain_graph)
         else:
-            grads, sole_grads = _array_grads(node, g, sole)
+            if create_graph:
+                grads = _tensor_grads(node, g)
+            else:
+                grads, sole_grads = _array_grads(node, g, sole)
+            if not self.retain_graph and (op.saves_out or op.saved_inputs):
+                node.saved = None  # PyTorch frees them too; a second backward raises FREED_MESSAGE
+                node.freed = True
+        if node.post_hooks:
+            grads = _run_post_hooks(node, grads, g, create_graph)
+            sole_grads = None  # the hooks saw them (and may keep them)
         del g  # the node's incoming gradient is consumed: let it go before its inputs' gradients add up
-        if not self.retain_graph and (node.op.saves_out or node.op.saved_inputs):
-            node.saved = None  # PyTorch frees them too; a second backward raises FREED_MESSAGE
-            node.freed = True
         if sole_grads is not None:
             self.send_tracked(node, grads, sole_grads)
             return
@@ -434,9 +452,11 @@ class _BackwardPass:
         # that node ready. (Inline, not a method: this runs for every edge of the graph.)
         needed = self.needed
         buffers = self.buffers
-        for (child, _), grad in zip(node.next_functions, grads):
+        for (child, output_nr), grad in zip(node.next_functions, grads):
             if child is not None and grad is not None and (needed is None or child in needed):
-                if child in buffers:
+                if output_nr:
+                    self.add_output_grad(child, output_nr, grad)
+                elif child in buffers:
                     self.add_into(child, grad, False)
                 else:
                     buffers[child] = grad
@@ -447,9 +467,11 @@ class _BackwardPass:
         make the buffers they start, or are added into, the pass's own."""
         needed = self.needed
         buffers = self.buffers
-        for (child, _), grad, grad_sole in zip(node.next_functions, grads, sole_grads):
+        for (child, output_nr), grad, grad_sole in zip(node.next_functions, grads, sole_grads):
             if child is not None and grad is not None and (needed is None or child in needed):
-                if child in buffers:
+                if output_nr:
+                    self.add_output_grad(child, output_nr, grad)
+                elif child in buffers:
                     self.add_into(child, grad, grad_sole)
                 else:
                     buffers[child] = grad
@@ -479,10 +501,23 @@ class _BackwardPass:
         elif previous_sole:  # (a dtype or shape that did not fit; on a device)
             self.sole.discard(node)
 
+    def add_output_grad(self, node, output_nr, grad):
+        """Add ``grad`` to the gradient of output ``output_nr`` (> 0) of ``node``, which is ready
+        to run once any of its outputs has one."""
+        slots = self.output_grads.setdefault(node, {})
+        previous = slots.get(output_nr)
+        slots[output_nr] = grad if previous is None else _added(previous, grad)
+        if node not in self.buffers:
+            self.buffers[node] = _NO_GRAD
+            heappush(self.ready, (-node.sequence_nr, node))
+
     def capture(self, node, g, sole):
         """Keep ``g`` as the gradient at a target node. True when the node's work ends there: a
         leaf (which accumulates only when asked to), or a node that leads to no other target."""
-        self.captured[node] = g
+        self.captured[node] = None if g is _NO_GRAD else g
+        if node.op is None and node in self.output_grads:  # a custom Function's later outputs
+            for output_nr, grad in self.output_grads[node].items():
+                self.captured[(node, output_nr)] = grad
         if type(node) is AccumulateGrad:
             if self.accumulate:
                 _accumulate(node, g, self.create_graph, False)  # the caller gets g as well
@@ -499,12 +534,36 @@ def _added(previous, grad):
         return previous + grad
 
 
+class _NoGradYet:
+    """The buffer of a node whose first output has no gradient (yet): adding one gives it."""
+
+    __slots__ = ()
+
+    def __add__(self, grad):
+        return grad
+
+
+_NO_GRAD = _NoGradYet()
+
+
+def _run_post_hooks(node, grads, g, create_graph):
+    """``hook(grad_inputs, grad_outputs)`` of ``Node.register_hook``; a returned tuple replaces the
+    gradients passed on."""
+    grad_outputs = (None if g is _NO_GRAD else _as_grad_tensor(g),)
+    for hook in node.post_hooks:
+        grad_inputs = tuple(None if x is None else _as_grad_tensor(x) for x in grads)
+        replaced = hook(grad_inputs, grad_outputs)
+        if replaced is not None:
+            grads = [None if x is None else (x if create_graph else x._data) for x in replaced]
+    return grads
+
+
 def _captured_grads(inputs, captured, allow_unused):
     """The gradients captured at ``inputs``, as Tensors (None for an unused one, if allowed)."""
     results = []
     for t in inputs:
         node = t.grad_fn if t.grad_fn is not None else accumulator(t)
-        g = captured.get(node)
+        g = captured.get((node, t._output_nr) if t._output_nr else node)
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
@@ -519,7 +578,7 @@ def _captured_grads(inputs, captured, allow_unused):
 
 def _retain(node, g, create_graph):
     tensor = node.retained()
-    if tensor is None:
+    if tensor is None or g is _NO_GRAD:
         return
     grad = _as_grad_tensor(g)
     if not create_graph:
