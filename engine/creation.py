@@ -7,6 +7,7 @@ reproducible run after run (the values differ from PyTorch's own stream).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -256,8 +257,20 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
         return _finish((base ** xp.linspace(float(start), float(end), int(steps))).astype(dt.np), requires_grad)
 
 
+# engine.compile's tracer sets this while a function is traced: ``random_hook(sample, draw)``
+# with what draws again (``draw()``), so a replay draws fresh numbers instead of freezing them.
+random_hook = None
+
+
 def rand_array(kind, shape, dtype, device, generator=None, **params):
     """Draw from the generator on the CPU and move the sample to ``device``."""
+    sample = _draw(kind, shape, dtype, device, generator, params)
+    if random_hook is not None:
+        random_hook(sample, functools.partial(_draw, kind, shape, dtype, device, generator, params))
+    return sample
+
+
+def _draw(kind, shape, dtype, device, generator, params):
     rng = (generator or default_generator)._rng
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
     if kind == "uniform":

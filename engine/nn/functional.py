@@ -83,9 +83,11 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
         return input
     if p == 1.0:
         return input * 0.0
-    draw = rand_array("uniform", input._data.shape, input.dtype, input.device, current_generator(generator))
-    keep = (draw >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
-    return input * Tensor._make(keep.astype(input._data.dtype, copy=False))
+    draw = Tensor._make(rand_array("uniform", input._data.shape, input.dtype, input.device,
+                                   current_generator(generator)))
+    # The mask is made by table ops on the draw, so engine.compile replays it from a fresh draw.
+    keep = (draw >= p).to(input.dtype) * (1.0 / (1.0 - p))
+    return input * keep
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):

@@ -1,0 +1,296 @@
+"""Plans: a traced call as a list of steps on plain arrays, and how they replay.
+
+A plan's values live in one list, the *environment*, indexed by slot. A
+replay copies the plan's template (constants filled in), puts the arguments'
+and captured tensors' arrays in their slots, and runs the steps in order.
+Each step is a closure made once, when the plan is built, that reads its
+input slots, calls the op's forward on arrays with its params bound, and
+stores the result: no Tensors, no graph nodes, no per-op dispatch. The result
+dtype is the one ``apply`` gave while tracing (PyTorch's promotion), and the
+forward is the table's own, so a replay computes what the eager call computes,
+bit for bit.
+
+A guard step recomputes a value that reached Python while tracing and raises
+``GuardFailedError`` when it differs; a random step draws again. Each slot's last
+use is known: in plans with large buffers, a slot is dropped as soon as no
+later step (and no backward) reads it, so memory is returned early.
+
+Besides the array replay, a plan can run its steps on Tensors through
+``apply`` (``run_on_tensors``): what ``create_graph=True`` and batched
+cotangents use, since they need a graph rather than arrays.
+"""
+
+from __future__ import annotations
+
+from engine import backend
+from engine.autograd.function import apply
+from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, GuardStep, OpStep, RandomStep
+from engine.op import numel
+from engine.tensor import Tensor
+
+# Plans whose largest buffer has at least this many elements drop each buffer after its last
+# use; below it, the bookkeeping costs more than the memory it returns.
+LARGE_BUFFER = 1 << 16
+
+
+class GuardFailedError(Exception):
+    """A guarded value differs on replay: this variant does not apply to these inputs."""
+
+    def __init__(self, where):
+        super().__init__(where)
+        self.where = where
+
+
+def _op_runner(step):
+    """The closure that runs one op step on the environment."""
+    xp = step.xp
+    array_type = step.array_type
+    forward = step.op.forward
+    params = step.params
+    out = step.out
+    dtype = step.dtype
+    ins = step.inputs
+
+    def finish(result):
+        if type(result) is not array_type and not backend.is_array(result):
+            result = xp.asarray(result)  # a full reduction's scalar, as apply's _forward does
+        if result.dtype != dtype:
+            result = result.astype(dtype)
+        return result
+
+    if step.variadic:
+        def run(env):
+            env[out] = finish(forward(xp, [env[i] for i in ins], **params))
+    elif len(ins) == 1:
+        (a,) = ins
+        if params:
+            def run(env):
+                result = forward(xp, env[a], **params)
+                env[out] = result if type(result) is array_type and result.dtype == dtype else finish(result)
+        else:
+            def run(env):
+                result = forward(xp, env[a])
+                env[out] = result if type(result) is array_type and result.dtype == dtype else finish(result)
+    elif len(ins) == 2:
+        a, b = ins
+        if params:
+            def run(env):
+                result = forward(xp, env[a], env[b], **params)
+                env[out] = result if type(result) is array_type and result.dtype == dtype else finish(result)
+        else:
+            def run(env):
+                result = forward(xp, env[a], env[b])
+                env[out] = result if type(result) is array_type and result.dtype == dtype else finish(result)
+    else:
+        def run(env):
+            env[out] = finish(forward(xp, *[env[i] for i in ins], **params))
+    return run
+
+
+def _guard_runner(step):
+    slot, seen, where = step.slot, step.seen, step.where
+    if step.how == "item":
+        def run(env):
+            if env[slot].reshape(()).item() != seen:
+                raise GuardFailedError(where)
+    else:
+        def run(env):
+            if backend.to_numpy(env[slot]).tolist() != seen:
+                raise GuardFailedError(where)
+    return run
+
+
+def _random_runner(step):
+    draw, out = step.draw, step.out
+
+    def run(env):
+        env[out] = draw()
+    return run
+
+
+class Steps:
+    """A list of steps with their closures, ready to replay on an environment."""
+
+    def __init__(self, steps, keep_slots, size):
+        self.records = steps
+        self.runners = []
+        for step in steps:
+            if isinstance(step, OpStep):
+                self.runners.append(_op_runner(step))
+            elif isinstance(step, GuardStep):
+                self.runners.append(_guard_runner(step))
+            else:
+                self.runners.append(_random_runner(step))
+        self.frees = _last_uses(steps, keep_slots, size)
+
+    def run(self, env, free):
+        if free:
+            for run, frees in zip(self.runners, self.frees):
+                run(env)
+                for slot in frees:
+                    env[slot] = None
+        else:
+            for run in self.runners:
+                run(env)
+
+
+def _reads(step):
+    if isinstance(step, OpStep):
+        return step.inputs
+    if isinstance(step, GuardStep):
+        return (step.slot,)
+    return ()
+
+
+def _last_uses(steps, keep_slots, size):
+    """Per step, the slots no later step reads (and that are not kept): free after it."""
+    last = [None] * size
+    for index, step in enumerate(steps):
+        for slot in _reads(step):
+            last[slot] = index
+    frees = [[] for _ in steps]
+    for slot, index in enumerate(last):
+        if index is not None and slot not in keep_slots:
+            frees[index].append(slot)
+    return [tuple(f) for f in frees]
+
+
+class BackwardPlan:
+    """One output's backward: from its cotangent and the forward's environment to each target's
+    gradient slot (None: the target gets no gradient from this output). Its slots follow the
+    forward's; ``tail`` holds its constants."""
+
+    def __init__(self, steps, cotangent, grad_slots, reads, template, forward_size):
+        self.cotangent = cotangent
+        self.grad_slots = grad_slots
+        self.reads = reads  # forward slots this backward reads
+        self.tail = template[forward_size:]
+        self.steps = Steps(steps, set(grad_slots) - {None}, len(template))
+
+    def run(self, forward_env, g):
+        env = forward_env + self.tail
+        env[self.cotangent] = g
+        self.steps.run(env, False)
+        return [None if slot is None else env[slot] for slot in self.grad_slots]
+
+
+class Plan:
+    """One traced variant of a signature: forward steps, the outputs, and (when the call records
+    a graph) one backward plan per differentiable output."""
+
+    def __init__(self, tracer, argument_slots, output_slots, structure, differentiable, targets,
+                 backward_plans, device):
+        self.argument_slots = argument_slots  # per flattened argument: its slot, or None (not a tensor)
+        self.output_slots = output_slots
+        self.output_shapes = [tracer.values[slot].shape for slot in output_slots]
+        self.structure = structure  # "tensor", "tuple" or "list"
+        self.differentiable = differentiable  # per output: does it get a grad_fn
+        self.targets = targets  # the slots (arguments and captured) gradients flow to, in edge order
+        self.backward_plans = backward_plans  # per output: a BackwardPlan or None
+        self.device = device  # None on the host; else the device the replay runs on
+        self.captured = [(slot, tensor, tensor._data.shape, tensor._data.dtype, tensor._requires_grad,
+                          type(tensor._data)) for slot, tensor in tracer.captured.items()]
+        forward = list(tracer.forward_steps)
+        self.records = forward
+        self.random_slots = tuple(s.out for s in forward if isinstance(s, RandomStep))
+        self.kinds = tracer.kinds[: tracer.forward_size]
+        size = tracer.forward_size
+        template = [None] * size
+        for slot in range(size):
+            if tracer.kinds[slot] == CONSTANT:
+                template[slot] = tracer.values[slot]
+        self.template = template
+        self.saved_reads = tuple(sorted({slot for plan in backward_plans if plan for slot in plan.reads}))
+        self.output_dtypes = [tracer.values[slot].dtype for slot in output_slots]
+        # Where each target's tensor comes from at a call: an argument's position, or the captured Tensor.
+        self.target_sources = [tracer.arguments[slot] if slot in tracer.arguments else tracer.captured[slot]
+                               for slot in targets]
+        self.target_shapes = tuple(tracer.values[slot].shape for slot in targets)
+        # Per output: the targets whose values its backward reads (their versions are checked).
+        self.checked_targets = [
+            tuple(i for i, slot in enumerate(targets) if plan is not None and slot in plan.reads)
+            for plan in backward_plans
+        ]
+        self._read_positions = tuple(tracer.arguments[slot] for slot in range(tracer.forward_size)
+                                     if slot in tracer.arguments)
+        keep = set(output_slots) | set(self.saved_reads) | set(self.random_slots)
+        self.steps = Steps(forward, keep, size)
+        shapes = [v.shape for v in tracer.values[:size] if hasattr(v, "shape")]
+        self.max_elements = max((numel(s) for s in shapes), default=0)
+        self.total_elements = sum(numel(s) for s in shapes)
+        self.free = self.max_elements >= LARGE_BUFFER
+        self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
+        self.peak_live_elements = self._peak_live(tracer)
+
+    def _peak_live(self, tracer):
+        live = {s: numel(getattr(tracer.values[s], "shape", ())) for s in range(tracer.forward_size)
+                if tracer.kinds[s] in (ARGUMENT, CAPTURED, CONSTANT)}
+        peak = sum(live.values())
+        for step, frees in zip(self.records, self.steps.frees):
+            out = getattr(step, "out", None)
+            if out is not None:
+                live[out] = numel(getattr(tracer.values[out], "shape", ()))
+            peak = max(peak, sum(live.values()))
+            if self.free:
+                for slot in frees:
+                    live.pop(slot, None)
+        return peak
+
+    def cost(self):
+        """What a budget needs before replaying: steps, and elements of the largest buffer, of all
+        buffers together, and of the most that are alive at once."""
+        return {"steps": self.n_steps, "max_buffer_elements": self.max_elements,
+                "total_elements": self.total_elements, "peak_live_elements": self.peak_live_elements}
+
+    def read_tensors(self, flat):
+        """The tensors a call reads: its tensor arguments and the captured tensors."""
+        return [flat[i] for i in self._read_positions] + [tensor for _, tensor, *_ in self.captured]
+
+    def captured_matches(self):
+        """None when every captured tensor still has its traced shape, dtype, device and
+        requires_grad; else what changed."""
+        for slot, tensor, shape, dtype, requires_grad, array_type in self.captured:
+            data = tensor._data
+            if data.shape != shape or data.dtype != dtype or type(data) is not array_type:
+                return f"captured tensor (slot {slot}) changed shape, dtype or device"
+            if tensor._requires_grad is not requires_grad:
+                return f"captured tensor (slot {slot}) changed requires_grad"
+        return None
+
+    def replay(self, arrays):
+        """The forward on arrays: the environment after the last step (raises GuardFailedError)."""
+        env = self.template[:]
+        for slot, array in zip(self.argument_slots, arrays):
+            if slot is not None:
+                env[slot] = array
+        for slot, tensor, *_ in self.captured:
+            env[slot] = tensor._data
+        if self.device is not None:
+            with backend.on_device(self.device):
+                self.steps.run(env, self.free)
+        else:
+            self.steps.run(env, self.free)
+        return env
+
+    def run_on_tensors(self, arguments, random_values):
+        """The forward again on Tensors through ``apply`` (recorded when grad mode is on), with
+        the arguments' and captured Tensors and the call's own random draws: the graph that
+        ``create_graph=True`` and batched cotangents differentiate."""
+        env = [None] * len(self.template)
+        for slot, value in enumerate(self.template):
+            if value is not None:
+                env[slot] = value if not backend.is_array(value) else Tensor._make(value)
+        for slot, tensor in zip(self.argument_slots, arguments):
+            if slot is not None:
+                env[slot] = tensor
+        for slot, tensor, *_ in self.captured:
+            env[slot] = tensor
+        for slot, value in zip(self.random_slots, random_values):
+            env[slot] = Tensor._make(value)
+        for step in self.records:
+            if isinstance(step, OpStep):
+                if step.variadic:
+                    env[step.out] = apply(step.op, ([env[i] for i in step.inputs],), step.params)
+                else:
+                    env[step.out] = apply(step.op, tuple(env[i] for i in step.inputs), step.params)
+        return env
