@@ -421,8 +421,8 @@ class _CompiledCall:
         plan = self.plan
         saved = [None]
         checks = []
-        for i in plan.checked_targets[k]:
-            tensor = self.target_tensors[i]
+        for source in plan.checked_sources[k]:
+            tensor = self.flat[source] if type(source) is int else source
             counter = tensor._version_counter
             checks.append((counter, counter[0], len(saved) - 1))
             saved.append(tensor)
@@ -461,7 +461,7 @@ class _CompiledCall:
             env = plan.run_on_tensors(arguments, random_values)
             out = env[plan.output_slots[k]]
             seed = _BatchedGrad(grad) if grad._data.ndim != out._data.ndim else grad
-            grads = run_backward([out], [seed], retain_graph=False, create_graph=create_graph,
+            grads = run_backward([out], [seed], retain_graph=create_graph, create_graph=create_graph,
                                  inputs=self.target_tensors, accumulate=False, allow_unused=True)
         if create_graph:
             return grads

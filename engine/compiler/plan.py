@@ -206,9 +206,12 @@ class Plan:
         self.target_sources = [tracer.arguments[slot] if slot in tracer.arguments else tracer.captured[slot]
                                for slot in targets]
         self.target_shapes = tuple(tracer.values[slot].shape for slot in targets)
-        # Per output: the targets whose values its backward reads (their versions are checked).
-        self.checked_targets = [
-            tuple(i for i, slot in enumerate(targets) if plan is not None and slot in plan.reads)
+        # Per output: the arguments (positions) and captured tensors whose values its backward
+        # reads; their versions are checked at backward, as eager checks what a node saved.
+        self.checked_sources = [
+            () if plan is None else tuple(
+                tracer.arguments[slot] if slot in tracer.arguments else tracer.captured[slot]
+                for slot in plan.reads if slot in tracer.arguments or slot in tracer.captured)
             for plan in backward_plans
         ]
         self._read_positions = tuple(tracer.arguments[slot] for slot in range(tracer.forward_size)
