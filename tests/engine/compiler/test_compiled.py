@@ -53,7 +53,7 @@ def test_compile_as_call_decorator_and_decorator_factory():
 
 
 def test_compile_refuses_what_it_cannot_call():
-    with pytest.raises(TypeError, match="function or an nn.Module"):
+    with pytest.raises(TypeError, match=r"function or an nn\.Module"):
         engine.compile(3)
     with pytest.raises(ValueError, match="max_variants"):
         engine.compile(sin_example, max_variants=0)
@@ -421,7 +421,7 @@ def test_graph_breaks_run_eagerly_with_eager_results(fn, reason):
 
 
 def test_fullgraph_raises_on_a_graph_break():
-    with pytest.raises(RuntimeError, match="fullgraph=True.*in-place"):
+    with pytest.raises(RuntimeError, match=r"fullgraph=True.*in-place"):
         engine.compile(_in_place_on_intermediate, fullgraph=True)(_leaf([1.0]))
 
 
