@@ -34,8 +34,9 @@ from engine.autograd import function, grad_mode
 from engine.autograd.backward import _BatchedGrad, run_backward
 from engine.autograd.graph import Node, accumulator
 from engine.compiler import guards, tracer
-from engine.compiler.plan import BackwardPlan, GuardFailedError, Plan
+from engine.compiler.plan import LARGE_BUFFER, BackwardPlan, GuardFailedError, Plan
 from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, RANDOM, STEP, GuardStep, RandomStep, Tracer
+from engine.op import numel
 from engine.tensor import Tensor
 
 _grad_enabled = grad_mode._grad_enabled.get
@@ -79,7 +80,7 @@ class CompiledFunction:
         self.disable = disable
         self._cache = {}
         self._calls = 0
-        self.history = collections.deque(maxlen=HISTORY_LENGTH)
+        self._history = collections.deque(maxlen=HISTORY_LENGTH)  # (call number, kind, reason)
         modules = getattr(fn, "modules", None)
         self._modules = list(modules()) if callable(modules) and hasattr(fn, "_parameters") else None
         functools.update_wrapper(self, fn, updated=())
@@ -95,9 +96,8 @@ class CompiledFunction:
 
     def __call__(self, *args, **kwargs):
         self._calls += 1
-        reason = self._eager_reason()
-        if reason is not None:
-            return self._eager(reason, args, kwargs)
+        if self.disable or function.op_observers or function.forward_ad_hook is not None or tracer.current():
+            return self._eager(self._eager_reason(), args, kwargs)
         if kwargs:
             names = tuple(sorted(kwargs))
             flat = args + tuple(kwargs[n] for n in names)
@@ -127,7 +127,7 @@ class CompiledFunction:
             except GuardFailedError as error:
                 failure = f"guard failed at {error.where}"
                 continue
-            self._record("replayed", None)
+            self._history.append((self._calls, "replayed", None))
             return result
         if len(entry.variants) >= self.max_variants:
             entry.eager_reason = (f"max_variants={self.max_variants} variants of this signature are recorded "
@@ -151,7 +151,7 @@ class CompiledFunction:
         return self._orig_mod(*args, **kwargs)
 
     def _record(self, kind, reason):
-        self.history.append(CallRecord(self._calls, kind, reason))
+        self._history.append((self._calls, kind, reason))
 
     def _trace(self, entry, args, kwargs, flat, why):
         recording = Tracer()
@@ -186,14 +186,23 @@ class CompiledFunction:
         else:
             entry.variants.append(plan)
             self._record("recompiled", why)
+            if plan.targets:
+                # The traced call's outputs take the compiled node too: its backward replays the
+                # recorded plan on the values the trace computed (the eager graph is dropped).
+                return _results(plan, recording.values[: recording.forward_size], flat)
         return result
 
     # ---- introspection -----------------------------------------------------------
 
     @property
+    def history(self):
+        """The recent calls, oldest first, as CallRecords."""
+        return [CallRecord(*entry) for entry in self._history]
+
+    @property
     def last_call(self):
         """The CallRecord of the latest call (None before the first)."""
-        return self.history[-1] if self.history else None
+        return CallRecord(*self._history[-1]) if self._history else None
 
     def explain(self) -> str:
         """One line per recent call: replayed, recompiled (why) or eager (why)."""
@@ -355,7 +364,9 @@ def _trace_backward(recording, outputs, differentiable, targets, flat, backward_
             read.update(step.inputs)
         read.update(s for s in grad_slots if s is not None)
         reads = tuple(sorted(s for s in read if s < forward_size and recording.kinds[s] != CONSTANT))
-        backward_plans[k] = BackwardPlan(steps, cotangent, grad_slots, reads, template, forward_size)
+        free = max((numel(getattr(v, "shape", ())) for v in recording.values), default=0) >= LARGE_BUFFER
+        backward_plans[k] = BackwardPlan(steps, cotangent, grad_slots, reads, template, forward_size, free,
+                                         recording.values)
     return True
 
 
@@ -363,7 +374,12 @@ def _trace_backward(recording, outputs, differentiable, targets, flat, backward_
 
 
 def _replay(plan, flat):
-    env = plan.replay([value._data if isinstance(value, Tensor) else None for value in flat])
+    return _results(plan, plan.replay([value._data if isinstance(value, Tensor) else None for value in flat]), flat)
+
+
+def _results(plan, env, flat):
+    """The call's outputs from its environment; with one CompiledFunctionBackward node each
+    when the call records a graph."""
     make = Tensor._make
     if not plan.targets:
         outputs = [make(env[slot]) for slot in plan.output_slots]

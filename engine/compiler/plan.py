@@ -22,10 +22,12 @@ cotangents use, since they need a graph rather than arrays.
 
 from __future__ import annotations
 
+import copy
+
 from engine import backend
 from engine.autograd.function import apply
 from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, GuardStep, OpStep, RandomStep
-from engine.op import numel
+from engine.op import broadcast_size, numel
 from engine.tensor import Tensor
 
 # Plans whose largest buffer has at least this many elements drop each buffer after its last
@@ -134,6 +136,66 @@ class Steps:
                 run(env)
 
 
+def _is_elementwise(step):
+    """An op that combines its inputs element by element under broadcasting (add, mul, where...):
+    fed an array or its broadcast view, it computes the same elements."""
+    op = step.op
+    return isinstance(step, OpStep) and op.broadcast and op.estimate is broadcast_size and not step.params
+
+
+def _computes_the_same(step, inputs, values):
+    """Whether ``step`` on ``inputs`` gives, bit for bit and in shape and dtype, what it gave
+    while traced (checked once, when the plan is built)."""
+    xp = step.xp
+    try:
+        result = step.op.forward(xp, *[values[i] for i in inputs], **step.params)
+    except (ValueError, TypeError):
+        return False
+    result = xp.asarray(result)
+    expected = values[step.out]
+    return (result.shape == expected.shape and result.dtype == step.dtype
+            and bool(xp.array_equal(result, expected)))
+
+
+def elide_expansions(steps, values, keep):
+    """``steps`` without the views that only broadcast an array (a reduction's vjp expands ``g``
+    to the input's shape) where every reader is elementwise and broadcasts by itself: the
+    readers take the smaller array, and one step (and its view) is gone."""
+    readers = {}
+    for step in steps:
+        for slot in _reads(step):
+            readers.setdefault(slot, []).append(step)
+    replaced = {}  # id(reader) -> its copy with rewired inputs
+    dropped = set()
+    for step in steps:
+        if not isinstance(step, OpStep) or not step.op.view or len(step.inputs) != 1 or step.out in keep:
+            continue
+        source, out = step.inputs[0], step.out
+        small, large = values[source], values[out]
+        if not backend.is_array(small) or numel(small.shape) >= numel(large.shape):
+            continue
+        if backend.numpy.broadcast_shapes(small.shape, large.shape) != large.shape:
+            continue
+        users = readers.get(out, [])
+        if not users or not all(_is_elementwise(replaced.get(id(u), u)) for u in users):
+            continue
+        rewired = []
+        for user in users:
+            current = replaced.get(id(user), user)
+            inputs = tuple(source if slot == out else slot for slot in current.inputs)
+            if not _computes_the_same(current, inputs, values):
+                break
+            clone = copy.copy(current)
+            clone.inputs = inputs
+            rewired.append((user, clone))
+        else:
+            for user, clone in rewired:
+                replaced[id(user)] = clone
+            dropped.add(id(step))
+            readers.setdefault(source, []).extend(users)
+    return [replaced.get(id(step), step) for step in steps if id(step) not in dropped]
+
+
 def _reads(step):
     if isinstance(step, OpStep):
         return step.inputs
@@ -160,17 +222,19 @@ class BackwardPlan:
     gradient slot (None: the target gets no gradient from this output). Its slots follow the
     forward's; ``tail`` holds its constants."""
 
-    def __init__(self, steps, cotangent, grad_slots, reads, template, forward_size):
+    def __init__(self, steps, cotangent, grad_slots, reads, template, forward_size, free, values):
         self.cotangent = cotangent
         self.grad_slots = grad_slots
         self.reads = reads  # forward slots this backward reads
         self.tail = template[forward_size:]
-        self.steps = Steps(steps, set(grad_slots) - {None}, len(template))
+        keep = set(grad_slots) - {None}
+        self.steps = Steps(elide_expansions(steps, values, keep), keep, len(template))
+        self.free = free
 
     def run(self, forward_env, g):
-        env = forward_env + self.tail
+        env = forward_env + self.tail  # a list of its own: the forward's stays whole for another backward
         env[self.cotangent] = g
-        self.steps.run(env, False)
+        self.steps.run(env, self.free)
         return [None if slot is None else env[slot] for slot in self.grad_slots]
 
 
@@ -217,7 +281,7 @@ class Plan:
         self._read_positions = tuple(tracer.arguments[slot] for slot in range(tracer.forward_size)
                                      if slot in tracer.arguments)
         keep = set(output_slots) | set(self.saved_reads) | set(self.random_slots)
-        self.steps = Steps(forward, keep, size)
+        self.steps = Steps(elide_expansions(forward, tracer.values, keep), keep, size)
         shapes = [v.shape for v in tracer.values[:size] if hasattr(v, "shape")]
         self.max_elements = max((numel(s) for s in shapes), default=0)
         self.total_elements = sum(numel(s) for s in shapes)
