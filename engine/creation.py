@@ -12,6 +12,7 @@ import math
 import numbers
 
 from engine import backend
+from engine import tensor as tensor_module
 from engine.tensor import Tensor
 
 
@@ -96,6 +97,8 @@ def to_array(data, dtype=None, device=None):
 
 def _placed_array(data, dtype, dev, xp):
     if isinstance(data, Tensor):
+        if tensor_module.value_hook is not None:  # engine.compile: the values leave the traced graph
+            tensor_module.value_hook(data, "copy")
         array = data._data
         target = backend.dtype(dtype).np if dtype is not None else array.dtype
         return backend.to_device(array, dev).astype(target, copy=True)

@@ -26,7 +26,8 @@ _backward = None  # engine.autograd.backward.backward
 _to_array = None  # engine.creation.to_array
 _rand_array = None  # engine.creation.rand_array
 # engine.compile's tracer sets this while a function is traced: ``value_hook(tensor, how)`` each
-# time a tensor's value reaches Python (``item``, ``tolist``, ``numpy``), so replay can guard it.
+# time a tensor's value reaches Python (``item``, ``tolist``, ``numpy``; ``engine.tensor(t)``
+# says "copy"), so a replay can guard it or the trace can stop.
 value_hook = None
 # Python numbers (and numpy scalars): the operands PyTorch takes as a Scalar argument.
 _NUMBERS = (int, float, backend.numpy.generic)

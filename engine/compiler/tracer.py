@@ -7,8 +7,9 @@ thread never records another thread's ops):
 - ``autograd.function.trace_hook``: every table op ``apply`` runs, with the
   arrays its forward received and the Tensor it made;
 - ``tensor.value_hook``: every place a tensor's value reaches Python
-  (``item``, and through it ``bool``/``int``/``float``/``index``; ``tolist``;
-  ``numpy``), which becomes a guard;
+  (``item``, and through it ``bool``/``int``/``float``/``index``; ``tolist``),
+  which becomes a guard, or leaves the graph (``numpy``, ``engine.tensor(t)``),
+  which is a graph break;
 - ``creation.random_hook``: every random draw, which becomes a step that draws
   again.
 
@@ -172,6 +173,9 @@ class Tracer:
             return
         if how == "numpy":
             self.broken = "a tensor was read as an array (numpy()); its uses cannot be guarded"
+            return
+        if how == "copy":
+            self.broken = "a tensor's values were copied into a new tensor (engine.tensor(t)); use t.clone()"
             return
         data = tensor._data
         if how == "item":

@@ -391,6 +391,10 @@ def _numpy_inside(x):
     return x * float(values.max())
 
 
+def _copied(x):
+    return engine.tensor(x * 2) + x
+
+
 def _tensor_index(x):
     return x[x.argmax()] * 2 + x[engine.tensor([0, 0])].sum()
 
@@ -404,8 +408,9 @@ def _tensor_index(x):
         # host only: with --device fake-cuda, conftest replaces Tensor.numpy (and its hook) by a lambda
         pytest.param(_numpy_inside, "numpy()", marks=pytest.mark.host_only),
         (_tensor_index, "indexed by a tensor"),
+        (_copied, "copied into a new tensor"),
     ],
-    ids=["in-place", "data-write", "hook", "numpy", "tensor-index"],
+    ids=["in-place", "data-write", "hook", "numpy", "tensor-index", "copy"],
 )
 def test_graph_breaks_run_eagerly_with_eager_results(fn, reason):
     compiled = engine.compile(fn)
@@ -482,6 +487,20 @@ def test_large_plans_drop_buffers_after_their_last_use():
     assert live == []  # every buffer (the argument's slot too) dropped after its last use
     assert env[plan.output_slots[0]] is not None  # the 0-d output stays
     assert plan.free
+
+
+def test_no_grad_blocks_and_detach_inside_stop_gradients_as_in_eager():
+    def partly_constant(x):
+        with engine.no_grad():
+            scale = x.sum() * 2
+        return (x * scale + x.detach() ** 2).sum()
+
+    compiled = engine.compile(partly_constant)
+    for values in ([0.5, 1.0], [2.0, -1.0], [3.0, 0.25]):
+        x = _leaf(values, engine.float64)
+        compiled(x).backward()
+        np.testing.assert_allclose(x.grad.numpy(), [2 * sum(values)] * 2, rtol=1e-12)
+    assert compiled.last_call.kind == "replayed"
 
 
 def test_nested_compiled_functions_record_into_the_outer_trace():
