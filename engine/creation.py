@@ -8,12 +8,15 @@ reproducible run after run (the values differ from PyTorch's own stream).
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import numbers
 
 from engine import backend
-from engine import tensor as tensor_module
 from engine.tensor import Tensor
+
+# The module (``engine.tensor`` is also the creation function, once engine is imported).
+tensor_module = importlib.import_module("engine.tensor")
 
 
 class Generator:

@@ -26,12 +26,15 @@ reason): the signature then runs eagerly, never wrongly.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import threading
 
 from engine import backend, creation
-from engine import tensor as tensor_module
 from engine.autograd import function
 from engine.tensor import Tensor
+
+# The module (``engine.tensor`` is also the creation function, once engine is imported).
+tensor_module = importlib.import_module("engine.tensor")
 
 # What a slot holds.
 ARGUMENT, CAPTURED, CONSTANT = "argument", "captured", "constant"
