@@ -189,7 +189,9 @@ class CompiledFunction:
             if plan.targets:
                 # The traced call's outputs take the compiled node too: its backward replays the
                 # recorded plan on the values the trace computed (the eager graph is dropped).
-                return _results(plan, recording.values[: recording.forward_size], flat)
+                env = plan.template[:]
+                env[: recording.forward_size] = recording.values[: recording.forward_size]
+                return _results(plan, env, flat)
         return result
 
     # ---- introspection -----------------------------------------------------------
@@ -355,18 +357,15 @@ def _trace_backward(recording, outputs, differentiable, targets, flat, backward_
     recording.check_unchanged()
     if recording.broken is not None:
         return False
-    size = len(recording.kinds)
-    template = [recording.values[s] if recording.kinds[s] == CONSTANT else None for s in range(size)]
     forward_size = recording.forward_size
+    free = max((numel(getattr(v, "shape", ())) for v in recording.values), default=0) >= LARGE_BUFFER
     for k, steps, cotangent, grad_slots in pending:
         read = set()
         for step in steps:
             read.update(step.inputs)
         read.update(s for s in grad_slots if s is not None)
         reads = tuple(sorted(s for s in read if s < forward_size and recording.kinds[s] != CONSTANT))
-        free = max((numel(getattr(v, "shape", ())) for v in recording.values), default=0) >= LARGE_BUFFER
-        backward_plans[k] = BackwardPlan(steps, cotangent, grad_slots, reads, template, forward_size, free,
-                                         recording.values)
+        backward_plans[k] = BackwardPlan(steps, cotangent, grad_slots, reads, recording.values, free)
     return True
 
 

@@ -110,20 +110,138 @@ def _random_runner(step):
     return run
 
 
-class Steps:
-    """A list of steps with their closures, ready to replay on an environment."""
+class _UfuncProbe:
+    """Stands in for ``xp`` while an op's forward runs once, when a plan is built: records which
+    functions it calls, and marks anything that is not a ufunc."""
 
-    def __init__(self, steps, keep_slots, size):
+    def __init__(self, xp):
+        self.xp = xp
+        self.calls = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.xp, name)
+        if not (callable(attr) and hasattr(attr, "nin") and hasattr(attr, "nout")):
+            self.calls.append(None)
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            self.calls.append((attr, args, kwargs, result))
+            return result
+
+        return call
+
+
+def single_ufunc(step, values):
+    """The ufunc when ``step``'s forward is exactly ``ufunc(*inputs)`` returning an array of the
+    step's dtype (so ``ufunc(*inputs, out=buffer)`` computes the same, into a buffer); else None."""
+    if not isinstance(step, OpStep) or step.variadic:
+        return None
+    inputs = [values[i] for i in step.inputs]
+    probe = _UfuncProbe(step.xp)
+    try:
+        result = step.op.forward(probe, *inputs, **step.params)
+    except Exception:  # a forward that needs more than xp's ufuncs is simply not pooled
+        return None
+    if len(probe.calls) != 1 or probe.calls[0] is None:
+        return None
+    ufunc, args, kwargs, produced = probe.calls[0]
+    if kwargs or ufunc.nout != 1 or produced is not result or len(args) != len(inputs):
+        return None
+    if any(a is not b for a, b in zip(args, inputs)):
+        return None
+    if not backend.is_array(result) or not result.ndim or type(result) is not step.array_type:
+        return None
+    return ufunc if result.dtype == step.dtype else None
+
+
+def _ufunc_runner(ufunc, ins, out, buffer):
+    """The closure that runs a pooled step: its ufunc writes into the buffer in slot ``buffer``."""
+    if len(ins) == 1:
+        (a,) = ins
+
+        def run(env):
+            env[out] = ufunc(env[a], out=env[buffer])
+    elif len(ins) == 2:
+        a, b = ins
+
+        def run(env):
+            env[out] = ufunc(env[a], env[b], out=env[buffer])
+    else:
+        def run(env):
+            env[out] = ufunc(*[env[i] for i in ins], out=env[buffer])
+    return run
+
+
+def _aliased_by_a_reader(slot, readers, values):
+    """Whether a step that reads ``slot`` returned (a view of) its array: a buffer behind it could
+    be overwritten while the view is still used."""
+    value = values[slot]
+    for step in readers.get(slot, ()):
+        out = values[step.out] if isinstance(step, OpStep) else None
+        if out is value or (backend.is_array(out) and backend.aliases(out, value)):
+            return True
+    return False
+
+
+class Steps:
+    """A list of steps with their closures, ready to replay on an environment.
+
+    With ``pool_base`` (plans with large buffers), a step whose forward is one ufunc and whose
+    result dies inside the plan writes into a buffer of the plan's pool (``ufunc(..., out=)``):
+    a buffer freed by one step's last reader serves a later step of the same shape, and the
+    pool serves the next replay, so large workloads stop paying for fresh pages. The buffers
+    live in the environment from slot ``pool_base`` on; ``buffer_specs`` says what to allocate.
+    """
+
+    def __init__(self, steps, keep_slots, size, values=None, pool_base=None):
         self.records = steps
+        self.frees = _last_uses(steps, keep_slots, size)
+        pooled = {} if pool_base is None else self._assign_buffers(keep_slots, values, pool_base)
         self.runners = []
         for step in steps:
-            if isinstance(step, OpStep):
+            if id(step) in pooled:
+                ufunc, buffer = pooled[id(step)]
+                self.runners.append(_ufunc_runner(ufunc, step.inputs, step.out, buffer))
+            elif isinstance(step, OpStep):
                 self.runners.append(_op_runner(step))
             elif isinstance(step, GuardStep):
                 self.runners.append(_guard_runner(step))
             else:
                 self.runners.append(_random_runner(step))
-        self.frees = _last_uses(steps, keep_slots, size)
+
+    def _assign_buffers(self, keep, values, base):
+        """id(step) -> (ufunc, buffer slot), reusing a buffer once its slot's last reader ran."""
+        self.buffer_specs = []  # per buffer: shape, dtype, namespace
+        readers = {}
+        for step in self.records:
+            for slot in _reads(step):
+                readers.setdefault(slot, []).append(step)
+        idle = {}  # (shape, dtype, array type) -> buffer slots free for reuse
+        owner = {}  # slot -> the buffer slot holding its value
+        kinds = {}  # buffer slot -> its key in ``idle``
+        pooled = {}
+        for step, frees in zip(self.records, self.frees):
+            out = getattr(step, "out", None)
+            if isinstance(step, OpStep) and out not in keep and not _aliased_by_a_reader(out, readers, values):
+                ufunc = single_ufunc(step, values)
+                if ufunc is not None:
+                    value = values[out]
+                    key = (value.shape, value.dtype, step.array_type)
+                    spare = idle.get(key)
+                    if spare:
+                        buffer = spare.pop()
+                    else:
+                        buffer = base + len(self.buffer_specs)
+                        self.buffer_specs.append((value.shape, value.dtype, step.xp))
+                        kinds[buffer] = key
+                    owner[out] = buffer
+                    pooled[id(step)] = (ufunc, buffer)
+            for slot in frees:
+                buffer = owner.pop(slot, None)
+                if buffer is not None:
+                    idle.setdefault(kinds[buffer], []).append(buffer)
+        return pooled
 
     def run(self, env, free):
         if free:
@@ -134,6 +252,26 @@ class Steps:
         else:
             for run in self.runners:
                 run(env)
+
+
+class BufferPool:
+    """Sets of buffers for one ``Steps``: a replay takes a set (or allocates one) and gives it
+    back when done, so concurrent replays never share a buffer."""
+
+    def __init__(self, specs):
+        self.specs = specs
+        self.sets = []
+
+    def take(self):
+        if self.sets:
+            try:
+                return self.sets.pop()
+            except IndexError:  # another thread took the last one
+                pass
+        return [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+
+    def give_back(self, buffers):
+        self.sets.append(buffers)
 
 
 def _is_elementwise(step):
@@ -220,21 +358,33 @@ def _last_uses(steps, keep_slots, size):
 class BackwardPlan:
     """One output's backward: from its cotangent and the forward's environment to each target's
     gradient slot (None: the target gets no gradient from this output). Its slots follow the
-    forward's; ``tail`` holds its constants."""
+    forward's (the forward's template holds its constants); its pool's buffers follow all."""
 
-    def __init__(self, steps, cotangent, grad_slots, reads, template, forward_size, free, values):
+    def __init__(self, steps, cotangent, grad_slots, reads, values, free):
         self.cotangent = cotangent
         self.grad_slots = grad_slots
         self.reads = reads  # forward slots this backward reads
-        self.tail = template[forward_size:]
         keep = set(grad_slots) - {None}
-        self.steps = Steps(elide_expansions(steps, values, keep), keep, len(template))
+        size = len(values)
+        self.size = size
+        self.steps = Steps(elide_expansions(steps, values, keep), keep, size, values, size if free else None)
         self.free = free
+        specs = getattr(self.steps, "buffer_specs", ())
+        self.pool = BufferPool(specs) if specs else None
 
     def run(self, forward_env, g):
-        env = forward_env + self.tail  # a list of its own: the forward's stays whole for another backward
+        env = forward_env[: self.size]  # a list of its own: the forward's stays whole for another backward
         env[self.cotangent] = g
-        self.steps.run(env, self.free)
+        pool = self.pool
+        if pool is None:
+            self.steps.run(env, self.free)
+        else:
+            buffers = pool.take()
+            env.extend(buffers)
+            try:
+                self.steps.run(env, self.free)
+            finally:
+                pool.give_back(buffers)
         return [None if slot is None else env[slot] for slot in self.grad_slots]
 
 
@@ -257,13 +407,9 @@ class Plan:
         forward = list(tracer.forward_steps)
         self.records = forward
         self.random_slots = tuple(s.out for s in forward if isinstance(s, RandomStep))
-        self.kinds = tracer.kinds[: tracer.forward_size]
-        size = tracer.forward_size
-        template = [None] * size
-        for slot in range(size):
-            if tracer.kinds[slot] == CONSTANT:
-                template[slot] = tracer.values[slot]
-        self.template = template
+        size = len(tracer.kinds)  # the backward's slots too: its constants live in this template
+        self.size = size
+        self.template = [value if kind == CONSTANT else None for kind, value in zip(tracer.kinds, tracer.values)]
         self.saved_reads = tuple(sorted({slot for plan in backward_plans if plan for slot in plan.reads}))
         self.output_dtypes = [tracer.values[slot].dtype for slot in output_slots]
         # Where each target's tensor comes from at a call: an argument's position, or the captured Tensor.
@@ -281,11 +427,15 @@ class Plan:
         self._read_positions = tuple(tracer.arguments[slot] for slot in range(tracer.forward_size)
                                      if slot in tracer.arguments)
         keep = set(output_slots) | set(self.saved_reads) | set(self.random_slots)
-        self.steps = Steps(elide_expansions(forward, tracer.values, keep), keep, size)
-        shapes = [v.shape for v in tracer.values[:size] if hasattr(v, "shape")]
+        forward_size = tracer.forward_size
+        shapes = [v.shape for v in tracer.values[:forward_size] if hasattr(v, "shape")]
         self.max_elements = max((numel(s) for s in shapes), default=0)
         self.total_elements = sum(numel(s) for s in shapes)
         self.free = self.max_elements >= LARGE_BUFFER
+        self.steps = Steps(elide_expansions(forward, tracer.values, keep), keep, size, tracer.values,
+                           size if self.free else None)
+        specs = getattr(self.steps, "buffer_specs", ())
+        self.pool = BufferPool(specs) if specs else None
         self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
         self.peak_live_elements = self._peak_live(tracer)
 
@@ -334,10 +484,23 @@ class Plan:
             env[slot] = tensor._data
         if self.device is not None:
             with backend.on_device(self.device):
-                self.steps.run(env, self.free)
+                self._run(env)
         else:
-            self.steps.run(env, self.free)
+            self._run(env)
         return env
+
+    def _run(self, env):
+        pool = self.pool
+        if pool is None:
+            self.steps.run(env, self.free)
+            return
+        buffers = pool.take()
+        env.extend(buffers)
+        try:
+            self.steps.run(env, self.free)
+        finally:
+            del env[self.size:]
+            pool.give_back(buffers)
 
     def run_on_tensors(self, arguments, random_values):
         """The forward again on Tensors through ``apply`` (recorded when grad mode is on), with
