@@ -299,6 +299,8 @@ def elide_expansions(steps, values, keep):
     """``steps`` without the views that only broadcast an array (a reduction's vjp expands ``g``
     to the input's shape) where every reader is elementwise and broadcasts by itself: the
     readers take the smaller array, and one step (and its view) is gone."""
+    if not any(isinstance(step, OpStep) and step.op.view for step in steps):
+        return steps
     readers = {}
     for step in steps:
         for slot in _reads(step):

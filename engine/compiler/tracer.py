@@ -155,21 +155,29 @@ class Tracer:
         if op.extra_outputs:
             self.broken = f"op {op.name} returns extra outputs (indices), which compiled plans do not replay"
             return
-        if _holds_arrays(params):
+        if params and _holds_arrays(params):
             self.broken = f"op {op.name} is indexed by a tensor (its values choose the elements)"
             return
         unknown = CONSTANT if self.phase_backward else CAPTURED
-        if op.variadic:
-            slots = tuple(self.slot_of(t, unknown) for t in inputs)
-        else:
-            slots = tuple(
-                self.slot_of(value, unknown) if isinstance(value, Tensor) else self.slot_of(arrays[i])
-                for i, value in enumerate(inputs)
-            )
-        out = self.new_slot(STEP, result._data)
+        by_tensor = self.by_tensor
+        slots = []
+        first = None
+        for i, value in enumerate(inputs):
+            if isinstance(value, Tensor):
+                if first is None:
+                    first = value._data
+                known = by_tensor.get(id(value))
+                if known is not None and known[1] is value._data:
+                    slots.append(known[0])  # the common case, without a call
+                else:
+                    slots.append(self.slot_of(value, unknown))
+            else:
+                slots.append(self.slot_of(arrays[i]))
+        data = result._data
+        out = self.new_slot(STEP, data)
         self.bind_tensor(result, out)
-        first = next(t for t in inputs if isinstance(t, Tensor))
-        self.steps.append(OpStep(op, slots, params, out, result._data, backend.namespace_of(first._data)))
+        xp = backend.numpy if type(first) is backend.ndarray else backend.namespace_of(first)
+        self.steps.append(OpStep(op, tuple(slots), params, out, data, xp))
 
     def on_value(self, tensor, how):
         if self.broken is not None:
