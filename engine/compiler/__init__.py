@@ -3,6 +3,7 @@
 - ``tracer``: what a traced call records (table ops, guards, random draws) through the hooks
   in ``apply``, ``Tensor.item``/``tolist``/``numpy`` and ``rand_array``;
 - ``plan``: a trace as steps on arrays, and their replay (and re-run on Tensors);
+- ``buffers``: the buffers large plans write into (ufunc ``out=``) and their pool;
 - ``guards``: the signature that decides which calls share plans;
 - ``compiled``: ``CompiledFunction`` (the variants, the fallbacks, ``explain()``) and
   ``CompiledFunctionBackward``, the one backward node of a compiled call.

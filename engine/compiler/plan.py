@@ -26,7 +26,8 @@ import copy
 
 from engine import backend
 from engine.autograd.function import apply
-from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, GuardStep, OpStep, RandomStep
+from engine.compiler.buffers import BufferPool, assign_buffers, ufunc_runner
+from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, GuardStep, OpStep, RandomStep, slots_read
 from engine.op import broadcast_size, numel
 from engine.tensor import Tensor
 
@@ -110,80 +111,6 @@ def _random_runner(step):
     return run
 
 
-class _UfuncProbe:
-    """Stands in for ``xp`` while an op's forward runs once, when a plan is built: records which
-    functions it calls, and marks anything that is not a ufunc."""
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.calls = []
-
-    def __getattr__(self, name):
-        attr = getattr(self.xp, name)
-        if not (callable(attr) and hasattr(attr, "nin") and hasattr(attr, "nout")):
-            self.calls.append(None)
-            return attr
-
-        def call(*args, **kwargs):
-            result = attr(*args, **kwargs)
-            self.calls.append((attr, args, kwargs, result))
-            return result
-
-        return call
-
-
-def single_ufunc(step, values):
-    """The ufunc when ``step``'s forward is exactly ``ufunc(*inputs)`` returning an array of the
-    step's dtype (so ``ufunc(*inputs, out=buffer)`` computes the same, into a buffer); else None."""
-    if not isinstance(step, OpStep) or step.variadic:
-        return None
-    inputs = [values[i] for i in step.inputs]
-    probe = _UfuncProbe(step.xp)
-    try:
-        result = step.op.forward(probe, *inputs, **step.params)
-    except Exception:  # a forward that needs more than xp's ufuncs is simply not pooled
-        return None
-    if len(probe.calls) != 1 or probe.calls[0] is None:
-        return None
-    ufunc, args, kwargs, produced = probe.calls[0]
-    if kwargs or ufunc.nout != 1 or produced is not result or len(args) != len(inputs):
-        return None
-    if any(a is not b for a, b in zip(args, inputs)):
-        return None
-    if not backend.is_array(result) or not result.ndim or type(result) is not step.array_type:
-        return None
-    return ufunc if result.dtype == step.dtype else None
-
-
-def _ufunc_runner(ufunc, ins, out, buffer):
-    """The closure that runs a pooled step: its ufunc writes into the buffer in slot ``buffer``."""
-    if len(ins) == 1:
-        (a,) = ins
-
-        def run(env):
-            env[out] = ufunc(env[a], out=env[buffer])
-    elif len(ins) == 2:
-        a, b = ins
-
-        def run(env):
-            env[out] = ufunc(env[a], env[b], out=env[buffer])
-    else:
-        def run(env):
-            env[out] = ufunc(*[env[i] for i in ins], out=env[buffer])
-    return run
-
-
-def _aliased_by_a_reader(slot, readers, values):
-    """Whether a step that reads ``slot`` returned (a view of) its array: a buffer behind it could
-    be overwritten while the view is still used."""
-    value = values[slot]
-    for step in readers.get(slot, ()):
-        out = values[step.out] if isinstance(step, OpStep) else None
-        if out is value or (backend.is_array(out) and backend.aliases(out, value)):
-            return True
-    return False
-
-
 class Steps:
     """A list of steps with their closures, ready to replay on an environment.
 
@@ -197,51 +124,21 @@ class Steps:
     def __init__(self, steps, keep_slots, size, values=None, pool_base=None):
         self.records = steps
         self.frees = _last_uses(steps, keep_slots, size)
-        pooled = {} if pool_base is None else self._assign_buffers(keep_slots, values, pool_base)
+        self.buffer_specs = []  # per pooled buffer: shape, dtype, namespace
+        pooled = {}
+        if pool_base is not None:
+            pooled, self.buffer_specs = assign_buffers(steps, self.frees, keep_slots, values, pool_base)
         self.runners = []
         for step in steps:
             if id(step) in pooled:
                 ufunc, buffer = pooled[id(step)]
-                self.runners.append(_ufunc_runner(ufunc, step.inputs, step.out, buffer))
+                self.runners.append(ufunc_runner(ufunc, step.inputs, step.out, buffer))
             elif isinstance(step, OpStep):
                 self.runners.append(_op_runner(step))
             elif isinstance(step, GuardStep):
                 self.runners.append(_guard_runner(step))
             else:
                 self.runners.append(_random_runner(step))
-
-    def _assign_buffers(self, keep, values, base):
-        """id(step) -> (ufunc, buffer slot), reusing a buffer once its slot's last reader ran."""
-        self.buffer_specs = []  # per buffer: shape, dtype, namespace
-        readers = {}
-        for step in self.records:
-            for slot in _reads(step):
-                readers.setdefault(slot, []).append(step)
-        idle = {}  # (shape, dtype, array type) -> buffer slots free for reuse
-        owner = {}  # slot -> the buffer slot holding its value
-        kinds = {}  # buffer slot -> its key in ``idle``
-        pooled = {}
-        for step, frees in zip(self.records, self.frees):
-            out = getattr(step, "out", None)
-            if isinstance(step, OpStep) and out not in keep and not _aliased_by_a_reader(out, readers, values):
-                ufunc = single_ufunc(step, values)
-                if ufunc is not None:
-                    value = values[out]
-                    key = (value.shape, value.dtype, step.array_type)
-                    spare = idle.get(key)
-                    if spare:
-                        buffer = spare.pop()
-                    else:
-                        buffer = base + len(self.buffer_specs)
-                        self.buffer_specs.append((value.shape, value.dtype, step.xp))
-                        kinds[buffer] = key
-                    owner[out] = buffer
-                    pooled[id(step)] = (ufunc, buffer)
-            for slot in frees:
-                buffer = owner.pop(slot, None)
-                if buffer is not None:
-                    idle.setdefault(kinds[buffer], []).append(buffer)
-        return pooled
 
     def run(self, env, free):
         if free:
@@ -252,26 +149,6 @@ class Steps:
         else:
             for run in self.runners:
                 run(env)
-
-
-class BufferPool:
-    """Sets of buffers for one ``Steps``: a replay takes a set (or allocates one) and gives it
-    back when done, so concurrent replays never share a buffer."""
-
-    def __init__(self, specs):
-        self.specs = specs
-        self.sets = []
-
-    def take(self):
-        if self.sets:
-            try:
-                return self.sets.pop()
-            except IndexError:  # another thread took the last one
-                pass
-        return [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
-
-    def give_back(self, buffers):
-        self.sets.append(buffers)
 
 
 def _is_elementwise(step):
@@ -303,7 +180,7 @@ def elide_expansions(steps, values, keep):
         return steps
     readers = {}
     for step in steps:
-        for slot in _reads(step):
+        for slot in slots_read(step):
             readers.setdefault(slot, []).append(step)
     replaced = {}  # id(reader) -> its copy with rewired inputs
     dropped = set()
@@ -336,19 +213,11 @@ def elide_expansions(steps, values, keep):
     return [replaced.get(id(step), step) for step in steps if id(step) not in dropped]
 
 
-def _reads(step):
-    if isinstance(step, OpStep):
-        return step.inputs
-    if isinstance(step, GuardStep):
-        return (step.slot,)
-    return ()
-
-
 def _last_uses(steps, keep_slots, size):
     """Per step, the slots no later step reads (and that are not kept): free after it."""
     last = [None] * size
     for index, step in enumerate(steps):
-        for slot in _reads(step):
+        for slot in slots_read(step):
             last[slot] = index
     frees = [[] for _ in steps]
     for slot, index in enumerate(last):
@@ -371,8 +240,7 @@ class BackwardPlan:
         self.size = size
         self.steps = Steps(elide_expansions(steps, values, keep), keep, size, values, size if free else None)
         self.free = free
-        specs = getattr(self.steps, "buffer_specs", ())
-        self.pool = BufferPool(specs) if specs else None
+        self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
 
     def run(self, forward_env, g):
         env = forward_env[: self.size]  # a list of its own: the forward's stays whole for another backward
@@ -436,8 +304,7 @@ class Plan:
         self.free = self.max_elements >= LARGE_BUFFER
         self.steps = Steps(elide_expansions(forward, tracer.values, keep), keep, size, tracer.values,
                            size if self.free else None)
-        specs = getattr(self.steps, "buffer_specs", ())
-        self.pool = BufferPool(specs) if specs else None
+        self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
         self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
         self.peak_live_elements = self._peak_live(tracer)
 

@@ -88,6 +88,15 @@ class GuardStep:
         self.where = where
 
 
+def slots_read(step):
+    """The slots a step reads."""
+    if isinstance(step, OpStep):
+        return step.inputs
+    if isinstance(step, GuardStep):
+        return (step.slot,)
+    return ()
+
+
 class Tracer:
     """The slots and steps of one traced call (forward, then each output's backward)."""
 
