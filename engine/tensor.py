@@ -25,6 +25,10 @@ _apply_inplace = None  # engine.autograd.inplace.apply_inplace
 _backward = None  # engine.autograd.backward.backward
 _to_array = None  # engine.creation.to_array
 _rand_array = None  # engine.creation.rand_array
+# engine.compile's tracer sets this while a function is traced: ``value_hook(tensor, how)`` each
+# time a tensor's value reaches Python (``item``, ``tolist``, ``numpy``; ``engine.tensor(t)``
+# says "copy"), so a replay can guard it or the trace can stop.
+value_hook = None
 # Python numbers (and numpy scalars): the operands PyTorch takes as a Scalar argument.
 _NUMBERS = (int, float, backend.numpy.generic)
 # Ops without parameters share one empty dict (nothing mutates params).
@@ -276,6 +280,8 @@ class Tensor:
     # ---- conversion -------------------------------------------------------
 
     def item(self):
+        if value_hook is not None:
+            value_hook(self, "item")
         if self._data.size != 1:
             raise RuntimeError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
@@ -283,9 +289,13 @@ class Tensor:
         return self._data.reshape(()).item()
 
     def tolist(self):
+        if value_hook is not None:
+            value_hook(self, "tolist")
         return backend.to_numpy(self._data).tolist()
 
     def numpy(self, *, force: bool = False):
+        if value_hook is not None:
+            value_hook(self, "numpy")
         if self._requires_grad and not force:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."

@@ -168,6 +168,8 @@ def _array_grads(node, g, g_sole):
     grads = _input_grads(node, g, values, as_arrays=True)
     for grad in grads:
         if grad is not None and grad.nbytes >= SOLE_MIN_BYTES:
+            if not getattr(node.op, "fresh_grads", True):  # a compiled plan's: its buffers are reused
+                return grads, None
             return grads, _sole_gradients(grads, values, node.params, g, g_sole)
     return grads, None  # all small: none tracked
 

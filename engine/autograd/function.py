@@ -39,6 +39,9 @@ vmap_hook = None
 # Whether some engine.autograd.graph.saved_tensors_hooks block is open (in any thread): only then
 # does a recorded node's saved tensors go through the hooks. Set by that block.
 saved_tensors_hooks_active = False
+# engine.compile's tracer (engine.compiler.tracer) sets its recorder here while a function is
+# traced: ``trace_hook(op, inputs, arrays, params, result)`` after every op's forward.
+trace_hook = None
 # engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
 # this module): a view whose base changed in place reads itself again before it is recorded.
 _refresh_view = None
@@ -90,6 +93,8 @@ def apply(op, args, params):
         result.grad_fn = _record(op, inputs, params, out, result, shapes)
     if forward_ad_hook is not None:
         forward_ad_hook(op, inputs, params, result)
+    if trace_hook is not None:
+        trace_hook(op, inputs, arrays, params, result)
     if op_observers:
         for observer in op_observers:
             observer.after(op, result)
