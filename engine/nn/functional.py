@@ -1,9 +1,11 @@
-"""``engine.nn.functional``: activations, dropout and losses as functions.
+"""``engine.nn.functional``: layers, activations, dropout and losses as functions.
 
-Everything here is composed from table ops (``linear``, ``log_softmax``,
-``softplus``, ``where``, indexing, ``sum``/``mean``...), so every loss is
-differentiable to any order with ``create_graph=True`` and needs no rules of
-its own. Reductions follow PyTorch: ``reduction`` is "mean", "sum" or "none".
+Layers run their table op (``convolution``, ``max_pool2d``, ``batch_norm``...)
+after translating PyTorch's arguments; losses are composed from table ops
+(``linear``, ``log_softmax``, ``softplus``, ``where``, indexing,
+``sum``/``mean``...), so everything is differentiable to any order with
+``create_graph=True``. Reductions follow PyTorch: ``reduction`` is "mean",
+"sum" or "none".
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 
 from engine import backend, ops
 from engine.autograd.function import apply
+from engine.autograd.grad_mode import no_grad
+from engine.autograd.inplace import apply_inplace
 from engine.creation import rand_array
 from engine.nn.init import current_generator
 from engine.tensor import Tensor
@@ -91,6 +95,147 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
     return input.flatten(start_dim, end_dim)
 
+
+
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
+    params = {"negative_slope": float(negative_slope)}
+    return apply_inplace(input, ops.leaky_relu, (), params) if inplace else apply(ops.leaky_relu, (input,), params)
+
+
+def elu(input, alpha: float = 1.0, inplace: bool = False):
+    params = {"alpha": float(alpha), "scale": 1.0, "input_scale": 1.0}
+    return apply_inplace(input, ops.elu, (), params) if inplace else apply(ops.elu, (input,), params)
+
+
+def silu(input, inplace: bool = False):
+    return apply_inplace(input, ops.silu, (), {}) if inplace else apply(ops.silu, (input,), {})
+
+
+# ---- convolution and pooling ------------------------------------------------------
+
+
+def _convolve(d, input, weight, bias, stride, padding, dilation, groups):
+    """conv1d/conv2d: the ``convolution`` op; an unbatched input (C, *S) gets a batch axis of one."""
+    if input.dim() not in (d + 1, d + 2):
+        raise RuntimeError(
+            f"Expected {d + 1}D (unbatched) or {d + 2}D (batched) input to conv{d}d, but got input of size: "
+            f"{list(input.shape)}"
+        )
+    if weight.dim() != d + 2:
+        raise RuntimeError(f"weight of conv{d}d must be {d + 2}-D (out, in / groups, *kernel), got "
+                           f"{list(weight.shape)}")
+    unbatched = input.dim() == d + 1
+    x = input.unsqueeze(0) if unbatched else input
+    params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    if isinstance(stride, int):  # tells the op how many spatial axes there are
+        params["stride"] = (stride,) * d
+    out = apply(ops.convolution, (x, weight, bias), params)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-d convolution of input (N, C, L) with weight (O, C / groups, K)."""
+    return _convolve(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-d convolution of input (N, C, H, W) with weight (O, C / groups, KH, KW)."""
+    return _convolve(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _check_pooled_input(name, input):
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{name}: Expected 3D or 4D (batch mode) tensor for input, but got: {list(input.shape)}")
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """The maximum of each window (and, with return_indices, its flat index in the input plane)."""
+    _check_pooled_input("max_pool2d", input)
+    values, indices = apply(ops.max_pool2d, (input,), {
+        "kernel_size": kernel_size, "stride": stride, "padding": padding, "dilation": dilation,
+        "ceil_mode": bool(ceil_mode),
+    })
+    return (values, indices) if return_indices else values
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    _check_pooled_input("avg_pool2d", input)
+    return apply(ops.avg_pool2d, (input,), {
+        "kernel_size": kernel_size, "stride": stride, "padding": padding, "ceil_mode": bool(ceil_mode),
+        "count_include_pad": bool(count_include_pad), "divisor_override": divisor_override,
+    })
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Mean over output_size windows tiling the input; (1, 1) is a mean, as PyTorch runs it."""
+    _check_pooled_input("adaptive_avg_pool2d", input)
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if size == (1, 1):
+        return input.mean(dim=(-2, -1), keepdim=True)
+    return apply(ops.adaptive_avg_pool2d, (input,), {"output_size": size})
+
+
+# ---- normalization and embedding ------------------------------------------------------
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5):
+    """Standardize per channel (axis 1): with batch statistics when training (and blend them into
+    running_mean / running_var by momentum, the variance unbiased), else with the running ones."""
+    if input.dim() < 2:
+        raise ValueError(f"expected 2D or more input (N, C, ...), got {input.dim()}D input")
+    if training or running_mean is None or running_var is None:
+        if training:
+            per_channel = input.numel() // input.shape[1]
+            if per_channel <= 1:
+                raise ValueError(
+                    f"Expected more than 1 value per channel when training, got input size {input.shape}"
+                )
+        out = apply(ops.batch_norm, (input, weight, bias), {"eps": float(eps)})
+        if training and running_mean is not None and running_var is not None:
+            _update_running_stats(input, running_mean, running_var, momentum)
+        return out
+    return apply(ops.batch_norm_eval, (input, weight, bias, running_mean, running_var), {"eps": float(eps)})
+
+
+def _update_running_stats(input, running_mean, running_var, momentum):
+    dims = (0, *range(2, input.dim()))
+    with no_grad():
+        sample = input.detach()
+        batch_mean = sample.mean(dim=dims)
+        batch_var = sample.var(dim=dims, correction=1)  # unbiased, as PyTorch keeps it
+        running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype) * momentum)
+        running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype) * momentum)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    return apply(ops.layer_norm, (input, weight, bias), {"normalized_shape": shape, "eps": float(eps)})
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False):
+    """The rows of weight at the integer indices ``input``; the padding_idx row gets no gradient."""
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse gradients are not supported; "
+                                  "leave them False (dense gradients)")
+    indices = input._data if isinstance(input, Tensor) else backend.namespace_of(weight._data).asarray(input)
+    if max_norm is not None:
+        _renormalize_rows(weight, indices, float(max_norm), float(norm_type))
+    return apply(ops.embedding, (weight,), {"indices": indices, "padding_idx": padding_idx})
+
+
+def _renormalize_rows(weight, indices, max_norm, norm_type):
+    """PyTorch's max_norm: the rows read whose norm exceeds max_norm are scaled down to it, in place."""
+    with no_grad():
+        xp = backend.namespace_of(weight._data)
+        rows = xp.unique(indices.reshape(-1))
+        picked = weight._data[rows]
+        norms = (xp.abs(picked) ** norm_type).sum(axis=-1, keepdims=True) ** (1.0 / norm_type)
+        scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(picked.dtype)
+        weight._data[rows] = picked * scale
+        weight._version_counter[0] += 1
 
 # ---- losses -----------------------------------------------------------------
 
