@@ -1749,9 +1749,9 @@ def _conv_padding(padding, kernel, dilation, stride) -> tuple:
         if padding == "valid":
             return ((0, 0),) * d
         if padding != "same":
-            raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
+            raise RuntimeError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
         if builtins.any(s != 1 for s in stride):
-            raise ValueError("padding='same' is not supported for strided convolutions")
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
         totals = [dl * (k - 1) for k, dl in zip(kernel, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
     if isinstance(padding, (tuple, list)) and padding and isinstance(padding[0], (tuple, list)):
@@ -1779,7 +1779,7 @@ def _conv_params(params, x_shape, w_shape, b_shape=()):
     if out_channels % groups:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, but got weight "
-            f"of shape {_shape_text_of(w_shape)} instead"
+            f"of size [{_shape_text_of(w_shape)}] instead"  # PyTorch's doubled brackets
         )
     if x_shape[-d - 1] != w_shape[-d - 1] * groups:
         raise RuntimeError(
