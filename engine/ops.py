@@ -2434,3 +2434,241 @@ embedding = define(
     doc="rows of w (num_embeddings, dim) at integer indices",
     estimate=lambda shapes, params: int(params["indices"].size) * int(shapes[0][-1]),
 )
+
+# ---- fused losses ------------------------------------------------------------------------
+# PyTorch runs these losses as one op each (MseLossBackward0, NllLossBackward0...), and so do we.
+# Their inputs come expanded to one shape (``engine.nn.functional`` broadcasts them first), so a
+# loss is an elementwise function l of its inputs, then reduced: "none", "sum" or "mean". With
+# dl/dinput written in table ops, vjp = spread(g) * dl/dinput and jvp = reduce(sum dinput * dl/dinput).
+
+
+def loss_reduce(values, ndim: int, reduction: str):
+    """Reduce the elementwise loss over its last ``ndim`` axes (earlier ones are batch axes)."""
+    if reduction == "none":
+        return values
+    total = sum(values, dim=tuple(range(-ndim, 0)))
+    if reduction == "mean":
+        return total / builtins.max(numel(values.shape[values.ndim - ndim:]), 1) if ndim else total
+    return total
+
+
+def loss_spread(g, out, shape, reduction: str):
+    """The incoming gradient as each element of the loss receives it."""
+    if reduction == "none":
+        return g
+    spread = reshape(g, shape=lead(g, out) + (1,) * len(shape))
+    return spread / builtins.max(numel(shape), 1) if reduction == "mean" and shape else spread
+
+
+def _check_loss_reduction(params, *shapes):
+    if params["reduction"] not in ("none", "mean", "sum"):
+        raise ValueError(f"{params['reduction']} is not a valid value for reduction")
+    return params
+
+
+def fused_loss(name, forward, partials, **flags):
+    """A loss op from its elementwise ``forward(x, ...)`` (table ops) and one partial per input."""
+
+    def vjp_rule(partial):
+        if partial is None:
+            return None
+
+        def vjp(g, out, x, *rest, reduction, **params):
+            return loss_spread(g, out, x.shape, reduction) * partial(x, *rest, **params)
+
+        vjp.__signature__ = _loss_rule_signature(forward, ("g", "out"))
+        return vjp
+
+    def jvp(*values, reduction, **params):
+        count = len(partials)
+        tangents, inputs = values[:count], values[count + 1:]
+        total = None
+        for tangent, partial in zip(tangents, partials):
+            if partial is None or not hasattr(tangent, "shape"):
+                continue
+            term = tangent * partial(*inputs, **params)
+            total = term if total is None else total + term
+        return loss_reduce(total, inputs[0].ndim, reduction)
+
+    jvp.__signature__ = _loss_rule_signature(forward, tuple("d" + n for n in _input_names(forward)) + ("out",))
+    return define(
+        name,
+        forward,
+        tuple(vjp_rule(p) for p in partials),
+        jvp,
+        normalize=_check_loss_reduction,
+        **flags,
+    )
+
+
+def _input_names(forward) -> tuple:
+    import inspect
+
+    return tuple(p.name for p in list(inspect.signature(forward).parameters.values())[1:]
+                 if p.kind == p.POSITIONAL_OR_KEYWORD)
+
+
+def _loss_rule_signature(forward, leading):
+    """A rule's signature: ``leading`` names, the forward's inputs, then its keyword params (the
+    machinery reads a rule's parameter names to know what to pass it)."""
+    import inspect
+
+    params = list(inspect.signature(forward).parameters.values())[1:]
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in leading]
+    positional += [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params
+                   if p.kind == p.POSITIONAL_OR_KEYWORD]
+    keywords = [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY) for p in params if p.kind == p.KEYWORD_ONLY]
+    return inspect.Signature(positional + keywords)
+
+
+def _mse(xp, x, y, *, reduction="mean"):
+    return loss_reduce((x - y) * (x - y), x.ndim, reduction)
+
+
+mse_loss = fused_loss(
+    "mse_loss", _mse, (lambda x, y: (x - y) * 2, lambda x, y: (y - x) * 2),
+    doc="(x - y)^2, reduced",
+)
+
+
+def huber_slope(x, y, *, delta):
+    d = x - y
+    return where(abs(d) < delta, d, sign(d) * delta)
+
+
+def _huber(xp, x, y, *, reduction="mean", delta=1.0):
+    d = x - y
+    size = abs(d)
+    return loss_reduce(where(size < delta, d * d * 0.5, (size - delta * 0.5) * delta), x.ndim, reduction)
+
+
+huber_loss = fused_loss(
+    "huber_loss", _huber,
+    (lambda x, y, *, delta: huber_slope(x, y, delta=delta), lambda x, y, *, delta: -huber_slope(x, y, delta=delta)),
+    doc="0.5 d^2 where |d| < delta, else delta (|d| - delta / 2), reduced (d = x - y)",
+)
+
+
+def smooth_l1_slope(x, y, *, beta):
+    d = x - y
+    return where(abs(d) < beta, d / beta, sign(d))
+
+
+def _smooth_l1(xp, x, y, *, reduction="mean", beta=1.0):
+    d = x - y
+    size = abs(d)
+    return loss_reduce(where(size < beta, d * d * (0.5 / beta), size - beta * 0.5), x.ndim, reduction)
+
+
+smooth_l1_loss = fused_loss(
+    "smooth_l1_loss", _smooth_l1,
+    (lambda x, y, *, beta: smooth_l1_slope(x, y, beta=beta), lambda x, y, *, beta: -smooth_l1_slope(x, y, beta=beta)),
+    doc="Huber loss divided by beta (beta > 0), reduced",
+    grad_fn="SmoothL1LossBackward0",
+)
+
+
+def _clamped_log(x):
+    """log x clamped at -100, as PyTorch's binary_cross_entropy takes it."""
+    return clamp(log(x), min=-100.0)
+
+
+def _bce(xp, x, t, w, *, reduction="mean"):
+    return loss_reduce(-(t * _clamped_log(x) + (1 - t) * _clamped_log(1 - x)) * w, x.ndim, reduction)
+
+
+bce_loss = fused_loss(
+    "binary_cross_entropy", _bce,
+    (
+        # PyTorch's: w (x - t) / max(x (1 - x), 1e-12)
+        lambda x, t, w: w * (x - t) / clamp(x * (1 - x), min=1e-12),
+        lambda x, t, w: w * (_clamped_log(1 - x) - _clamped_log(x)),
+        lambda x, t, w: -(t * _clamped_log(x) + (1 - t) * _clamped_log(1 - x)),
+    ),
+    doc="-w (t log x + (1 - t) log(1 - x)), each log clamped at -100, reduced",
+)
+
+
+def _softplus_of_minus(x):
+    """log(1 + e^-x), exact for large |x| (no threshold)."""
+    return softplus(-x, beta=1.0, threshold=math.inf)
+
+
+def _bce_with_logits(xp, x, t, w, pos_weight, *, reduction="mean"):
+    terms = (1 - t) * x + ((pos_weight - 1) * t + 1) * _softplus_of_minus(x)
+    return loss_reduce(terms * w, x.ndim, reduction)
+
+
+bce_with_logits_loss = fused_loss(
+    "binary_cross_entropy_with_logits", _bce_with_logits,
+    (
+        # d/dx: (1 - t) - (1 + (p - 1) t) sigmoid(-x)
+        lambda x, t, w, pos_weight: ((1 - t) - ((pos_weight - 1) * t + 1) * sigmoid(-x)) * w,
+        lambda x, t, w, pos_weight: ((pos_weight - 1) * _softplus_of_minus(x) - x) * w,
+        lambda x, t, w, pos_weight: (1 - t) * x + ((pos_weight - 1) * t + 1) * _softplus_of_minus(x),
+        lambda x, t, w, pos_weight: t * _softplus_of_minus(x) * w,
+    ),
+    doc="BCE of sigmoid(x), computed stably: w ((1 - t) x + (1 + (pos_weight - 1) t) log(1 + e^-x)), reduced",
+)
+
+
+def _class_index(target):
+    """The index picking x[n, target[n], d...] (class axis 1, or 0 for one sample), behind a leading
+    Ellipsis so it serves tangents and cotangents with batch axes too."""
+    xp = backend.namespace_of(target)
+    if target.ndim == 0:
+        return (Ellipsis, target)
+    shape = target.shape
+    grid = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (len(shape) - i - 1)) for i, n in enumerate(shape)]
+    return (Ellipsis, grid[0], target, *grid[1:])
+
+
+def _nll_params(params, x_shape):
+    params = _check_loss_reduction(params)
+    target = params["target"]
+    if not backend.is_array(target) or target.dtype.kind not in "iu":
+        raise RuntimeError(f"expected scalar type Long but found {getattr(target, 'dtype', type(target).__name__)}")
+    expected = tuple(x_shape[:1]) + tuple(x_shape[2:]) if len(x_shape) > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(f"Expected target of shape {expected} for input of shape {tuple(x_shape)}, "
+                         f"got {tuple(target.shape)}")
+    return params
+
+
+def _nll_weights(target, x_dtype, *, weight, ignore_index):
+    """Each position's weight: its class's weight (1 without one), 0 where target is ignore_index."""
+    xp = backend.namespace_of(target)
+    kept = target != ignore_index
+    safe = xp.where(kept, target, 0)
+    per_position = weight[safe] if weight is not None else xp.ones(target.shape, dtype=x_dtype)
+    return (per_position * kept).astype(x_dtype), safe
+
+
+def _nll(xp, x, *, target, weight=None, ignore_index=-100, reduction="mean"):
+    weights, safe = _nll_weights(target, x.dtype, weight=weight, ignore_index=ignore_index)
+    losses = -x[_class_index(safe)] * weights
+    if reduction == "none":
+        return losses
+    ndim = target.ndim
+    total = losses.sum(axis=tuple(range(-ndim, 0))) if ndim else losses
+    return total / weights.sum() if reduction == "mean" else total
+
+
+def nll_vjp(g, out, x_shape, *, target, weight, ignore_index, reduction):
+    weights, safe = _nll_weights(target, backend.dtype(g.dtype).np, weight=weight, ignore_index=ignore_index)
+    batch = lead(g, out)
+    spread = g if reduction == "none" else reshape(g, shape=batch + (1,) * target.ndim)
+    if reduction == "mean":
+        spread = spread / weights.sum()
+    values = spread * -weights
+    return getitem_adjoint(values, shape=batch + tuple(x_shape), index=_class_index(safe))
+
+
+nll_loss = define(
+    "nll_loss",
+    _nll,
+    nll_vjp,
+    linear=True,
+    normalize=_nll_params,
+    doc="-x[n, target[n]] times the class weight, reduced (mean: over the weights)",
+)

@@ -11,11 +11,10 @@ after translating PyTorch's arguments; losses are composed from table ops
 from __future__ import annotations
 
 import functools
-import math
 
 from engine import backend, ops
 from engine.autograd.function import apply
-from engine.autograd.grad_mode import no_grad
+from engine.autograd.grad_mode import is_grad_enabled, no_grad
 from engine.autograd.inplace import apply_inplace
 from engine.creation import rand_array
 from engine.nn.init import current_generator
@@ -255,15 +254,21 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"{reduction} is not a valid value for reduction")
 
 
+def _expanded(*tensors):
+    """The loss inputs broadcast to one shape (the fused loss ops take them elementwise)."""
+    present = [t for t in tensors if t is not None]
+    shape = backend.broadcast_shapes(*(tuple(t.shape) for t in present))
+    return [t if t is None or tuple(t.shape) == shape else t.expand(*shape) for t in tensors]
+
+
 def mse_loss(input, target, reduction: str = "mean"):
-    """(input - target)^2, reduced."""
+    """(input - target)^2, reduced (one op, MseLossBackward0)."""
     _check_reduction(reduction)
-    diff = input - target
-    return _reduce(diff * diff, reduction)
+    return apply(ops.mse_loss, tuple(_expanded(input, target)), {"reduction": reduction})
 
 
 def l1_loss(input, target, reduction: str = "mean"):
-    """|input - target|, reduced."""
+    """|input - target|, reduced (composed, as PyTorch composes it)."""
     _check_reduction(reduction)
     return _reduce((input - target).abs(), reduction)
 
@@ -273,20 +278,29 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
     _check_reduction(reduction)
     if delta <= 0:
         raise ValueError(f"huber_loss does not support non-positive values for delta, got {delta}")
-    diff = input - target
-    size = diff.abs()
-    quadratic = diff * diff * 0.5
-    return _reduce(quadratic.where(size < delta, (size - 0.5 * delta) * delta), reduction)
+    return apply(ops.huber_loss, tuple(_expanded(input, target)), {"reduction": reduction, "delta": float(delta)})
 
 
 def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
-    """Huber loss divided by beta (PyTorch's smooth L1)."""
+    """Huber loss divided by beta (PyTorch's smooth L1); L1 for beta = 0."""
     _check_reduction(reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     if beta == 0.0:
         return l1_loss(input, target, reduction)
-    diff = input - target
-    size = diff.abs()
-    return _reduce((diff * diff * (0.5 / beta)).where(size < beta, size - 0.5 * beta), reduction)
+    return apply(ops.smooth_l1_loss, tuple(_expanded(input, target)), {"reduction": reduction, "beta": float(beta)})
+
+
+def _refuse_gradient(function, **arguments):
+    """PyTorch's loss weights are constants: one that requires grad is refused, as PyTorch does."""
+    for name, value in arguments.items():
+        if value is not None and value.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"The function '{function}' is not differentiable with respect to argument '{name}'. "
+                               "This input cannot have requires_grad True.")
+
+
+def _ones_like(input):
+    return Tensor._make(backend.namespace_of(input._data).ones((), dtype=input._data.dtype))
 
 
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
@@ -297,12 +311,9 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
             f"Using a target size ({tuple(target.shape)}) that is different to the input size "
             f"({tuple(input.shape)}) is deprecated. Please ensure they have the same size."
         )
-    log_x = input.log().clamp(min=-100.0)
-    log_rest = (1 - input).log().clamp(min=-100.0)
-    loss = -(target * log_x + (1 - target) * log_rest)
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction)
+    _refuse_gradient("binary_cross_entropy", weight=weight)
+    args = _expanded(input, target, _ones_like(input) if weight is None else weight)
+    return apply(ops.bce_loss, tuple(args), {"reduction": reduction})
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
@@ -312,29 +323,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
         raise ValueError(
             f"Target size ({tuple(target.shape)}) must be the same as input size ({tuple(input.shape)})"
         )
-    # threshold=inf: softplus through logaddexp everywhere, exact for large |x| too.
-    log_one_plus = apply(ops.softplus, (-input,), {"beta": 1.0, "threshold": math.inf})
-    if pos_weight is not None:
-        log_one_plus = log_one_plus * ((pos_weight - 1) * target + 1)
-    loss = (1 - target) * input + log_one_plus
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction)
+    _refuse_gradient("binary_cross_entropy_with_logits", weight=weight, pos_weight=pos_weight)
+    one = _ones_like(input)
+    args = _expanded(input, target, one if weight is None else weight, one if pos_weight is None else pos_weight)
+    return apply(ops.bce_with_logits_loss, tuple(args), {"reduction": reduction})
 
 
 def _class_dim(input) -> int:
     return 0 if input.dim() == 1 else 1
-
-
-def _pick_classes(logp, target_array):
-    """``logp[n, target[n], d...]`` for every position of target (class axis 0 or 1)."""
-    xp = backend.namespace_of(target_array)
-    if logp.dim() == 1:
-        return logp[(target_array,)]
-    shape = target_array.shape
-    # One broadcastable arange per target axis (numpy's indices(sparse=True), which cupy lacks).
-    grid = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (len(shape) - i - 1)) for i, n in enumerate(shape)]
-    return logp[(grid[0], target_array, *grid[1:])]
 
 
 @_on_input_device
@@ -342,28 +338,10 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     """-input[n, target[n]] (times the class weight), averaged over the weights for "mean"."""
     _check_reduction(reduction)
     target_array = target._data if isinstance(target, Tensor) else backend.numpy.asarray(target)
-    if target_array.dtype.kind not in "iu":
-        raise RuntimeError(f"expected scalar type Long but found {backend.dtype_of(target_array)}")
-    expected = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
-    if tuple(target_array.shape) != expected:
-        raise ValueError(
-            f"Expected target of shape {expected} for input of shape {tuple(input.shape)}, "
-            f"got {tuple(target_array.shape)}"
-        )
-    ignored = target_array == ignore_index
-    any_ignored = bool(ignored.any())
-    safe = target_array.copy() if any_ignored else target_array
-    if any_ignored:
-        safe[ignored] = 0
-    picked = _pick_classes(input, safe)
-    if weight is None and not any_ignored:
-        return _reduce(-picked, reduction)
-    weights = weight._data[safe] if weight is not None else (safe * 0 + 1).astype(input._data.dtype)
-    weights = (weights * ~ignored).astype(input._data.dtype)
-    loss = -picked * Tensor._make(weights)
-    if reduction == "mean":
-        return loss.sum() / Tensor._make(weights.sum(keepdims=True).reshape(()))  # a 0-d array, not a scalar
-    return _reduce(loss, reduction)
+    weight_array = None if weight is None else weight._data
+    return apply(ops.nll_loss, (input,), {
+        "target": target_array, "weight": weight_array, "ignore_index": int(ignore_index), "reduction": reduction,
+    })
 
 
 @_on_input_device

@@ -65,6 +65,11 @@ def _distinct_abs(rng, shape):
     return (rng.choice([-1.0, 1.0], n) * magnitude).reshape(shape)
 
 
+def _unit_interval(rng, shape):
+    """Probabilities kept away from 0 and 1 (binary cross-entropy's logs)."""
+    return rng.uniform(0.1, 0.9, shape)
+
+
 def _bool(rng, shape):
     return rng.uniform(size=shape) < 0.5
 
@@ -78,6 +83,7 @@ DOMAINS = {
     "distinct": _distinct,
     "distinct_shifted": _distinct_shifted,
     "distinct_abs": _distinct_abs,
+    "unit_interval": _unit_interval,
     "bool": _bool,
 }
 
@@ -485,6 +491,21 @@ case("layer_norm", (2, 2, 3), (2, 3), (2, 3), normalized_shape=(2, 3))
 case("embedding", (5, 3), indices=np.array([[0, 2, 4], [2, 2, 1]]))
 # padding_idx's row gets no gradient by definition (PyTorch's), not by calculus: no central differences.
 _add(Case("embedding", ((4, 2),), {"indices": np.array([3, 1, 1, 0]), "padding_idx": 1}, smooth=False))
+
+# fused losses: inputs of one shape, each reduction
+for _reduction in ("mean", "sum", "none"):
+    case("mse_loss", (2, 3), (2, 3), reduction=_reduction)
+    _add(Case("huber_loss", ((2, 3), (2, 3)), {"reduction": _reduction, "delta": 0.8}, ("real", "small")))
+    _add(Case("smooth_l1_loss", ((4,), (4,)), {"reduction": _reduction, "beta": 0.5}, ("real", "small")))
+    _add(Case("binary_cross_entropy", ((2, 3), (2, 3), (2, 3)), {"reduction": _reduction},
+              ("unit_interval", "unit_interval", "positive")))
+    _add(Case("binary_cross_entropy_with_logits", ((2, 3),) * 4, {"reduction": _reduction},
+              ("real", "unit_interval", "positive", "positive")))
+    case("nll_loss", (3, 4), target=np.array([0, 3, 1]), weight=None, ignore_index=-100, reduction=_reduction)
+case("nll_loss", (4,), target=np.array(2), weight=None, ignore_index=-100, reduction="mean")
+case("nll_loss", (2, 3, 2), target=np.array([[0, 2], [1, 1]]), weight=np.array([0.5, 1.0, 2.0]), ignore_index=2,
+     reduction="mean")
+case("huber_loss", (), (), reduction="sum", delta=1.0)
 
 
 def cases_for(name: str) -> list[Case]:
