@@ -1815,7 +1815,12 @@ def _conv(xp, x, w, b, *, stride, padding, dilation, groups):
     cols = cols.reshape(cols.shape[: -d - 2] + (groups, -1, numel(out_size)))  # (..., N, G, C/G K, L)
     out = _grouped_weight(w, d, groups) @ cols  # (..., N, G, O/G, L)
     out = out.reshape(out.shape[:-3] + (w.shape[-d - 2],) + out_size)
-    return out if b is None else out + b.reshape(b.shape + (1,) * d)
+    if b is None:
+        return out
+    if b.dtype == out.dtype and b.ndim == 1:
+        out += b.reshape(b.shape + (1,) * d)  # into the product's own fresh array: no second pass of allocation
+        return out
+    return out + b.reshape(b.shape + (1,) * d)
 
 
 def _conv_input_grad(xp, grad, w, *, size, stride, padding, dilation, groups):
