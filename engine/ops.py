@@ -2640,9 +2640,11 @@ def _nll_params(params, x_shape):
     return params
 
 
-def _nll_weights(target, x_dtype, *, weight, ignore_index):
-    """Each position's weight: its class's weight (1 without one), 0 where target is ignore_index."""
-    xp = backend.namespace_of(target)
+def _nll_weights(xp, target, x_dtype, *, weight, ignore_index):
+    """Each position's weight: its class's weight (1 without one), 0 where target is ignore_index;
+    and the target with ignored positions at class 0. Host targets and weights move to ``xp``'s device."""
+    target = xp.asarray(target)
+    weight = None if weight is None else xp.asarray(weight)
     kept = target != ignore_index
     safe = xp.where(kept, target, 0)
     per_position = weight[safe] if weight is not None else xp.ones(target.shape, dtype=x_dtype)
@@ -2650,7 +2652,7 @@ def _nll_weights(target, x_dtype, *, weight, ignore_index):
 
 
 def _nll(xp, x, *, target, weight=None, ignore_index=-100, reduction="mean"):
-    weights, safe = _nll_weights(target, x.dtype, weight=weight, ignore_index=ignore_index)
+    weights, safe = _nll_weights(xp, target, x.dtype, weight=weight, ignore_index=ignore_index)
     losses = -x[_class_index(safe)] * weights
     if reduction == "none":
         return losses
@@ -2660,7 +2662,8 @@ def _nll(xp, x, *, target, weight=None, ignore_index=-100, reduction="mean"):
 
 
 def nll_vjp(g, out, x_shape, *, target, weight, ignore_index, reduction):
-    weights, safe = _nll_weights(target, backend.dtype(g.dtype).np, weight=weight, ignore_index=ignore_index)
+    xp = backend.namespace_of(getattr(g, "_data", g))
+    weights, safe = _nll_weights(xp, target, backend.dtype(g.dtype).np, weight=weight, ignore_index=ignore_index)
     batch = lead(g, out)
     spread = g if reduction == "none" else reshape(g, shape=batch + (1,) * target.ndim)
     if reduction == "mean":
