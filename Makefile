@@ -16,8 +16,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+# The Python client (clients/python) is a distribution of its own; its tests talk to this server.
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $(STAMP)
 
 run: $(STAMP)

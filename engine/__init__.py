@@ -72,4 +72,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"engine.{name}")
+    if name == "vmap":  # torch.vmap is torch.func.vmap
+        from engine.func import vmap
+
+        return vmap
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -256,8 +256,16 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
         return _finish((base ** xp.linspace(float(start), float(end), int(steps))).astype(dt.np), requires_grad)
 
 
+# engine.func's vmap sets this while a vmap runs (``batching.random_batch``): it raises PyTorch's
+# error under randomness='error', and under 'different' gives the batch shape to draw over and
+# how to mark the draw as batched; ``((), None)`` otherwise.
+vmap_random = None
+
+
 def rand_array(kind, shape, dtype, device, generator=None, **params):
     """Draw from the generator on the CPU and move the sample to ``device``."""
+    if vmap_random is not None:
+        vmap_random()  # PyTorch's error for a random op under vmap(randomness='error')
     rng = (generator or default_generator)._rng
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
     if kind == "uniform":
@@ -273,19 +281,28 @@ def rand_array(kind, shape, dtype, device, generator=None, **params):
     return backend.to_device(backend.numpy.asarray(sample).astype(dt.np), backend.device(device))
 
 
+def drawn(kind, shape, dtype, device, generator=None, **params) -> Tensor:
+    """A random Tensor of ``shape``: under ``vmap(randomness='different')`` one draw per sample (a
+    batched tensor), under 'same' one draw for the whole batch."""
+    batch_shape, mark = vmap_random() if vmap_random is not None else ((), None)
+    t = Tensor._make(rand_array(kind, tuple(batch_shape) + tuple(shape), dtype, device, generator, **params))
+    return mark(t) if mark is not None else t
+
+
 def rand(*shape, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(rand_array("uniform", _shape(shape), dtype, device, generator), requires_grad)
+    t = drawn("uniform", _shape(shape), dtype, device, generator)
+    return t.requires_grad_() if requires_grad else t
 
 
 def randn(*shape, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(rand_array("normal", _shape(shape), dtype, device, generator), requires_grad)
+    t = drawn("normal", _shape(shape), dtype, device, generator)
+    return t.requires_grad_() if requires_grad else t
 
 
 def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return Tensor._make(rand_array("integers", tuple(size), dtype or backend.int64, device, generator,
-                                   low=low, high=high))
+    return drawn("integers", tuple(size), dtype or backend.int64, device, generator, low=low, high=high)
 
 
 def randperm(n, *, generator=None, dtype=None, device=None) -> Tensor:

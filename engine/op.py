@@ -176,6 +176,10 @@ class Op:
     - ``public``: whether clients may call it (programs through its function
       and method variants, JSON graphs by its name); internal ops such as
       adjoints and device moves say ``public=False``;
+    - ``batch``: how ``vmap`` runs the op (``engine.func.batching``): None when
+      its forward takes leading batch axes once its axes are normalized (the
+      default), a rule ``batch(*inputs, nbatch=, **params)`` on inputs carrying
+      ``nbatch`` leading batch axes, or ``"loop"``: once per sample;
     - ``estimate(shapes, params)``: the result's element count from the
       inputs' shapes and the normalized params alone, for ops whose result can
       be larger than every input (the budget checks it before the op runs).
@@ -207,6 +211,7 @@ class Op:
         inplace=(),
         public=True,
         estimate=None,
+        batch=None,
     ):
         self.name = name
         self.forward = forward
@@ -229,6 +234,7 @@ class Op:
         if estimate is None:
             estimate = broadcast_size if broadcast else total_size if variadic else None
         self.estimate = estimate
+        self.batch = batch
         signature = inspect.signature(forward)
         params = list(signature.parameters.values())[1:]  # drop xp
         self.input_names = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]

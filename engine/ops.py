@@ -621,6 +621,20 @@ def matmul_size(shapes, params) -> int:
     return broadcast_numel([x[:-2], y[:-2]]) * int(rows) * int(cols)
 
 
+def matmul_batched(x, y, *, nbatch):
+    """Under vmap: a per-sample vector becomes a one-row (one-column) matrix, so numpy's batch
+    broadcasting pairs samples with samples, and the added axis goes again."""
+    x_vector, y_vector = x.ndim - nbatch == 1, y.ndim - nbatch == 1
+    x = unsqueeze(x, dim=-2) if x_vector else x
+    y = unsqueeze(y, dim=-1) if y_vector else y
+    rank = builtins.max(x.ndim, y.ndim) - nbatch  # per-sample batch axes line up behind the vmap's
+    out = matmul(_pad_per_sample(x, nbatch, rank - (x.ndim - nbatch)),
+                 _pad_per_sample(y, nbatch, rank - (y.ndim - nbatch)))
+    if y_vector:
+        out = squeeze(out, dim=-1)
+    return squeeze(out, dim=-1 if y_vector else -2) if x_vector else out
+
+
 matmul = define(
     "matmul",
     _check_matmul,
@@ -628,6 +642,7 @@ matmul = define(
     matmul_jvp,
     broadcast=True,  # batch axes broadcast; their gradients are summed back like any other
     grad_fn=_matmul_name,
+    batch=matmul_batched,
     doc="matrix product (1-D, 2-D and batched, numpy semantics)",
     estimate=matmul_size,
     function=("matmul", "mm", "bmm"), method=("matmul", "mm", "bmm"),
@@ -646,12 +661,17 @@ def _dot(xp, x, y):
     return xp.dot(x, y)
 
 
+def dot_batched(x, y, *, nbatch):
+    return sum(mul(x, y), dim=-1)
+
+
 dot = define(
     "dot",
     _dot,
     (lambda g, y: g[..., None] * y, lambda g, x: g[..., None] * x),
     lambda dx, dy, x, y: (dx * y).sum(-1) + (x * dy).sum(-1),
     doc="inner product of two vectors",
+    batch=dot_batched,
     function="dot", method="dot",
 )
 
@@ -666,12 +686,17 @@ def _outer(xp, x, y):
     return x[..., :, None] * y[..., None, :]
 
 
+def outer_batched(x, y, *, nbatch):
+    return mul(unsqueeze(x, dim=-1), unsqueeze(y, dim=-2))
+
+
 outer = define(
     "outer",
     _outer,
     (lambda g, y: (g * y).sum(-1), lambda g, x: (g * x[:, None]).sum(-2)),
     lambda dx, dy, x, y: outer(dx, y) + outer(x, dy),
     grad_fn="MulBackward0",  # PyTorch computes outer as a broadcast mul
+    batch=outer_batched,
     doc="outer product of two vectors",
     estimate=lambda shapes, params: numel(shapes[0]) * (numel(shapes[1]) if len(shapes) > 1 else 1),
     function="outer", method="outer",
@@ -705,17 +730,59 @@ def linear_size(shapes, params) -> int:
     return broadcast_numel([product, *shapes[2:]])
 
 
+def _pad_per_sample(t, nbatch, count):
+    """``t`` with ``count`` size-1 axes between its ``nbatch`` batch axes and its per-sample axes."""
+    if t is None or not count:
+        return t
+    return reshape(t, shape=tuple(t.shape[:nbatch]) + (1,) * count + tuple(t.shape[nbatch:]))
+
+
+def _shared(t, nbatch):
+    """Whether ``t`` (with ``nbatch`` batch axes) is the same for the whole batch (axes of size 1)."""
+    return t is None or not hasattr(t, "shape") or builtins.all(n == 1 for n in t.shape[:nbatch])
+
+
+def _lined_up(t, nbatch, rank):
+    """A shared ``t`` without its batch axes (one operand for the whole batch); a batched one padded
+    to ``rank`` per-sample axes."""
+    if t is None or not hasattr(t, "shape"):
+        return t
+    if _shared(t, nbatch):
+        return reshape(t, shape=tuple(t.shape[nbatch:]))
+    return _pad_per_sample(t, nbatch, rank - (t.ndim - nbatch))
+
+
+def linear_vjp_w(g, x):
+    if x.ndim == 1:
+        return g[..., None] * x[..., None, :]
+    if x.shape[-2] == 1:  # one row per product (vmap's per-sample vectors): an outer product, not a matmul
+        return g.mT * x
+    return g.mT @ x
+
+
+def linear_batched(x, w, b, *, nbatch):
+    """Under vmap: a shared weight stays one matrix (one product for the batch); a batched one is
+    lined up with x's per-sample axes, and a per-sample vector x becomes a one-row matrix."""
+    x_vector = x.ndim - nbatch == 1
+    if x_vector:
+        x = unsqueeze(x, dim=nbatch)
+    rank = x.ndim - nbatch
+    out = linear(x, _lined_up(w, nbatch, rank), _lined_up(b, nbatch, rank))
+    return squeeze(out, dim=nbatch) if x_vector else out
+
+
 linear = define(
     "linear",
     _linear,
     (
         lambda g, w: g @ w,
-        lambda g, x: (g[..., None] * x[..., None, :]) if x.ndim == 1 else g.mT @ x,
+        linear_vjp_w,
         lambda g: g,
     ),
     linear_jvp,
     broadcast=True,
     grad_fn="AddmmBackward0",
+    batch=linear_batched,
     doc="x @ w.T + b (the fully connected layer)",
     estimate=linear_size,
 )
@@ -883,10 +950,23 @@ def _arg_extreme(fn):
     return forward
 
 
+def _arg_extreme_batched(op):
+    """Under vmap, ``dim=None`` flattens each sample, not the batch."""
+
+    def rule(x, *, nbatch, dim, keepdim):
+        if dim is not None:
+            return op(x, dim=dim, keepdim=keepdim)
+        per_sample = tuple(x.shape[nbatch:])
+        flat = op(reshape(x, shape=tuple(x.shape[:nbatch]) + (-1,)), dim=-1, keepdim=False)
+        return reshape(flat, shape=tuple(flat.shape) + (1,) * len(per_sample)) if keepdim else flat
+
+    return rule
+
+
 argmax = define("argmax", _arg_extreme("argmax"), nondiff=True, normalize=axes("dim"), doc="index of the maximum",
-                function="argmax", method="argmax")
+                function="argmax", method="argmax", batch=_arg_extreme_batched(lambda x, **p: argmax(x, **p)))
 argmin = define("argmin", _arg_extreme("argmin"), nondiff=True, normalize=axes("dim"), doc="index of the minimum",
-                function="argmin", method="argmin")
+                function="argmin", method="argmin", batch=_arg_extreme_batched(lambda x, **p: argmin(x, **p)))
 all = define("all", _reduce_forward("all"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="all true",
              method="all")
 any = define("any", _reduce_forward("any"), nondiff=True, normalize=axes("dim", all_if_none=True), doc="any true",
@@ -1025,6 +1105,14 @@ def _reshape_jvp(dx, out, x):
     return reshape(dx, shape=lead(dx, x) + tuple(out.shape))
 
 
+def reshape_batched(x, *, nbatch, shape):
+    return reshape(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
+def unsafe_view_batched(x, *, nbatch, shape):
+    return unsafe_view(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
 reshape = define(
     "reshape",
     _reshape,
@@ -1033,6 +1121,7 @@ reshape = define(
     view=True,
     normalize=_resolve_shape,
     grad_fn="ViewBackward0",
+    batch=reshape_batched,
     doc="the same elements in a new shape",
     function="reshape", method=("reshape", "view"),
 )
@@ -1044,6 +1133,7 @@ unsafe_view = define(
     _reshape_vjp,
     _reshape_jvp,
     normalize=_resolve_shape,
+    batch=unsafe_view_batched,
     doc="reshape, the result not a view (matmul's batched output)",
     method="reshape",
 )
@@ -1071,6 +1161,11 @@ def expand_jvp(dx, out, x):
     return expand(reshape(dx, shape=batch + padded), shape=batch + tuple(out.shape))
 
 
+def expand_batched(x, *, nbatch, shape):
+    x = _pad_per_sample(x, nbatch, len(shape) - (x.ndim - nbatch))
+    return expand(x, shape=tuple(x.shape[:nbatch]) + tuple(shape))
+
+
 expand = define(
     "expand",
     lambda xp, x, *, shape: backend.broadcast_to(x, shape),
@@ -1078,6 +1173,7 @@ expand = define(
     expand_jvp,
     view=True,
     normalize=_check_expand,
+    batch=expand_batched,
     doc="broadcast to a larger shape without copying",
     method="expand",
     estimate=lambda shapes, params: numel(params.get("shape", ())),
@@ -1103,6 +1199,7 @@ sum_to_size = define(
     sum_to_size_vjp,
     lambda dx, x, *, shape, lead: sum_to_size(dx, shape=shape, lead=lead + dx.ndim - x.ndim),
     normalize=_check_sum_to_size,
+    batch=lambda x, *, nbatch, shape, lead: sum_to_size(x, shape=shape, lead=lead + nbatch),
     doc="sum broadcast axes away (the adjoint of expand)",
     public=False,
 )
@@ -1171,6 +1268,7 @@ t = define(
     lambda g, x_shape: transpose(g, dim0=-2, dim1=-1) if len(x_shape) == 2 else g,
     lambda dx, x: transpose(dx, dim0=-2, dim1=-1) if x.ndim == 2 else dx,
     view=True,
+    batch=lambda x, *, nbatch: transpose(x, dim0=-2, dim1=-1) if x.ndim - nbatch == 2 else reshape(x, shape=x.shape),
     doc="the transpose of a matrix (a 1-D or 0-D tensor as it is)",
     function="t", method="t",
 )
@@ -1252,8 +1350,14 @@ def tile_size(shapes, params) -> int:
     return numel((1,) * (len(reps) - len(shapes[0])) + tuple(shapes[0])) * numel(reps)
 
 
+def tile_batched(x, *, nbatch, reps):
+    x = _pad_per_sample(x, nbatch, len(reps) - (x.ndim - nbatch))
+    return tile(x, reps=(1,) * nbatch + tuple(reps))
+
+
 tile = define(
     "tile", _tile_forward, tile_vjp, tile_jvp, normalize=_check_reps, grad_fn="RepeatBackward0",
+    batch=tile_batched,
     doc="repeat the tensor along each axis (PyTorch's Tensor.repeat)",
     method="repeat",
     estimate=tile_size,
@@ -1377,6 +1481,7 @@ getitem_adjoint = define(
     lambda g, *, index, shape: getitem(g, index=index),
     lambda dy, y, *, shape, index: getitem_adjoint(dy, shape=lead(dy, y) + tuple(shape), index=index),
     grad_fn="IndexPutBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="zeros of shape with y added at index (the adjoint of getitem)",
     public=False,
     estimate=lambda shapes, params: numel(params.get("shape", ())),
@@ -1414,6 +1519,7 @@ index_put = define(
     broadcast=True,
     normalize=_full_index,
     grad_fn="IndexPutBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="x with values written at index (x[index] = values, out of place)",
 )
 
@@ -1451,6 +1557,7 @@ take_flat = define(
     take_flat_vjp,
     linear=True,
     grad_fn="AsStridedBackward0",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="x's elements at flat row-major positions (a view read again from its base, as_strided)",
     public=False,
     estimate=take_flat_size,
@@ -1587,6 +1694,7 @@ copy_from = define(
     linear=True,
     broadcast=True,
     grad_fn="CopyBackwards",
+    batch="loop",  # its params name whole-tensor positions or shapes
     doc="src broadcast to x's shape and dtype (x.copy_(src) out of place)",
     inplace="copy_",
     public=False,
@@ -1817,10 +1925,12 @@ def _conv(xp, x, w, b, *, stride, padding, dilation, groups):
     out = out.reshape(out.shape[:-3] + (w.shape[-d - 2],) + out_size)
     if b is None:
         return out
-    if b.dtype == out.dtype and b.ndim == 1:
-        out += b.reshape(b.shape + (1,) * d)  # into the product's own fresh array: no second pass of allocation
+    # b (..., O) as (..., 1, O, 1...): any batch axes it carries line up with x's, in front of N.
+    bias = b.reshape(b.shape[:-1] + (1, b.shape[-1]) + (1,) * d)
+    if b.dtype == out.dtype and bias.ndim <= out.ndim:
+        out += bias  # into the product's own fresh array: no second allocation
         return out
-    return out + b.reshape(b.shape + (1,) * d)
+    return out + bias
 
 
 def _conv_input_grad(xp, grad, w, *, size, stride, padding, dilation, groups):
@@ -2305,6 +2415,7 @@ batch_norm = define(
     *_norm_rules("batch"),
     grad_fn="NativeBatchNormBackward0",
     doc="x standardized per channel (axis 1) over the batch and spatial axes, times w plus b (training mode)",
+    batch="loop",  # axis 1 and the axes it standardizes over are counted from x's front
 )
 
 
@@ -2364,6 +2475,7 @@ batch_norm_eval = define(
     *batch_norm_eval_rules(),
     grad_fn="NativeBatchNormBackward0",
     doc="x standardized per channel with given statistics (running_mean, running_var), times w plus b (eval mode)",
+    batch="loop",  # axis 1 is counted from x's front
 )
 
 
@@ -2399,6 +2511,7 @@ layer_norm = define(
     normalize=_layer_norm_params,
     grad_fn="NativeLayerNormBackward0",
     doc="x standardized over its last len(normalized_shape) axes, times w plus b",
+    batch="loop",  # a batched weight would need its batch axes in front of x's leading ones
 )
 
 # ---- nn layers: embedding ----------------------------------------------------------------
@@ -2409,9 +2522,9 @@ def _embedding_params(params, w_shape, *rest):
     if not backend.is_array(indices) or indices.dtype.kind not in "iu":
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            "Long, Int")
-    if len(w_shape) != 2:
+    if len(w_shape) < 2:
         raise RuntimeError(f"'weight' must be 2-D, got a weight of size {_shape_text_of(w_shape)}")
-    rows = w_shape[0]
+    rows = w_shape[-2]  # (under vmap the weight may carry batch axes in front)
     if indices.size and bool(((indices < 0) | (indices >= rows)).any()):
         raise IndexError("index out of range in self")
     padding_idx = params.get("padding_idx")
@@ -2502,6 +2615,7 @@ def fused_loss(name, forward, partials, **flags):
         tuple(vjp_rule(p) for p in partials),
         jvp,
         normalize=_check_loss_reduction,
+        batch="loop",  # the reduction runs over all of x's axes
         **flags,
     )
 
@@ -2679,4 +2793,5 @@ nll_loss = define(
     linear=True,
     normalize=_nll_params,
     doc="-x[n, target[n]] times the class weight, reduced (mean: over the weights)",
+    batch="loop",  # target (a param) is shaped for one sample's x
 )

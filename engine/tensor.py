@@ -54,7 +54,7 @@ def _reduced_dims(dims):
 
 def _needs_dims(tensor, message, error=RuntimeError):
     """PyTorch's error for a method that needs an axis to work along, called on a 0-d tensor."""
-    if not tensor._data.ndim:
+    if not tensor.ndim:
         raise error(message)
 
 
@@ -77,6 +77,8 @@ class Tensor:
     )
     # numpy defers to our reflected operators (``np.float32(2) * t`` gives a Tensor).
     __array_ufunc__ = None
+    # The running vmaps a tensor is batched over (engine.func.batching.BatchedTensor): none here.
+    _levels: tuple = ()
 
     def __init__(self, data=None, *, dtype=None, device=None, requires_grad=False):
         self._init(_to_array(data if data is not None else [], dtype, device))
@@ -492,8 +494,8 @@ class Tensor:
         return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
 
     def bmm(self, mat2):
-        if self._data.ndim != 3 or getattr(mat2, "ndim", 0) != 3:
-            raise RuntimeError(f"batch1 must be a 3D tensor, batch2 must be a 3D tensor (got {self._data.ndim}D "
+        if self.ndim != 3 or getattr(mat2, "ndim", 0) != 3:
+            raise RuntimeError(f"batch1 must be a 3D tensor, batch2 must be a 3D tensor (got {self.ndim}D "
                                f"and {getattr(mat2, 'ndim', 0)}D)")
         return _apply(ops.matmul, (self, mat2), _NO_PARAMS)
 
@@ -619,7 +621,7 @@ class Tensor:
         return self.reshape(_tensor_arg(other, "reshape_as").shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
-        shape = self._data.shape
+        shape = self.shape
         if not shape:
             return self.reshape(1)
         start, end = start_dim % len(shape), end_dim % len(shape)
@@ -632,7 +634,7 @@ class Tensor:
 
     def unflatten(self, dim, sizes):
         _needs_dims(self, "unflatten: Dimension specified as 0 but tensor has no dimensions")
-        shape = self._data.shape
+        shape = self.shape
         dim %= len(shape)
         return self.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1 :])
 
@@ -643,12 +645,12 @@ class Tensor:
 
     @property
     def T(self):  # noqa: N802 - PyTorch's name
-        return self.permute(*reversed(range(self._data.ndim)))
+        return self.permute(*reversed(range(self.ndim)))
 
     @property
     def mT(self):  # noqa: N802 - PyTorch's name
-        if self._data.ndim < 2:
-            if not self._data.ndim:
+        if self.ndim < 2:
+            if not self.ndim:
                 return self  # PyTorch: the identity on a 0-d tensor (deprecated there)
             raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices. Got 1-D tensor.")
         return self.transpose(-2, -1)
@@ -664,13 +666,13 @@ class Tensor:
 
     def expand(self, *shape):
         shape = _shape_arg(shape)
-        lead = len(shape) - self._data.ndim
+        lead = len(shape) - self.ndim
         for i, n in enumerate(shape[:lead]):
             if n == -1:
                 raise RuntimeError(
                     f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing dimension {i}"
                 )
-        shape = tuple(self._data.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         return _apply(ops.expand, (self,), {"shape": shape})
 
     def expand_as(self, other):
@@ -684,7 +686,7 @@ class Tensor:
 
     def split(self, split_size, dim=0):
         _needs_dims(self, "split expects at least a 1-dimensional tensor")
-        size = self._data.shape[dim]
+        size = self.shape[dim]
         if isinstance(split_size, int):
             bounds = list(range(0, size, split_size)) + [size]
         else:
@@ -697,21 +699,21 @@ class Tensor:
 
     def chunk(self, chunks, dim=0):
         _needs_dims(self, "chunk expects at least a 1-dimensional tensor")
-        size = self._data.shape[dim]
+        size = self.shape[dim]
         return self.split(-(-size // chunks), dim)
 
     def unbind(self, dim=0):
         _needs_dims(self, "Dimension specified as 0 but tensor has no dimensions", IndexError)
-        return tuple(self.select(dim, i) for i in range(self._data.shape[dim]))
+        return tuple(self.select(dim, i) for i in range(self.shape[dim]))
 
     def narrow(self, dim, start, length):
         _needs_dims(self, "narrow() cannot be applied to a 0-dim tensor.")
-        index = (slice(None),) * (dim % self._data.ndim) + (slice(start, start + length),)
+        index = (slice(None),) * (dim % self.ndim) + (slice(start, start + length),)
         return self[index]
 
     def select(self, dim, index):
         _needs_dims(self, "select() cannot be applied to a 0-dim tensor.", IndexError)
-        return self[(slice(None),) * (dim % self._data.ndim) + (index,)]
+        return self[(slice(None),) * (dim % self.ndim) + (index,)]
 
     # ---- in-place ---------------------------------------------------------
 
@@ -812,6 +814,8 @@ def _matmul(x, y):
         not isinstance(x, Tensor)
         or not isinstance(y, Tensor)
         or not (x._requires_grad or y._requires_grad)
+        or x._levels
+        or y._levels
         or not _grad_enabled()
         or min(x._data.ndim, y._data.ndim) == 0
         or max(x._data.ndim, y._data.ndim) <= 2

@@ -25,6 +25,11 @@ Send a function (an `expr`, a restricted-Python `program`, or a JSON `graph`)
 and named input tensors; get outputs, gradients, Jacobians, Hessians,
 vector products, the autograd graph and profiler summaries. Errors are
 RFC 9457 `application/problem+json`.
+
+Tensors travel as JSON, as base64, or as raw bytes: an `application/octet-stream`
+body framed by the Open Inference Protocol's binary-data extension (KServe v2,
+Triton), and with `Accept: application/octet-stream` a response framed the same
+way. Each route's request body describes the framing, with a worked example.
 """
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
@@ -76,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     secured = [Security(api_key_header)] if settings.api_key is not None else []
     app.include_router(front.router)
+    app.mount(front.ASSETS_PATH, front.playground_assets(), name="playground")
     app.include_router(health.router)
     for module in (compute_routes, transforms, profile, models, ops):
         app.include_router(module.router, dependencies=secured)

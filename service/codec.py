@@ -5,6 +5,15 @@ In (DESIGN.md "Wire format"): a number, a nested list, ``{"data", "shape",
 aliases) or ``{"b64", "shape", "dtype"}`` (raw little-endian bytes). Out:
 ``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``.
 
+Binary (the Open Inference Protocol's binary-data extension, as KServe v2 and Triton
+frame it): a body of ``application/octet-stream`` whose first N bytes (N in the
+``Inference-Header-Content-Length`` header) are the JSON request, in which a tensor
+may be ``{"shape", "dtype", "parameters": {"binary_data_size": K}}``; the tensors'
+raw little-endian C-order bytes follow the JSON, in the order those objects appear
+in its text. ``decode_frame`` checks that every byte is accounted for and makes
+each such tensor a ``BinaryTensor``, an array viewing the body (nothing is copied
+or allocated beyond the body); ``dumps_frame`` writes a response the same way.
+
 Non-finite floats travel as the strings ``"NaN"``, ``"Infinity"`` and
 ``"-Infinity"`` both ways (JSON has no literal for them, and ``null`` would
 lose them silently).
@@ -34,9 +43,11 @@ import binascii
 import contextlib
 import contextvars
 import gc
+import itertools
 import math
 import mmap
 import secrets
+import sys
 from dataclasses import dataclass
 
 import orjson
@@ -180,11 +191,23 @@ def _b64decode_writable(text: str) -> bytearray:
     return bytearray(base64.b64decode(text, validate=True))
 
 
+def _from_little_endian(buffer, dtype, count: int, offset: int):
+    """``count`` little-endian ``dtype`` numbers at ``offset`` in ``buffer``: a view on a little-endian
+    host, with numpy's own dtype object (an explicitly little-endian dtype, equal to it but not the
+    same object, made float64 inputs compute in float32), else a byte-swapped copy."""
+    if sys.byteorder == "little":
+        return np.frombuffer(buffer, dtype=dtype.np, count=count, offset=offset)
+    return np.frombuffer(buffer, dtype=dtype.np.newbyteorder("<"), count=count, offset=offset).astype(dtype.np)
+
+
 def _decode_object(value: dict, where: str, dtype_default):
     unknown = set(value) - TENSOR_KEYS
     if unknown:
         raise CodecError(f"{where}: unknown tensor field(s) {sorted(unknown)}; expected {sorted(TENSOR_KEYS)}",
                          input=where)
+    if isinstance(value.get("parameters"), dict) and "binary_data_size" in value["parameters"]:
+        raise CodecError(f"{where}: parameters.binary_data_size belongs to a binary request (Content-Type "
+                         f"{BINARY_MEDIA_TYPE} with {HEADER_LENGTH}); in JSON send 'data' or 'b64'", input=where)
     if ("data" in value) == ("b64" in value):
         raise CodecError(f"{where}: a tensor object needs exactly one of 'data' and 'b64'", input=where)
     spec = value.get("dtype", value.get("datatype"))
@@ -200,9 +223,7 @@ def _decode_object(value: dict, where: str, dtype_default):
         if len(raw) % dtype.itemsize:
             raise CodecError(f"{where}.b64 holds {len(raw)} bytes, not a whole number of {dtype.name} "
                              f"({dtype.itemsize} bytes each)", input=where)
-        array = np.frombuffer(raw, dtype=dtype.np.newbyteorder("<"))
-        if not dtype.np.isnative:
-            array = array.astype(dtype.np)
+        array = _from_little_endian(raw, dtype, len(raw) // dtype.itemsize, 0)
     else:
         array = _array_from_list(value["data"], where)
         if shape is not None and array.ndim != 1:
@@ -218,7 +239,9 @@ def _decode_object(value: dict, where: str, dtype_default):
 
 def decode_array(value, where: str, dtype_default, budget: ElementBudget):
     """One wire tensor -> (numpy array, requires_grad)."""
-    if isinstance(value, dict):
+    if isinstance(value, BinaryTensor):
+        array, requires_grad = value.array, value.get("requires_grad", False)
+    elif isinstance(value, dict):
         array, requires_grad = _decode_object(value, where, dtype_default)
     elif isinstance(value, (int, float, list, str)) and value is not None:
         array = _cast(_array_from_list(value, where), dtype_default, where)
@@ -244,6 +267,146 @@ def decode_tensor(value, where: str, dtype_default, budget: ElementBudget, devic
         tensor = tensor.to(device)
     if requires_grad:
         tensor.requires_grad_(True)
+    return tensor
+
+
+# ---- binary frames (Open Inference Protocol binary-data extension) -----------
+
+BINARY_MEDIA_TYPE = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+_BINARY_KEY = b'"binary_data_size"'
+_DONE = object()
+
+
+class FrameError(CodecError):
+    """The binary framing itself is wrong: the header length, or bytes that do not add up (400)."""
+
+
+class BinaryTensor(dict):
+    """A tensor of a binary request: its JSON object as sent, and ``array``, a view of the body.
+
+    A dict, so that wherever no tensor belongs it reads as the JSON it came from (and is refused
+    as that would be); ``decode_array`` takes its array as it is.
+    """
+
+    __slots__ = ("array",)
+
+
+def _header_length(text: str | None, body_size: int) -> int:
+    if text is None:
+        raise FrameError(f"an {BINARY_MEDIA_TYPE} body is a binary frame: give the length of its JSON header "
+                         f"in the {HEADER_LENGTH} header")
+    stripped = text.strip()
+    if not (stripped.isascii() and stripped.isdigit()) or len(stripped) > 20:
+        raise FrameError(f"{HEADER_LENGTH} must be a non-negative integer, got {text[:40]!r}")
+    length = int(stripped)
+    if length > body_size:
+        raise FrameError(f"{HEADER_LENGTH} is {length} but the body holds only {body_size} bytes")
+    return length
+
+
+def decode_frame(body, header_length: str | None):
+    """A binary request -> its JSON, each binary tensor in it a ``BinaryTensor`` viewing ``body``.
+
+    ``body``: the request's bytes (a bytearray makes the views writable, so the engine uses
+    them in place); ``header_length``: the ``Inference-Header-Content-Length`` header's text.
+    The bytes after the JSON header are the binary tensors' bytes, in the order the tensors
+    appear in the header's text (orjson keeps the text's order in every object and list).
+    Raises ``FrameError`` (400) when the header length is missing or wrong, the header is not
+    JSON, a tensor's ``binary_data_size`` disagrees with its shape and dtype, or the sizes do not
+    add up to the body; ``CodecError`` (422) for a tensor that is not one (unknown dtype).
+    """
+    length = _header_length(header_length, len(body))
+    try:
+        header = loads(body if length == len(body) else bytes(memoryview(body)[:length]))
+    except orjson.JSONDecodeError as error:
+        raise FrameError(f"the first {length} bytes ({HEADER_LENGTH}) are not valid JSON: {error}") from None
+    offset = length
+    root = [header]
+    expected = body.count(_BINARY_KEY, 0, length)  # at most this many binary tensors: stop once all are found
+    # Depth first, in document order, without recursion (the header nests as deep as orjson allows)
+    # and holding only the path: a stack of (container, its keys left), one per level.
+    stack, path, found = [(root, iter((0,)))], [], 0
+    while stack and found < expected:
+        container, keys = stack[-1]
+        key = next(keys, _DONE)
+        if key is _DONE:
+            stack.pop()
+            if path:
+                path.pop()
+            continue
+        value = container[key]
+        if isinstance(value, dict):
+            parameters = value.get("parameters")
+            if isinstance(parameters, dict) and "binary_data_size" in parameters:
+                where = ".".join(map(str, [*path[1:], key])) if path else "body"
+                container[key] = _bind(value, where, body, offset)
+                offset += parameters["binary_data_size"]
+                found += 1
+                continue
+            stack.append((value, iter(value)))
+        elif isinstance(value, list) and _holds_objects(value):
+            stack.append((value, iter(range(len(value)))))
+        else:
+            continue
+        path.append(key)
+    if offset != len(body):
+        raise FrameError(f"{len(body) - offset} byte(s) follow the last binary tensor: the header's "
+                         f"binary_data_size values and its length ({length}) account for {offset} of the "
+                         f"body's {len(body)} bytes")
+    if isinstance(root[0], BinaryTensor):
+        raise FrameError("the JSON header must be the request object, not a tensor")
+    return root[0]
+
+
+def _holds_objects(items: list) -> bool:
+    """Whether a JSON list holds an object at any depth; a nested list of numbers is read level by
+    level at C speed (``map``, ``set``, ``chain``), never item by item in Python."""
+    level = items
+    while level:
+        kinds = set(map(type, level))
+        if dict in kinds:
+            return True
+        if list not in kinds:
+            return False
+        inner = level if kinds == {list} else [item for item in level if type(item) is list]
+        level = list(itertools.chain.from_iterable(inner))
+    return False
+
+
+def _bind(value: dict, where: str, body, offset: int) -> BinaryTensor:
+    """One binary tensor's object -> a ``BinaryTensor`` viewing its bytes at ``offset`` in ``body``."""
+    size = value["parameters"]["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise FrameError(f"{where}.parameters.binary_data_size must be a non-negative integer, got {size!r}"[:200])
+    unknown = set(value) - TENSOR_KEYS
+    if unknown:
+        raise CodecError(f"{where}: unknown tensor field(s) {sorted(unknown)}; expected {sorted(TENSOR_KEYS)}",
+                         input=where)
+    if "data" in value or "b64" in value:
+        raise FrameError(f"{where}: a binary tensor's bytes follow the JSON header; it has no 'data' or 'b64'")
+    if value.get("shape") is None:
+        raise CodecError(f"{where}: a binary tensor needs its shape", input=where)
+    shape = _shape(value["shape"], where)
+    spec = value.get("dtype", value.get("datatype"))
+    if spec is None:
+        raise CodecError(f"{where}: a binary tensor needs its dtype (its bytes mean nothing without it)", input=where)
+    dtype = resolve_dtype(spec, f"{where}.dtype")
+    count = numel(shape)
+    if count * dtype.itemsize != size:
+        raise FrameError(f"{where}: binary_data_size is {size} but shape {list(shape)} of {dtype.name} takes "
+                         f"{count * dtype.itemsize} bytes")
+    if offset + size > len(body):
+        raise FrameError(f"{where}: its {size} bytes would end at byte {offset + size}, past the body's end "
+                         f"({len(body)} bytes): the binary_data_size values sum past the body")
+    try:
+        array = _from_little_endian(body, dtype, count, offset).reshape(shape)
+    except ValueError as error:  # a shape numpy cannot hold (a dimension past 2**63 with a zero beside it)
+        raise CodecError(f"{where}: shape {list(shape)} cannot be held ({error})"[:300], input=where) from None
+    tensor = BinaryTensor(value)
+    tensor.array = array
     return tensor
 
 
@@ -397,8 +560,11 @@ def _json_data(array):
     return flat
 
 
-def encode_tensor(value, encoding: str = "json", what: str = "a response tensor") -> dict:
+def encode_tensor(value, encoding: str = "json", what: str = "a response tensor"):
     """An engine Tensor (or number) -> its wire object, in the request's encoding.
+
+    ``"binary"``: an object ``dumps_frame`` writes as ``{"shape", "dtype", "parameters":
+    {"binary_data_size"}}``, the array's bytes following the JSON.
 
     Inside ``response_limit`` (the server's responses): counted against the limit before
     anything is copied, and past the first ``INLINE_ELEMENTS`` numbers the data is left
@@ -409,6 +575,8 @@ def encode_tensor(value, encoding: str = "json", what: str = "a response tensor"
     inline = budget is None or budget.admit(_numbers_in(value), what)
     array = _host_array(value)
     dtype = backend.dtype_of(array).name
+    if encoding == "binary":
+        return _BinaryOut(array)
     key = "b64" if encoding == "base64" else "data"
     if not inline:
         return {"shape": list(array.shape), "dtype": dtype, key: _Spliced(array, encoding)}
@@ -421,6 +589,19 @@ def encode_tensor(value, encoding: str = "json", what: str = "a response tensor"
 def _little_endian(array):
     """The array's bytes, little-endian, without a copy when they already are."""
     return memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)).cast("B")
+
+
+class _BinaryOut:
+    """A response tensor in a binary frame: ``dumps_frame`` writes its JSON object and appends its bytes."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+    def header(self) -> dict:
+        return {"shape": list(self.array.shape), "dtype": backend.dtype_of(self.array).name,
+                "parameters": {"binary_data_size": int(self.array.nbytes)}}
 
 
 class _Spliced:
@@ -494,6 +675,30 @@ def dumps(content, reserve_bytes: int | None = None) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+@dataclass
+class Frame:
+    """A binary response: ``parts`` concatenated are the body; its first ``header_length`` bytes are the JSON."""
+
+    parts: list
+    header_length: int
+
+
+def dumps_frame(content, reserve_bytes: int | None = None) -> Frame:
+    """Serialise a response body as a binary frame: the JSON (every ``encode_tensor(..., "binary")``
+    object in it naming its size), then each such tensor's bytes in the order the JSON names them.
+
+    The JSON is padded with spaces to a multiple of 8 bytes, so that a client's views of the
+    tensors that follow it start aligned (JSON allows the whitespace; the length counts it).
+    """
+    arrays: list = []
+    parts = _dumps_parts(content, reserve_bytes, arrays)
+    length = sum(len(part) for part in parts)
+    if length % 8:
+        parts.append(b" " * (-length % 8))
+        length += -length % 8
+    return Frame(parts + [_little_endian(array) for array in arrays if array.size], length)
+
+
 def dumps_parts(content, reserve_bytes: int | None = None) -> list:
     """Serialise a response body as a list of bytes-like pieces, which concatenated are the JSON text.
 
@@ -505,11 +710,20 @@ def dumps_parts(content, reserve_bytes: int | None = None) -> list:
     compute and model responses pass ``SKELETON_RESERVE_BYTES``; small bodies
     (problems, events) need no check.
     """
+    return _dumps_parts(content, reserve_bytes, None)
+
+
+def _dumps_parts(content, reserve_bytes: int | None, binary: list | None) -> list:
+    """``dumps_parts``; with a ``binary`` list, binary tensors are written as their JSON objects and
+    their arrays appended to ``binary`` in document order (orjson calls ``default`` in that order)."""
     spliced: list[_Spliced] = []
     token = ""
 
     def placeholder(value):
         nonlocal token
+        if type(value) is _BinaryOut and binary is not None:
+            binary.append(value.array)
+            return value.header()
         if type(value) is not _Spliced and type(value) is not _SplicedList:
             raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
         token = token or secrets.token_hex(12)

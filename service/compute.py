@@ -28,8 +28,10 @@ from service.errors import DeviceUnavailableError, ServiceError
 from service.runtime import budget_for, engine_work
 
 
-def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callable[[Counter], None]) -> list:
-    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body (``codec.dumps_parts``)."""
+def run_in_worker(handler: Callable, request, settings: Settings,
+                  on_ops: Callable[[Counter], None]) -> list | codec.Frame:
+    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body (``codec.dumps_parts``),
+    or the binary frame (``codec.dumps_frame``) when the request's encoding is ``"binary"``."""
     # Tensors the client's function creates (ones(3), zeros_like...) go where its inputs are.
     requested = getattr(request, "device", "cpu")
     check_device(requested)  # before the device is entered: a 400 naming what is missing
@@ -38,7 +40,10 @@ def run_in_worker(handler: Callable, request, settings: Settings, on_ops: Callab
     current_gpu = engine.cuda.device(device.index if device.type == "cuda" else None)
     # Every tensor the handler encodes is counted against the response limit (before it is copied).
     with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements):
-        return codec.dumps_parts(handler(request, settings), codec.SKELETON_RESERVE_BYTES)
+        content = handler(request, settings)
+        if getattr(request, "encoding", "json") == "binary":
+            return codec.dumps_frame(content, codec.SKELETON_RESERVE_BYTES)
+        return codec.dumps_parts(content, codec.SKELETON_RESERVE_BYTES)
 
 
 # ---- inputs and the client's function -------------------------------------------------

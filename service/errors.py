@@ -44,7 +44,7 @@ from engine import cuda as engine_cuda
 from engine.errors import ENGINE_ERRORS
 from engine.profiler import ProfileLimitError
 from frontends.model_spec import SpecError
-from service.codec import CodecError, ResponseTooLargeError, address_space_limit, dumps
+from service.codec import CodecError, FrameError, ResponseTooLargeError, address_space_limit, dumps
 from service.store.base import ModelNotFound, StoreError, StoreFull, StoreUnavailable
 
 logger = logging.getLogger("gradserve")
@@ -105,6 +105,10 @@ class ServiceError(Exception):
 
 class DeviceUnavailableError(ServiceError):
     slug, title = "device-unavailable", "Device unavailable"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
 class OverloadedError(ServiceError):
@@ -363,6 +367,8 @@ def problem_for(error: BaseException) -> dict:
     if isinstance(error, ResponseTooLargeError):
         return problem(413, "response-too-large", "Response too large", error.message, kind="response_elements",
                        elements=error.elements, limit=error.limit)
+    if isinstance(error, FrameError):
+        return problem(400, "invalid-binary-frame", "Invalid binary frame", error.message, input=error.input)
     if isinstance(error, CodecError):
         if error.too_large:
             return problem(413, "tensor-too-large", "Tensor too large", error.message, input=error.input)
@@ -474,6 +480,6 @@ def problem_responses(*statuses: int) -> dict:
     }
 
 
-COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 422, 503)
+COMPUTE_ERRORS = problem_responses(400, 401, 408, 413, 415, 422, 503)
 READ_ERRORS = problem_responses(401)
-MODEL_ERRORS = problem_responses(400, 401, 404, 408, 409, 412, 413, 422, 503, 507)
+MODEL_ERRORS = problem_responses(400, 401, 404, 408, 409, 412, 413, 415, 422, 503, 507)

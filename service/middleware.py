@@ -57,7 +57,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         try:
-            body = b"".join(chunks)
+            # A bytearray: binary tensors (service.codec.decode_frame) are writable views of it, so the
+            # engine uses them in place (gradcheck perturbs its inputs) instead of copying them.
+            body = bytearray().join(chunks)
         except MemoryError as error:  # out here no exception handler runs: answer 503 ourselves
             return await send_problem(send, error, [(b"retry-after", b"1")])
         del chunks
@@ -109,11 +111,12 @@ class MetricsMiddleware:
 class ApiKeyMiddleware:
     """When a key is configured, 401 without a matching ``X-API-Key`` (constant-time compare).
 
-    Health, the front door (``/``), the docs pages and their assets, and the OpenAPI document stay open.
+    Health, the playground (``/`` and ``/playground/``), the docs pages and their assets, and the
+    OpenAPI document stay open.
     """
 
     OPEN_PATHS = ("/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
-    OPEN_PREFIXES = ("/static-offline-docs/", "/docs/")
+    OPEN_PREFIXES = ("/static-offline-docs/", "/docs/", "/playground/")
 
     def __init__(self, app, api_key: str):
         self.app = app

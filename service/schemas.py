@@ -153,7 +153,9 @@ class FunctionRequest(BaseModel):
         None, description="restricted Python; free names are the inputs; `return` gives outputs"
     )
     graph: GraphSpec | SkipJsonSchema[None] = None
-    encoding: Literal["json", "base64"] = Field("json", description="how response tensors are written")
+    encoding: Literal["json", "base64", "binary"] = Field(
+        "json", description="how response tensors are written; binary: an application/octet-stream frame "
+                            "(as with Accept: application/octet-stream)")
     dtype: str | None = Field(None, description="dtype of inputs that do not name one (default float32)")
     device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] = Field(
         "cpu", description="where to compute: 'cpu', 'cuda' (device 0) or 'cuda:N'; 'cuda' without a GPU, or "
@@ -558,7 +560,7 @@ class ForwardRequest(BaseModel):
 
     input: TensorIn
     target: TensorIn | None = None
-    encoding: Literal["json", "base64"] = "json"
+    encoding: Literal["json", "base64", "binary"] = "json"
 
 
 class ForwardResponse(BaseModel):

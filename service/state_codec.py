@@ -3,7 +3,8 @@
 ``pack_state`` / ``unpack_state``: the archive the store keeps and ``GET /state`` hands out
 with ``Accept: application/x-npz`` (arrays by path, ``"parameters/0.weight"``, plus the rest
 of the state as JSON), so ``numpy.load`` reads it. ``state_to_json`` / ``state_from_json``:
-the same state with every array as a wire tensor (``service.codec``). A body that is not a
+the same state with every array as a wire tensor (``service.codec``; in a binary frame,
+each array a binary tensor whose bytes follow the JSON). A body that is not a
 state is an ``InvalidStateError`` (422).
 """
 
@@ -101,7 +102,8 @@ def state_from_json(body: dict, budget: ElementBudget) -> dict:
 
     def convert(value, where, in_generator=False):
         if isinstance(value, dict):
-            if ("data" in value or "b64" in value) and set(value) <= codec.TENSOR_KEYS:
+            if isinstance(value, codec.BinaryTensor) or (("data" in value or "b64" in value)
+                                                         and set(value) <= codec.TENSOR_KEYS):
                 return codec.decode_array(value, where, backend.float32, budget)[0]
             return {key: convert(item, f"{where}.{key}", in_generator) for key, item in value.items()}
         if isinstance(value, list):

@@ -33,6 +33,9 @@ op_observers: list = []
 # Forward-mode AD (engine.autograd.forward_ad) sets its tangent propagation here while a
 # dual level is open.
 forward_ad_hook = None
+# engine.func's vmap sets its dispatch here while a vmap runs: it runs an op with a batched input
+# on the whole batch (returning the result), or returns None for apply to run the op as is.
+vmap_hook = None
 # engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
 # this module): a view whose base changed in place reads itself again before it is recorded.
 _refresh_view = None
@@ -58,6 +61,10 @@ def _operand(value):
 def apply(op, args, params):
     """Run ``op`` on ``args`` (Tensors and numbers) with keyword ``params``; a Tensor (a tuple
     of Tensors for an op with extra outputs)."""
+    if vmap_hook is not None:
+        batched = vmap_hook(op, args, params)
+        if batched is not None:
+            return batched
     inputs, arrays, shapes, first, requires, xp = _unwrap(op, args)
     if xp is None:  # device arrays, or a mix of devices
         placed = _run_placed(op, args, params, inputs)

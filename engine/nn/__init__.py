@@ -1,6 +1,7 @@
 """``engine.nn``: modules, layers, losses, ``functional`` and ``init``, with PyTorch's names."""
 
-from engine.nn import functional, init, utils
+from engine.nn import functional, init
+from engine.nn import utils as utils  # engine.nn.utils.stateless, clip_grad_norm_..., as torch.nn.utils
 from engine.nn.convolution import Conv1d, Conv2d
 from engine.nn.layers import (
     ELU,

@@ -16,7 +16,8 @@ from engine import backend, ops
 from engine.autograd.function import apply
 from engine.autograd.grad_mode import is_grad_enabled, no_grad
 from engine.autograd.inplace import apply_inplace
-from engine.creation import rand_array
+from engine.creation import drawn
+from engine.func import batching
 from engine.nn.init import current_generator
 from engine.tensor import Tensor
 
@@ -86,9 +87,9 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
         return input
     if p == 1.0:
         return input * 0.0
-    draw = rand_array("uniform", input._data.shape, input.dtype, input.device, current_generator(generator))
-    keep = (draw >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
-    return input * Tensor._make(keep.astype(input._data.dtype, copy=False))
+    draw = drawn("uniform", tuple(input.shape), input.dtype, input.device, current_generator(generator))
+    keep = (draw._data >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
+    return input * type(draw)._make(keep.astype(input._data.dtype, copy=False))  # batched where the draw is
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
@@ -216,9 +217,14 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False):
     """The rows of weight at the integer indices ``input``; the padding_idx row gets no gradient."""
+    if batching.any_batched(input, weight):  # under vmap: the indices are a param, read per sample
+        return batching.per_sample(embedding, input, weight, padding_idx=padding_idx, max_norm=max_norm,
+                                   norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse gradients are not supported; "
                                   "leave them False (dense gradients)")
+    if weight.dim() != 2:
+        raise RuntimeError(f"'weight' must be 2-D, got a weight of size {list(weight.shape)}")
     indices = input._data if isinstance(input, Tensor) else backend.namespace_of(weight._data).asarray(input)
     if max_norm is not None:
         _renormalize_rows(weight, indices, float(max_norm), float(norm_type))
@@ -337,6 +343,8 @@ def _class_dim(input) -> int:
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """-input[n, target[n]] (times the class weight), averaged over the weights for "mean"."""
     _check_reduction(reduction)
+    if batching.any_batched(input, target, weight):  # under vmap: it indexes with target's array
+        return batching.per_sample(nll_loss, input, target, weight, ignore_index=ignore_index, reduction=reduction)
     target_array = target._data if isinstance(target, Tensor) else backend.numpy.asarray(target)
     weight_array = None if weight is None else weight._data
     return apply(ops.nll_loss, (input,), {

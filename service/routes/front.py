@@ -1,28 +1,41 @@
-"""``/``: the front door. Whoever opens the server's address lands on the docs page.
+"""``/``: the front door, the playground page; ``/playground/...``: its scripts and styles.
 
-``GET`` and ``HEAD /`` answer ``307 Temporary Redirect`` to ``/docs`` (temporary: the playground
-will take ``/`` over, and a browser must not remember a permanent redirect). The body lists the
-entry points for a client that does not follow redirects: a small HTML page, or JSON when the
-client asks for ``application/json`` and not HTML. The same links go in an RFC 8631 ``Link``
-header (``service-doc``, ``service-desc``). The route is open without the API key, like the docs,
-and is not an API operation, so it stays out of the OpenAPI document.
+``GET`` and ``HEAD /`` answer the playground (``service/static/playground``): type a function, see
+it and its derivative, its autograd graph, its Jacobian or Hessian, its profile, and the curl and
+Python calls that do the same; train a model and watch its loss. The page is static HTML, CSS and
+ES modules shipped in the package, and its Content-Security-Policy allows nothing but this origin.
+A client that asks for ``application/json`` and not HTML gets the entry points as JSON instead.
+The same links go in an RFC 8631 ``Link`` header (``service-doc``, ``service-desc``). The page and
+its assets are open without the API key, like the docs (the page asks for the key when the server
+has one), and are not API operations, so they stay out of the OpenAPI document.
 """
 
 from __future__ import annotations
 
-import html
+from functools import cache
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 
 from service import codec
 
 router = APIRouter(include_in_schema=False)
 
+PLAYGROUND = Path(__file__).resolve().parents[1] / "static" / "playground"
+# Where the page's own files are served (mounted by create_app); the page names them relative to itself.
+ASSETS_PATH = "/playground"
+# Nothing but this origin: no CDN, no inline script or style, no frames, no form posts elsewhere.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+
 
 # (name, path, what it is). The docs paths are FastAPIOffline's defaults, which create_app keeps
 # (it hides them from app.docs_url and app.redoc_url, so they cannot be read back from the app).
 ENTRY_POINTS = (
+    ("playground", "/", "the playground: try a function, see its derivatives, train a model"),
     ("docs", "/docs", "Swagger UI: try every operation in the browser"),
     ("redoc", "/redoc", "ReDoc: the API reference"),
     ("openapi", "/openapi.json", "the OpenAPI document"),
@@ -41,27 +54,28 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def _html_page(links: list[tuple[str, str, str]], target: str) -> str:
-    items = "\n".join(f'<li><a href="{html.escape(url)}">{html.escape(url)}</a>: {html.escape(about)}</li>'
-                      for _, url, about in links)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>gradserve</title></head>\n'
-        f'<body><h1>gradserve</h1><p>Gradients over HTTP. The docs are at <a href="{html.escape(target)}">'
-        f"{html.escape(target)}</a>.</p>\n<ul>\n{items}\n</ul></body></html>\n"
-    )
+@cache
+def _playground_page(api_key_required: bool) -> bytes:
+    page = (PLAYGROUND / "index.html").read_text(encoding="utf-8")
+    return page.replace("{{API_KEY}}", "required" if api_key_required else "none").encode()
+
+
+def playground_assets() -> StaticFiles:
+    """The page's scripts and styles, for ``app.mount(ASSETS_PATH, ...)``."""
+    return StaticFiles(directory=PLAYGROUND)
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
-async def open_front_door(request: Request) -> Response:
-    """307 to the docs page; the body lists the entry points (HTML, or JSON when asked for)."""
+async def open_playground(request: Request) -> Response:
+    """The playground page (or, when JSON is asked for, the entry points)."""
     links = entry_points(request)
     urls = {name: url for name, url, _ in links}
-    target = urls["docs"]
+    link = f'<{urls["docs"]}>; rel="service-doc", <{urls["openapi"]}>; rel="service-desc"'
+    headers = {"Vary": "Accept", "Link": link}
     if _wants_json(request):
-        content, media_type = codec.dumps({"name": "gradserve", "docs": target, "links": urls}), "application/json"
-    else:
-        content, media_type = _html_page(links, target), "text/html; charset=utf-8"
+        return Response(codec.dumps({"name": "gradserve", "docs": urls["docs"], "links": urls}),
+                        media_type="application/json", headers=headers)
     # HEAD gets the same headers; the server (uvicorn, as HTTP requires) sends no body with them.
-    return Response(content, status_code=307, media_type=media_type, headers={
-        "Location": target, "Vary": "Accept",
-        "Link": f'<{target}>; rel="service-doc", <{urls["openapi"]}>; rel="service-desc"'})
+    page = _playground_page(request.app.state.settings.api_key is not None)
+    headers.update({"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"})
+    return Response(page, media_type="text/html; charset=utf-8", headers=headers)

@@ -25,7 +25,18 @@ from service.config import Settings
 from service.dependencies import AppSettings
 from service.errors import MODEL_ERRORS, ServiceError, problem_for
 from service.model_service import ModelService, check_if_match, describe, etag, run_model_work, wire_number
-from service.routes.base import OrjsonRoute, json_response, runtime
+from service.routes.base import (
+    BINARY_PROSE,
+    BINARY_REQUEST,
+    BINARY_RESPONSE,
+    BINARY_SCHEMA,
+    OrjsonRoute,
+    accepts_binary,
+    is_framed,
+    json_response,
+    negotiated,
+    runtime,
+)
 from service.state_codec import NPZ_MEDIA_TYPE, state_from_json, unpack_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OrjsonRoute, responses=MODEL_ERRORS)
@@ -50,8 +61,10 @@ async def _run(request: Request, settings: Settings, work, model_id: str | None 
         return await work_runtime.in_worker(run_model_work, work, settings, request.app.state.metrics.count_ops)
 
 
-def _json(content, version: int, status: int = 200, headers: dict | None = None) -> Response:
-    return json_response(codec.dumps_parts(content, codec.SKELETON_RESERVE_BYTES), status,
+def _json(content, version: int, status: int = 200, headers: dict | None = None, binary: bool = False) -> Response:
+    """The response, JSON or (``binary``: its tensors were encoded ``"binary"``) a binary frame."""
+    encode = codec.dumps_frame if binary else codec.dumps_parts
+    return json_response(encode(content, codec.SKELETON_RESERVE_BYTES), status,
                          {"ETag": etag(version), **(headers or {})})
 
 
@@ -70,14 +83,16 @@ async def list_models(request: Request, settings: AppSettings, offset: int = Que
                     media_type="application/json")
 
 
-@router.post("/{model_id}/forward", response_model=schemas.ForwardResponse)
+@router.post("/{model_id}/forward", response_model=schemas.ForwardResponse, openapi_extra=BINARY_REQUEST,
+             responses=BINARY_RESPONSE)
 async def run_forward(body: schemas.ForwardRequest, request: Request, settings: AppSettings, model_id: str = ModelId):
     """The model's output (eval mode, no graph) and, with a target, the loss. Changes nothing."""
+    body = negotiated(request, body)
     content, record = await _run(request, settings, lambda: _service(request).forward(model_id, body), model_id)
-    return _json(content, record.version)
+    return _json(content, record.version, binary=body.encoding == "binary")
 
 
-@router.post("/{model_id}/backward", response_model=schemas.LossResponse)
+@router.post("/{model_id}/backward", response_model=schemas.LossResponse, openapi_extra=BINARY_REQUEST)
 async def run_backward(body: schemas.BackwardRequest, request: Request, settings: AppSettings, model_id: str = ModelId,
                        if_match: str | None = IfMatch):
     """Forward and backward: the loss; gradients add into the stored grads, as repeated ``loss.backward()``."""
@@ -103,7 +118,7 @@ async def zero_grad(request: Request, settings: AppSettings, body: schemas.ZeroG
     return _json(content, record.version)
 
 
-@router.post("/{model_id}/train", response_model=schemas.TrainResponse,
+@router.post("/{model_id}/train", response_model=schemas.TrainResponse, openapi_extra=BINARY_REQUEST,
              responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}},
                               "description": "JSON, or with Accept: text/event-stream, progress events"}})
 async def train_model(body: schemas.TrainRequest, request: Request, settings: AppSettings, model_id: str = ModelId,
@@ -169,35 +184,42 @@ async def _stream_training(request: Request, settings: Settings, service: ModelS
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{model_id}/parameters", response_model=schemas.ParametersResponse)
+@router.get("/{model_id}/parameters", response_model=schemas.ParametersResponse, responses=BINARY_RESPONSE)
 async def get_parameters(
     request: Request,
     settings: AppSettings,
     model_id: str = ModelId,
     name: str | None = Query(None, max_length=200, description='one parameter, e.g. "2.weight"'),
     index: str | None = Query(None, max_length=200, description='a slice of it (or of each), e.g. "0,0:10"'),
-    encoding: str = Query("json", pattern="^(json|base64)$"),
+    encoding: str = Query("json", pattern="^(json|base64|binary)$",
+                      description="binary: an application/octet-stream frame, as with that Accept"),
     grads: bool = Query(True, description="include the gradients"),
 ):
     """Parameter values and gradients (null before any backward), by PyTorch's ``named_parameters()`` names."""
+    encoding = "binary" if accepts_binary(request) else encoding
     content, record = await _run(request, settings,
                                  lambda: _service(request).parameters(model_id, name, index, encoding, grads))
-    return _json(content, record.version)
+    return _json(content, record.version, binary=encoding == "binary")
 
 
 @router.get("/{model_id}/state", response_model=schemas.StateResponse,
-            responses={200: {"content": {NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-                             "description": "the whole state as JSON, or as .npz with Accept: application/x-npz"}})
+            responses={200: {"content": {NPZ_MEDIA_TYPE: {"schema": BINARY_SCHEMA},
+                                         codec.BINARY_MEDIA_TYPE: {"schema": BINARY_SCHEMA}},
+                             "description": "the whole state as JSON, as .npz with Accept: application/x-npz, or "
+                                            "as a binary frame with Accept: application/octet-stream"}})
 async def export_state(request: Request, settings: AppSettings, model_id: str = ModelId,
-                       encoding: str = Query("json", pattern="^(json|base64)$")):
+                       encoding: str = Query("json", pattern="^(json|base64|binary)$",
+                                             description="binary: an application/octet-stream frame, as with "
+                                                         "that Accept")):
     """The whole training state (spec, parameters, grads, optimizer, scheduler, RNG) for ``PUT .../state``."""
     service = _service(request)
     if NPZ_MEDIA_TYPE in request.headers.get("accept", ""):
         record, blob = await _run(request, settings, lambda: service.snapshot(model_id))
         return Response(blob, media_type=NPZ_MEDIA_TYPE, headers={
             "ETag": etag(record.version), "Content-Disposition": f'attachment; filename="{model_id}.npz"'})
+    encoding = "binary" if accepts_binary(request) else encoding
     content, record = await _run(request, settings, lambda: service.export_state(model_id, encoding))
-    return _json(content, record.version)
+    return _json(content, record.version, binary=encoding == "binary")
 
 
 @router.put("/{model_id}/state", response_model=schemas.StepResponse, openapi_extra={"requestBody": {
@@ -207,16 +229,22 @@ async def export_state(request: Request, settings: AppSettings, model_id: str = 
                                                         "and generator may be left out (they start afresh)"},
             "examples": {"hand_made": {"summary": "A state for the first model example, fitted by hand",
                                        "value": schemas.EXAMPLE_MODEL_STATE}}},
-        NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+        NPZ_MEDIA_TYPE: {"schema": BINARY_SCHEMA},
+        codec.BINARY_MEDIA_TYPE: {"schema": BINARY_SCHEMA}},
+    "description": "JSON; .npz (application/x-npz, or application/octet-stream without "
+                   "Inference-Header-Content-Length); or a binary frame.\n\n" + BINARY_PROSE}})
 async def import_state(request: Request, settings: AppSettings, model_id: str = ModelId,
                        if_match: str | None = IfMatch):
-    """Replace the model's whole state with an exported one (JSON, or .npz with that Content-Type)."""
+    """Replace the model's whole state with an exported one (JSON, a binary frame, or .npz with that Content-Type)."""
     service = _service(request)
     raw = await request.body()
     content_type = request.headers.get("content-type", "application/json")
+    framed = await request.json() if is_framed(request) else None  # unframed by OrjsonRoute: the JSON state
 
     def work():
-        if content_type.startswith((NPZ_MEDIA_TYPE, "application/octet-stream")):
+        if framed is not None:
+            state = state_from_json(framed, ElementBudget(settings.max_tensor_elements, settings.max_request_elements))
+        elif content_type.startswith((NPZ_MEDIA_TYPE, "application/octet-stream")):
             state = unpack_state(raw)
         else:
             try:

@@ -6,6 +6,12 @@ within float32 tolerance or one unit of the last printed digit, whichever is
 larger: PyTorch prints 4 decimals, so values that differ in the eighth
 significant digit may round to neighbouring printed values. Whole numbers
 (shapes, counts, ``tensor([1., 2.])``) must agree to float32 tolerance.
+
+Two differences are not differences: the module's own name (the engine prints
+``engine.float64`` and ``engine.Size`` where PyTorch prints ``torch.``: the
+program imported the engine under that name), and whitespace
+(PyTorch pads a column for a minus sign that a value within tolerance, such
+as ``-0.0000`` against ``0.0000``, may or may not carry).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import re
 
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?\b(?:nan|inf)\b")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+ENGINE_NAME = re.compile(r"\bengine\.")
+SPACES = re.compile(r"\s+")
 RELATIVE = 1e-4
 
 
@@ -41,13 +49,13 @@ def _numbers_agree(a: str, b: str) -> bool:
 def differences(expected: str, actual: str) -> list[str]:
     """Lines where ``actual`` departs from ``expected``, each said with both versions."""
     expected_lines = ADDRESS.sub("0x?", expected).splitlines()
-    actual_lines = ADDRESS.sub("0x?", actual).splitlines()
+    actual_lines = ADDRESS.sub("0x?", ENGINE_NAME.sub("torch.", actual)).splitlines()
     found = []
     if len(expected_lines) != len(actual_lines):
         found.append(f"{len(actual_lines)} lines printed, PyTorch printed {len(expected_lines)}")
     for number, (want, got) in enumerate(zip(expected_lines, actual_lines), start=1):
         want_numbers, got_numbers = NUMBER.findall(want), NUMBER.findall(got)
-        same_text = NUMBER.sub("#", want) == NUMBER.sub("#", got)
+        same_text = SPACES.sub("", NUMBER.sub("#", want)) == SPACES.sub("", NUMBER.sub("#", got))
         if not same_text or len(want_numbers) != len(got_numbers) or not all(
             _numbers_agree(a, b) for a, b in zip(want_numbers, got_numbers)
         ):

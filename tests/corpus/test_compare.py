@@ -36,3 +36,9 @@ def test_line_count_and_text_differences_fail():
 def test_nan_and_inf():
     assert differences("nan inf", "nan inf") == []
     assert differences("nan", "inf")
+
+
+def test_the_module_name_and_column_padding_are_not_differences():
+    assert differences("torch.Size([2, 3]) torch.float64", "engine.Size([2, 3]) engine.float64") == []
+    assert differences("tensor([ 0.0000, -1.0000])", "tensor([-0.0000, -1.0000])") == []
+    assert differences("tensor([1.0000, 2.0000])", "tensor([1.0000,2.0000, 3.0000])")

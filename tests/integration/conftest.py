@@ -28,7 +28,8 @@ class LiveServer:
     the arguments after the Python executable (``{port}`` is filled in).
     """
 
-    def __init__(self, env: dict[str, str] | None = None, *, prefix: list[str] = (), args: list[str] = UVICORN):
+    def __init__(self, env: dict[str, str] | None = None, *, prefix: list[str] = (), args: list[str] = UVICORN,
+                 start_timeout: float = 30.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the GC after stop(); a pipe could stall the server
@@ -38,7 +39,7 @@ class LiveServer:
             [*prefix, sys.executable, *(arg.format(port=self.port) for arg in args)],
             cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self._wait_until_up()
+        self._wait_until_up(start_timeout)
 
     def _wait_until_up(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -1,43 +1,25 @@
 """/docs and /redoc render in a real headless Chromium with the network blocked but for loopback.
 
-Every host but 127.0.0.1 resolves to nothing and every other request goes to a
-dead proxy, so a page that needed a CDN would render empty. Skips cleanly
-where Debian's chromium is not installed. The screenshot is kept under
-test-artifacts/ (git-ignored).
+The command line that walls the browser off (tests/integration/browser.py) sends every host but
+127.0.0.1 nowhere, so a page that needed a CDN would render empty. Skips cleanly where Debian's
+chromium is not installed. The screenshot is kept under test-artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from tests.integration.browser import ARTIFACTS, OFFLINE_FLAGS, chromium
 from tests.integration.docs_walk import page_order
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("chromium is not installed (apt-get install -y chromium)")
-
 
 def run_chromium(url: str, *actions: str) -> str:
-    command = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-extensions", "--disable-background-networking",
-        "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--virtual-time-budget=15000", "--window-size=1280,1600", *actions, url,
-    ]
+    command = [chromium(), *OFFLINE_FLAGS, "--virtual-time-budget=15000", "--window-size=1280,1600", *actions, url]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
@@ -52,10 +34,10 @@ def test_swagger_ui_lists_every_operation_offline(server, http):
     assert "opblock-tag" in dom
 
 
-def test_the_server_address_opens_the_docs_listing_operations_in_page_order(server, http):
-    """A person who opens the server's address lands on /docs; the page lists the operations in the
-    order docs_walk.page_order computes, the order the examples walk (test_docs_examples) follows."""
-    dom = run_chromium(f"{server.url}/", "--dump-dom")
+def test_the_docs_list_operations_in_page_order(server, http):
+    """/docs lists the operations in the order docs_walk.page_order computes, the order the examples
+    walk (test_docs_examples) follows."""
+    dom = run_chromium(f"{server.url}/docs", "--dump-dom")
     rendered = re.findall(r'class="opblock opblock-[^"]*" id="operations-([^"]+)"', dom)
     expected = [f"{operation['tags'][0]}-{operation['operationId']}"
                 for _, _, operation in page_order(http.get("/openapi.json").json())]

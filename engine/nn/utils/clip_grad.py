@@ -1,4 +1,4 @@
-"""``engine.nn.utils``: gradient clipping and flattening parameters to one vector, as PyTorch's."""
+"""Gradient clipping, as ``torch.nn.utils.clip_grad_norm_`` and ``clip_grad_value_``."""
 
 from __future__ import annotations
 
@@ -45,19 +45,3 @@ def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
         for p in _as_list(parameters):
             if p.grad is not None:
                 p.grad.clamp_(-float(clip_value), float(clip_value))
-
-
-def parameters_to_vector(parameters):
-    """Every parameter flattened and joined, in order, into one 1-D tensor (in the graph)."""
-    return apply(ops.cat, ([p.reshape(-1) for p in _as_list(parameters)],), {"dim": 0})
-
-
-def vector_to_parameters(vec, parameters) -> None:
-    """Copy consecutive slices of vec into the parameters' data (PyTorch replaces ``.data``)."""
-    if not isinstance(vec, Tensor):
-        raise TypeError(f"expected torch.Tensor, but got: {type(vec).__name__}")
-    offset = 0
-    for p in _as_list(parameters):
-        count = p.numel()
-        p.data = vec[offset : offset + count].view_as(p).data
-        offset += count
