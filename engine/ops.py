@@ -2538,7 +2538,8 @@ def _embedding_params(params, w_shape, *rest):
 def embedding_vjp(g, out_shape, w_shape, *, indices, padding_idx):
     """g summed into the rows it was read from; the padding row gets none (PyTorch's padding_idx)."""
     if padding_idx is not None:
-        g = where(backend.namespace_of(indices).expand_dims(indices != padding_idx, -1), g, 0.0)
+        xp = backend.namespace_of(getattr(g, "_data", g))  # the mask goes where g is (indices may be on the host)
+        g = where(xp.expand_dims(xp.asarray(indices != padding_idx), -1), g, 0.0)
     return getitem_adjoint(g, shape=lead(g, out_shape) + tuple(w_shape), index=(Ellipsis, indices, slice(None)))
 
 
