@@ -509,6 +509,15 @@ def broadcast_to(x, shape: tuple):
     return view
 
 
+def repeated_along_leading(x, count: int):
+    """The one array that ``x``'s first ``count`` axes repeat when they are all broadcast (stride 0,
+    as ``broadcast_to`` makes them), else None."""
+    strides = getattr(x, "strides", None)
+    if strides is None or not 0 < count <= x.ndim or any(strides[:count]):
+        return None
+    return x[(0,) * count]
+
+
 def broadcast_shapes(*shapes) -> tuple:
     return numpy.broadcast_shapes(*shapes)
 
