@@ -139,6 +139,18 @@ def test_matmul_by_a_broadcast_matrix_equals_numpy_and_its_gradient_sums_the_bat
     np.testing.assert_allclose(x.grad.numpy(), np.stack([gb @ w_array.T for gb in g_array]), rtol=1e-12)
 
 
+def test_one_matrix_times_a_stack_of_columns_equals_numpy_and_its_gradients():
+    rng = np.random.default_rng(6)
+    a_array, columns = rng.standard_normal((1, 4, 3)), rng.standard_normal((2, 5, 3, 1))
+    g_array = rng.standard_normal((2, 5, 4, 1))
+    a, c = engine.tensor(a_array, requires_grad=True), engine.tensor(columns, requires_grad=True)
+    out = engine.matmul(a, c)
+    np.testing.assert_allclose(out.detach().numpy(), np.einsum("ik,bnkj->bnij", a_array[0], columns), rtol=1e-12)
+    (out * engine.tensor(g_array)).sum().backward()
+    np.testing.assert_allclose(c.grad.numpy(), np.einsum("ik,bnij->bnkj", a_array[0], g_array), rtol=1e-12)
+    np.testing.assert_allclose(a.grad.numpy()[0], np.einsum("bnij,bnkj->ik", g_array, columns), rtol=1e-12)
+
+
 def test_matmul_with_inner_dimension_one_is_an_outer_product_per_matrix():
     rng = np.random.default_rng(4)
     columns, rows = rng.standard_normal((2, 5, 4, 1)), rng.standard_normal((5, 1, 3))
