@@ -5,6 +5,10 @@ elementwise chain on 25 elements (reported per op); sum(x * sin(x)) with its
 gradient on 1e6 elements. Each against hand-written numpy (forward plus the
 gradient written by hand) and PyTorch CPU on one thread; ours with the engine's
 BLAS setting and, beside it, with numpy's default BLAS pool.
+
+A second table (issue 16) runs the same cases through ``engine.compile``
+(steady state: every call replays), and the first call of a fresh compiled
+function (trace + plan) against one eager call.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from bench.timing import (
 )
 
 CHAIN_LENGTH = 100
+COMPILED_ROUNDS = 5
 
 
 # ---- the tutorial's sin example -------------------------------------------------
@@ -135,6 +140,96 @@ def big_numpy(data):
     return step
 
 
+# ---- compiled (engine.compile) ----------------------------------------------------
+
+
+def sin_function(a):
+    return (2 * engine.sin(a) + 1).sum()
+
+
+def chain_function(x):
+    y = x
+    for i in range(CHAIN_LENGTH):
+        kind = i % 4
+        if kind == 0:
+            y = y * 1.01
+        elif kind == 1:
+            y = y.sin()
+        elif kind == 2:
+            y = y + 0.1
+        else:
+            y = y.tanh()
+    return y.sum()
+
+
+def big_function(x):
+    return (x * engine.sin(x)).sum()
+
+
+def compiled_step(function, x):
+    compiled = engine.compile(function)
+
+    def step():
+        x.grad = None
+        compiled(x).backward()
+
+    step()
+    return step
+
+
+def first_call_step(function, x):
+    def step():
+        x.grad = None
+        engine.compile(function)(x).backward()
+
+    return step
+
+
+def eager_step(function, x):
+    def step():
+        x.grad = None
+        function(x).backward()
+
+    return step
+
+
+def compiled_table(torch, data) -> Table:
+    sin_input = engine.linspace(0.0, 2.0 * math.pi, steps=25, requires_grad=True)
+    chain_input = engine.linspace(0.1, 1.0, steps=25, requires_grad=True)
+    big_input = engine.tensor(data, requires_grad=True)
+    cases = [
+        ("sin example fwd+bwd (25 el.)", compiled_step(sin_function, sin_input), eager_step(sin_function, sin_input),
+         sin_example_numpy(), sin_example(torch) if torch else None, 1, "<= 0.25x PyTorch, <= 2x numpy"),
+        (f"{CHAIN_LENGTH}-op chain fwd+bwd, per op (25 el.)", compiled_step(chain_function, chain_input),
+         eager_step(chain_function, chain_input), chain_numpy(), chain(torch) if torch else None, CHAIN_LENGTH,
+         "<= 1.5 us/op"),
+        ("sum(x*sin(x)) fwd+bwd (1e6 el.)", compiled_step(big_function, big_input),
+         eager_step(big_function, big_input), big_numpy(data), big(torch, data) if torch else None, 1,
+         "<= 1.3x numpy"),
+        ("first call (trace + plan) of the sin example", first_call_step(sin_function, sin_input),
+         eager_step(sin_function, sin_input), None, None, 1, "<= 3x eager"),
+    ]
+    table = Table(
+        "Engine core, compiled (engine.compile; steady state replays; CPU, the engine's BLAS threads; "
+        f"best of {COMPILED_ROUNDS} interleaved rounds)",
+        ["case", "compiled", "eager", "numpy (by hand)", "PyTorch (1 thread)", "compiled / eager",
+         "vs numpy", "vs PyTorch", "target"],
+    )
+    # Interleaved rounds, best kept: on a shared machine the load drifts between cases.
+    best = {}
+    for _ in range(COMPILED_ROUNDS):
+        for name, *steps, per, _target in cases:
+            for column, step in enumerate(steps):
+                if step is not None:
+                    seconds = per_call_seconds(step, repeat=3) / per
+                    best[name, column] = min(best.get((name, column), seconds), seconds)
+    for name, *_steps, _per, target in cases:
+        t_compiled, t_eager, t_numpy, t_torch = (best.get((name, column)) for column in range(4))
+        table.add(name, fmt_time(t_compiled), fmt_time(t_eager), fmt_time(t_numpy), fmt_time(t_torch),
+                  ratio(t_compiled, t_eager), ratio(t_compiled, t_numpy), ratio(t_compiled, t_torch), target)
+    return table
+
+
 def _check_same_gradient(torch):
     """The figures only mean something if the three compute the same thing."""
     x = engine.linspace(0.1, 1.0, steps=25, requires_grad=True)
@@ -170,4 +265,4 @@ def run() -> list[Table]:
         t_torch = per_call_seconds(theirs) / per if theirs else None
         table.add(name, fmt_time(t_ours), fmt_time(t_ours_default), fmt_time(t_numpy), fmt_time(t_torch),
                   ratio(t_ours, t_numpy), ratio(t_ours, t_torch), ratio(t_ours_default, t_ours))
-    return [table]
+    return [table, compiled_table(torch, data)]

@@ -3,8 +3,10 @@
 Both apps run under the same uvicorn (one worker, loopback, access log off).
 The load generator is wrk when installed (``apt-get install -y wrk``), else a
 bounded httpx/asyncio loop; it only ever talks to 127.0.0.1, for a fixed time.
-Targets (issue 6): the sin request at >= 60% of hello-world throughput, and a
-1e6-element float32 gradient round trip in base64 under 50 ms end to end.
+Targets (issues 6 and 16): the sin request at >= 60% of hello-world throughput inline
+(``/v1/grad``) and >= 70% through a registered function (``/v1/functions/{id}/grad``); a
+batch of 1000 sin points in one request at most 5x one point's latency; a 1e6-element
+float32 gradient round trip in base64 under 50 ms end to end.
 """
 
 from __future__ import annotations
@@ -179,6 +181,29 @@ def round_trip_seconds(url: str, encoding: str, n: int = 1_000_000, repeat: int 
     return statistics.median(samples[1:])
 
 
+def batch_latency_ratio(url: str, points: int = 1000, repeat: int = 15) -> tuple[float, float]:
+    """Median latency of /v1/grad on one sin point and on ``points`` of them in one ``batch`` request."""
+    point = SIN_REQUEST["inputs"]["a"]["data"]
+    one = orjson.dumps(SIN_REQUEST)
+    many = orjson.dumps({**SIN_REQUEST, "inputs": {"a": {"data": [point] * points, "requires_grad": True}},
+                         "batch": ["a"]})
+    samples: dict[bytes, list[float]] = {one: [], many: []}
+    with httpx.Client(timeout=60) as client:
+        for _ in range(repeat + 1):  # interleaved; the first round warms the plans
+            for body in (one, many):
+                start = time.perf_counter()
+                response = client.post(url + "/v1/grad", content=body, headers={"content-type": "application/json"})
+                samples[body].append(time.perf_counter() - start)
+                assert response.status_code == 200, response.text
+    return statistics.median(samples[one][1:]), statistics.median(samples[many][1:])
+
+
+def register(url: str) -> str:
+    response = httpx.post(url + "/v1/functions", json={"expr": SIN_REQUEST["expr"]}, timeout=30)
+    assert response.status_code in (200, 201), response.text
+    return response.headers["location"]
+
+
 def best(results: list[dict]) -> dict:
     """The round with the highest throughput: on a shared machine, the least disturbed one."""
     return max(results, key=lambda r: r["rps"])
@@ -186,14 +211,19 @@ def best(results: list[dict]) -> dict:
 
 def run() -> list[Table]:
     sin_body = orjson.dumps(SIN_REQUEST)
-    hello_rounds, sin_rounds = [], []
+    stored_body = orjson.dumps({"inputs": SIN_REQUEST["inputs"]})
+    hello_rounds, sin_rounds, stored_rounds = [], [], []
     with Served("bench.bench_http:hello_app") as hello, Served("service.app:create_app") as service:
+        stored_url = service.url + register(service.url) + "/grad"
         load(service.url + "/v1/grad", sin_body)  # warm-up: imports, caches
-        for _ in range(ROUNDS):  # interleaved, so both see the same background load
+        load(stored_url, stored_body)
+        for _ in range(ROUNDS):  # interleaved, so all see the same background load
             hello_rounds.append(load(hello.url + "/hello", b"{}"))
             sin_rounds.append(load(service.url + "/v1/grad", sin_body))
+            stored_rounds.append(load(stored_url, stored_body))
         trips = {encoding: round_trip_seconds(service.url, encoding) for encoding in ("json", "base64")}
-    ceiling, sin = best(hello_rounds), best(sin_rounds)
+        one_point, thousand_points = batch_latency_ratio(service.url)
+    ceiling, sin, stored = best(hello_rounds), best(sin_rounds), best(stored_rounds)
 
     throughput = Table(
         f"HTTP throughput ({sin['tool']}, {CONNECTIONS} connections, best of {ROUNDS} interleaved {DURATION_S} s "
@@ -204,9 +234,18 @@ def run() -> list[Table]:
                    fmt_time(ceiling["p99"]), ceiling["errors"], "100%")
     throughput.add("POST /v1/grad (tutorial sin example)", f"{sin['rps']:.0f}", fmt_time(sin["p50"]),
                    fmt_time(sin["p99"]), sin["errors"], f"{100 * sin['rps'] / ceiling['rps']:.0f}% (target >= 60%)")
+    throughput.add("POST /v1/functions/{id}/grad (the same, registered)", f"{stored['rps']:.0f}",
+                   fmt_time(stored["p50"]), fmt_time(stored["p99"]), stored["errors"],
+                   f"{100 * stored['rps'] / ceiling['rps']:.0f}% (target >= 70%)")
+
+    batch = Table("A batch of sin points in one /v1/grad request (median of 15, sequential)",
+                  ["request", "latency", "vs one point"])
+    batch.add("one point", fmt_time(one_point), "1.0x")
+    batch.add('1000 points, "batch": ["a"]', fmt_time(thousand_points),
+              f"{thousand_points / one_point:.1f}x (target <= 5x)")
 
     transfer = Table("1e6-element float32 gradient round trip (client encode -> /v1/grad -> client decode)",
                      ["encoding", "end to end", "target"])
     transfer.add("json", fmt_time(trips["json"]), "")
     transfer.add("base64", fmt_time(trips["base64"]), "< 50 ms")
-    return [throughput, transfer]
+    return [throughput, batch, transfer]

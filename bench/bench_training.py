@@ -58,6 +58,30 @@ def library_step(lib, data):
     return step
 
 
+def compiled_step(data, whole_loss=False):
+    """The step with ``engine.compile(model)`` (issue 16), or with the model and the loss compiled
+    as one function (``whole_loss``): every call after the first replays its plan."""
+    some_input, ideal_output = (engine.tensor(a) for a in data)
+    model = tiny_model(engine)
+    optimizer = engine.optim.SGD(model.parameters(), lr=LR)
+    if whole_loss:
+        loss_of = engine.compile(lambda x, target: (target - model(x)).pow(2).sum())
+    else:
+        compiled = engine.compile(model)
+
+        def loss_of(x, target):
+            return (target - compiled(x)).pow(2).sum()
+
+    def step():
+        loss = loss_of(some_input, ideal_output)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    return step
+
+
 def numpy_step(data, swapped=False):
     """The step by hand. ``swapped`` writes the forward products as (w @ x.T).T, the orientation
     engine's linear op picks for small batches (faster in OpenBLAS), for a like-for-like figure."""
@@ -102,7 +126,9 @@ def run() -> list[Table]:
     # name -> (step, BLAS threads it runs with)
     cases = {"engine": (library_step(engine, data), configured),
              "engine, numpy's threads": (library_step(engine, data), numpy_default),
-             "numpy": (numpy_step(data), configured), "numpy swapped": (numpy_step(data, swapped=True), configured)}
+             "numpy": (numpy_step(data), configured), "numpy swapped": (numpy_step(data, swapped=True), configured),
+             "compiled model": (compiled_step(data), configured),
+             "compiled loss": (compiled_step(data, whole_loss=True), configured)}
     if torch is not None:
         cases["torch"] = (library_step(torch, data), configured)
     # Interleaved rounds, best round kept: on a shared machine the load drifts, and timing
@@ -128,4 +154,9 @@ def run() -> list[Table]:
     table.add("same, numpy written with (w @ x.T).T as engine's linear runs it", fmt_time(ours),
               fmt_time(ours_default), fmt_time(swapped), fmt_time(theirs), ratio(ours, swapped), ratio(ours, theirs),
               ratio(ours_default, ours))
+    for name, label in (("compiled model", "same, engine.compile(model)"),
+                        ("compiled loss", "same, model and loss compiled as one function")):
+        t = best[name]
+        table.add(f"{label} (target <= 1.15x numpy)", fmt_time(t), "", fmt_time(by_hand), fmt_time(theirs),
+                  ratio(t, by_hand), ratio(t, theirs), "")
     return [table]

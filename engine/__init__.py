@@ -7,6 +7,7 @@ creation functions. ``engine.nn``, ``engine.optim`` and
 """
 
 from engine import (
+    accelerator,
     autograd,
     backend,
     cuda,
@@ -16,6 +17,7 @@ from engine import (
 from engine.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from engine.backend import Device, DType, device, float16, float32, float64, int32, int64
 from engine.backend import bool_ as bool
+from engine.compiler import compile
 from engine.creation import (
     Generator,
     arange,

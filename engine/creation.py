@@ -7,11 +7,16 @@ reproducible run after run (the values differ from PyTorch's own stream).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import numbers
 
 from engine import backend
 from engine.tensor import Tensor
+
+# The module (``engine.tensor`` is also the creation function, once engine is imported).
+tensor_module = importlib.import_module("engine.tensor")
 
 
 class Generator:
@@ -95,6 +100,8 @@ def to_array(data, dtype=None, device=None):
 
 def _placed_array(data, dtype, dev, xp):
     if isinstance(data, Tensor):
+        if tensor_module.value_hook is not None:  # engine.compile: the values leave the traced graph
+            tensor_module.value_hook(data, "copy")
         array = data._data
         target = backend.dtype(dtype).np if dtype is not None else array.dtype
         return backend.to_device(array, dev).astype(target, copy=True)
@@ -260,12 +267,22 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
 # error under randomness='error', and under 'different' gives the batch shape to draw over and
 # how to mark the draw as batched; ``((), None)`` otherwise.
 vmap_random = None
+# engine.compile's tracer sets this while a function is traced: ``random_hook(sample, draw)``
+# with what draws again (``draw()``), so a replay draws fresh numbers instead of freezing them.
+random_hook = None
 
 
 def rand_array(kind, shape, dtype, device, generator=None, **params):
     """Draw from the generator on the CPU and move the sample to ``device``."""
     if vmap_random is not None:
         vmap_random()  # PyTorch's error for a random op under vmap(randomness='error')
+    sample = _draw(kind, shape, dtype, device, generator, params)
+    if random_hook is not None:
+        random_hook(sample, functools.partial(_draw, kind, shape, dtype, device, generator, params))
+    return sample
+
+
+def _draw(kind, shape, dtype, device, generator, params):
     rng = (generator or default_generator)._rng
     dt = backend.dtype(dtype) if dtype is not None else backend.default_dtype
     if kind == "uniform":

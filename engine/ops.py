@@ -433,7 +433,9 @@ mul = define(
 div = define(
     "div",
     lambda xp, x, y: xp.true_divide(x, y),
-    (lambda g, y: g / y, lambda g, out, y: -g * out / y),
+    # x and y saved, not the result (as PyTorch's DivBackward0): an in-place op on x / y, as a
+    # custom Function's backward may do (grad += ...), leaves its gradient alone.
+    (lambda g, y: g / y, lambda g, x, y: -g * x / (y * y)),
     lambda dx, dy, out, y: (dx - out * dy) / y,
     broadcast=True,
     doc="x / y",
@@ -831,7 +833,8 @@ sum = define(
 mean = define(
     "mean",
     _reduce_forward("mean"),
-    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g, out_shape, x_shape, dim) / _count(x_shape, dim),
+    # g is divided before it is spread: a broadcast view of the mean's gradient, not a full array
+    lambda g, out_shape, x_shape, *, dim, keepdim: unreduce(g / _count(x_shape, dim), out_shape, x_shape, dim),
     linear=True,
     normalize=axes("dim", all_if_none=True),
     grad_fn=lambda params, shapes: "MeanBackward0" if len(_as_tuple(params["dim"])) == len(shapes[0]) else "MeanBackward1",

@@ -25,6 +25,10 @@ _apply_inplace = None  # engine.autograd.inplace.apply_inplace
 _backward = None  # engine.autograd.backward.backward
 _to_array = None  # engine.creation.to_array
 _rand_array = None  # engine.creation.rand_array
+# engine.compile's tracer sets this while a function is traced: ``value_hook(tensor, how)`` each
+# time a tensor's value reaches Python (``item``, ``tolist``, ``numpy``; ``engine.tensor(t)``
+# says "copy"), so a replay can guard it or the trace can stop.
+value_hook = None
 # Python numbers (and numpy scalars): the operands PyTorch takes as a Scalar argument.
 _NUMBERS = (int, float, backend.numpy.generic)
 # Ops without parameters share one empty dict (nothing mutates params).
@@ -68,6 +72,7 @@ class Tensor:
         "_data",
         "_grad",
         "_hooks",
+        "_output_nr",
         "_requires_grad",
         "_retains_grad",
         "_tangents",
@@ -90,6 +95,7 @@ class Tensor:
         self._requires_grad = False
         self._grad = None
         self.grad_fn = None
+        self._output_nr = 0
         self._version_counter = [0]
         self._accumulator = None
         self._base = None
@@ -105,6 +111,7 @@ class Tensor:
         t._requires_grad = False
         t._grad = None
         t.grad_fn = None
+        t._output_nr = 0  # which output of grad_fn this is (custom Functions have several)
         t._version_counter = [0]
         t._accumulator = None
         t._base = None
@@ -222,7 +229,10 @@ class Tensor:
             return  # leaves keep their grad anyway
         if not self._retains_grad:
             self._retains_grad = True
-            self.grad_fn.retained = _weak(self)
+            if self.grad_fn.op is None:  # a custom Function's node: it keeps one per output
+                self.grad_fn._retain_output(self)
+            else:
+                self.grad_fn.retained = _weak(self)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned
@@ -230,7 +240,7 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
-            return self.grad_fn.register_prehook(hook)
+            return self.grad_fn._register_tensor_hook(hook, self._output_nr)
         from engine.autograd.graph import _RemovableHandle
 
         if self._hooks is None:
@@ -254,6 +264,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         self.grad_fn = None
+        self._output_nr = 0
         self._requires_grad = False
         return self
 
@@ -269,6 +280,8 @@ class Tensor:
     # ---- conversion -------------------------------------------------------
 
     def item(self):
+        if value_hook is not None:
+            value_hook(self, "item")
         if self._data.size != 1:
             raise RuntimeError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
@@ -276,9 +289,13 @@ class Tensor:
         return self._data.reshape(()).item()
 
     def tolist(self):
+        if value_hook is not None:
+            value_hook(self, "tolist")
         return backend.to_numpy(self._data).tolist()
 
     def numpy(self, *, force: bool = False):
+        if value_hook is not None:
+            value_hook(self, "numpy")
         if self._requires_grad and not force:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."

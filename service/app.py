@@ -12,11 +12,13 @@ from fastapi_offline import FastAPIOffline
 import engine
 from service import compute, errors
 from service.config import Settings, get_settings
+from service.dependencies import Services
+from service.functions import FunctionRegistry
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.model_service import ModelService
 from service.routes import compute as compute_routes
-from service.routes import front, health, models, ops, profile, transforms
+from service.routes import front, functions, health, models, ops, profile, transforms
 from service.runtime import Runtime, install_op_tracking
 
 DESCRIPTION = """Gradients over HTTP.
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "compute", "description": "evaluate, differentiate, gradcheck"},
             {"name": "transforms", "description": "Jacobians, Hessians, vector products"},
             {"name": "profile", "description": "the engine's profiler"},
+            {"name": "functions", "description": "functions kept in the store by content hash: register once, "
+                                                  "then call any transform with inputs only"},
             {"name": "models", "description": "trainable models kept in the store: the training loop over HTTP"},
             {"name": "ops", "description": "the derivative table and service info"},
             {"name": "health", "description": "liveness, readiness, metrics"},
@@ -74,8 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.runtime = Runtime(settings)  # started and closed by _lifespan
+    app.state.runtime = Runtime(settings, app.state.metrics)  # started and closed by _lifespan
     app.state.models = ModelService(settings)  # opens the model store on first use
+    app.state.functions = FunctionRegistry(app.state.models)  # kept in the same store
+    app.state.services = Services(app.state.runtime, app.state.models, app.state.metrics, app.state.functions)
     install_op_tracking()
     compute.configure_gpu(settings)
 
@@ -83,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(front.router)
     app.mount(front.ASSETS_PATH, front.playground_assets(), name="playground")
     app.include_router(health.router)
-    for module in (compute_routes, transforms, profile, models, ops):
+    for module in (compute_routes, transforms, profile, functions, models, ops):
         app.include_router(module.router, dependencies=secured)
     errors.install(app)
 

@@ -1,17 +1,22 @@
 """The engine-facing functions the compute routes call, one per endpoint.
 
-Each takes a validated request model and the settings, decodes the tensors,
-compiles the client's function (expr, program or graph) under a ``Budget``,
-runs it with the engine, and returns the response content (numpy arrays
-inside, serialised by orjson). They are synchronous: routes run them in a
-worker thread through ``run_in_worker``, under ``service.runtime.engine_work``
-(the per-request budget, op tracking and error wrapping). Grad mode and graphs are per call
-(grad mode is a ContextVar), so concurrent requests never share them.
+Each takes a validated request model and a ``ComputeContext`` (the settings, the
+plan cache, and the function when it comes from ``/v1/functions`` rather than the
+request), decodes the tensors, looks the client's function (expr, program or graph)
+up in the plan cache (``service.plans``: built under a ``Budget`` on a miss), runs
+it with the engine, and returns the response content (numpy arrays inside,
+serialised by orjson). They are synchronous: routes run them in a worker thread
+through ``run_in_worker``, under ``service.runtime.engine_work`` (the per-request
+budget, op tracking and error wrapping). Grad mode and graphs are per call (grad
+mode is a ContextVar), so concurrent requests never share them.
+
+Batches: with ``"batch"`` (input names, or ``true`` for all) the named inputs carry a
+leading batch axis; the endpoint's work runs once per point on the same plan, and every
+tensor of the results is stacked along a new leading axis (``_batched``).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections import Counter
 from collections.abc import Callable
@@ -20,18 +25,37 @@ import engine
 from engine.autograd.graph import AccumulateGrad
 from engine.op import numel
 from engine.tensor import Tensor
-from frontends.budget import Budget, BudgetExceeded
+from frontends.budget import BudgetExceeded
 from service import codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
 from service.errors import DeviceUnavailableError, ServiceError
+from service.plans import FunctionSource, Plan, PlanCache, PlanKey, function_source
 from service.runtime import budget_for, engine_work
 
 
-def run_in_worker(handler: Callable, request, settings: Settings,
+class ComputeContext:
+    """What a compute handler runs with: the settings, the plan cache, and the stored function
+    (``/v1/functions/{id}/...``; None: the request's own). Once the handler ran, ``plan`` is the
+    plan it ran, and ``plan_hit`` and ``build_seconds`` say whether it was cached (for
+    ``Server-Timing``)."""
+
+    __slots__ = ("build_seconds", "function", "plan", "plan_hit", "plans", "settings")
+
+    def __init__(self, settings: Settings, plans: PlanCache, function: FunctionSource | None = None):
+        self.settings = settings
+        self.plans = plans
+        self.function = function
+        self.plan: Plan | None = None
+        self.plan_hit: bool | None = None
+        self.build_seconds = 0.0
+
+
+def run_in_worker(handler: Callable, request, context: ComputeContext,
                   on_ops: Callable[[Counter], None]) -> list | codec.Frame:
-    """Run ``handler(request, settings)`` under ``engine_work``; return the JSON body (``codec.dumps_parts``),
+    """Run ``handler(request, context)`` under ``engine_work``; return the JSON body (``codec.dumps_parts``),
     or the binary frame (``codec.dumps_frame``) when the request's encoding is ``"binary"``."""
+    settings = context.settings
     # Tensors the client's function creates (ones(3), zeros_like...) go where its inputs are.
     requested = getattr(request, "device", "cpu")
     check_device(requested)  # before the device is entered: a 400 naming what is missing
@@ -40,7 +64,7 @@ def run_in_worker(handler: Callable, request, settings: Settings,
     current_gpu = engine.cuda.device(device.index if device.type == "cuda" else None)
     # Every tensor the handler encodes is counted against the response limit (before it is copied).
     with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements):
-        content = handler(request, settings)
+        content = handler(request, context)
         if getattr(request, "encoding", "json") == "binary":
             return codec.dumps_frame(content, codec.SKELETON_RESERVE_BYTES)
         return codec.dumps_parts(content, codec.SKELETON_RESERVE_BYTES)
@@ -50,16 +74,45 @@ def run_in_worker(handler: Callable, request, settings: Settings,
 
 
 class Call:
-    """A decoded request: input names, their tensors (positional order), the compiled function."""
+    """A decoded request: input names, their tensors (positional order), the plan whose function runs.
 
-    def __init__(self, names: list[str], tensors: list[Tensor], fn: Callable, elements: ElementBudget):
+    A batched call (``batch_size`` not None) holds whole batches in ``tensors``; ``points()``
+    gives one unbatched call per point, on the same plan.
+    """
+
+    def __init__(self, names: list[str], tensors: list[Tensor], plan: Plan, elements: ElementBudget,
+                 batched: frozenset[str] = frozenset(), batch_size: int | None = None):
         self.names = names
         self.tensors = tensors
-        self.fn = fn
+        self.plan = plan
+        self.fn = plan.fn
         self.elements = elements
+        self.batched = batched
+        self.batch_size = batch_size
+        self.points_in_request = 1  # a batch point's call: the batch size (its limits count the batch)
 
     def run(self, tensors=None):
         return self.fn(*(self.tensors if tensors is None else tensors))
+
+    def points(self):
+        """One call per batch point: the batched inputs indexed at the point, the others as they are.
+
+        A point's tensor is a leaf of its own (sliced without recording, ``requires_grad`` as the
+        batch's), so its gradient is that point's alone.
+        """
+        for index in range(self.batch_size):
+            tensors = []
+            for name, t in zip(self.names, self.tensors):
+                if name in self.batched:
+                    with engine.no_grad():
+                        point = t.detach()[index]
+                    t = point.requires_grad_(True) if t.requires_grad else point
+                elif t.requires_grad:
+                    t = t.detach().requires_grad_(True)  # each point accumulates its own gradient
+                tensors.append(t)
+            point_call = Call(self.names, tensors, self.plan, self.elements)
+            point_call.points_in_request = self.batch_size
+            yield point_call
 
 
 def check_device(device: str) -> None:
@@ -89,40 +142,25 @@ def configure_gpu(settings: Settings) -> None:
         engine.cuda.set_per_process_memory_limit(settings.gpu_memory_limit_bytes)
 
 
-def compile_function(request: schemas.FunctionRequest, names: list[str], settings: Settings) -> Callable:
-    """The client's expr, program or graph as a callable over the input tensors (cached by source)."""
-    budget = budget_for(settings)
+def function_of(request: schemas.FunctionRequest | schemas.FunctionCreateRequest) -> FunctionSource:
+    """The request's own function (or the one to register), in canonical form (``service.plans``)."""
     if request.expr is not None:
-        return _compiled("expr", request.expr, tuple(names), budget)
+        return function_source("expr", request.expr)
     if request.program is not None:
-        return _compiled("program", request.program, tuple(names), budget)
-    return _compiled("graph", codec.dumps(request.graph.model_dump()).decode(), tuple(names), budget)
+        return function_source("program", request.program)
+    return function_source("graph", request.graph.model_dump())
 
 
-@functools.lru_cache(maxsize=128)
-def _compiled(form: str, source: str, names: tuple[str, ...], budget: Budget) -> Callable:
-    """Compiling validates the whole function first; the result is stateless, so repeats reuse it.
-
-    Failures are not cached (lru_cache never stores exceptions), so invalid
-    sources are re-checked, and reported, every time.
-    """
-    if form == "expr":
-        from frontends.program import compile_expr
-
-        return compile_expr(source, list(names), budget)
-    if form == "program":
-        from frontends.program import compile_program
-
-        return compile_program(source, list(names), budget)
-    from frontends.graph import compile_graph
-
-    return compile_graph(codec.loads(source), list(names), budget)
-
-
-def prepare(request: schemas.FunctionRequest, settings: Settings, *, dtype_default=None,
+def prepare(request: schemas.FunctionRequest, context: ComputeContext, transform: tuple, *,
             requires_grad: set[str] | None = None) -> Call:
-    """Decode the inputs and compile the function (``run_in_worker`` has checked the device)."""
-    dtype = codec.resolve_dtype(request.dtype, "dtype") if request.dtype else (dtype_default or engine.float32)
+    """Decode the inputs and find the function's plan (``run_in_worker`` has checked the device).
+
+    ``transform`` names the endpoint and the options of it that change the work the function
+    traces: with the function, the input names, the budget and the input signature (of one
+    point, for a batch) it keys the plan cache.
+    """
+    settings = context.settings
+    dtype = codec.resolve_dtype(request.dtype, "dtype") if request.dtype else engine.float32
     elements = ElementBudget(settings.max_tensor_elements, settings.max_request_elements)
     names, tensors = [], []
     for name, value in request.inputs.items():
@@ -134,7 +172,46 @@ def prepare(request: schemas.FunctionRequest, settings: Settings, *, dtype_defau
             tensor.requires_grad_(True)
         names.append(name)
         tensors.append(tensor)
-    return Call(names, tensors, compile_function(request, names, settings), elements)
+    batched, batch_size = _batch_of(request, names, tensors)
+    signature = tuple((tuple(t.shape[1:] if name in batched else t.shape), t.dtype, t.device, t.requires_grad)
+                      for name, t in zip(names, tensors))
+    function = context.function or function_of(request)
+    key = PlanKey(function.id, tuple(names), transform, budget_for(settings), signature)
+    plan, context.plan_hit = context.plans.plan(key, function)
+    context.plan = plan
+    if not context.plan_hit:
+        context.build_seconds = plan.build_seconds
+    return Call(names, tensors, plan, elements, batched, batch_size)
+
+
+def _batch_of(request, names: list[str], tensors: list[Tensor]) -> tuple[frozenset[str], int | None]:
+    """The batched input names and the batch size (None: no batch); every batched input must have
+    the same leading axis, of at least one point."""
+    batch = getattr(request, "batch", None)
+    if batch is None or batch is False:
+        return frozenset(), None
+    batched = frozenset(names) if batch is True else frozenset(batch)
+    unknown = batched - set(names)
+    if unknown:
+        raise ServiceError(f"batch names {sorted(unknown)}, which are not inputs", input="batch")
+    if not batched:
+        raise ServiceError("batch names no input; name the inputs that carry a leading batch axis", input="batch")
+    sizes = {}
+    for name, t in zip(names, tensors):
+        if name in batched:
+            if t.ndim == 0:
+                raise CodecError(f"inputs.{name} is batched but has no axis; its leading axis is the batch",
+                                 input=f"inputs.{name}")
+            sizes[name] = t.shape[0]
+    if len(set(sizes.values())) != 1:
+        raise CodecError(f"the batched inputs' leading axes differ: {sizes}", input="batch")
+    size = next(iter(sizes.values()))
+    if size == 0:
+        raise CodecError("the batch has no points (a leading axis of 0)", input="batch")
+    if getattr(request, "profile", False):
+        raise ServiceError('"profile": true profiles one point; send it without "batch" '
+                           "(or POST /v1/profile with the batch)", input="profile")
+    return batched, size
 
 
 def as_tuple(value) -> tuple:
@@ -163,19 +240,91 @@ def _spliced_trace(summary: dict) -> dict:
 
 
 # ---- endpoints -----------------------------------------------------------------------
+#
+# Each endpoint has a point function, ``(request, call, context) -> content`` with engine tensors
+# under TENSOR_KEYS; ``_run_points`` runs it once (or once per batch point, stacking the results)
+# and encodes the tensors in the request's encoding.
+
+TENSOR_KEYS = ("outputs", "grads", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp")
 
 
-def evaluate(request: schemas.EvaluateRequest, settings: Settings) -> dict:
+def _run_points(request, call: Call, context: ComputeContext, point: Callable, combine: Callable | None = None) -> dict:
+    """``point`` at the call, or at every point of a batched call; ``combine`` (default: stack every
+    tensor) joins a batch's results. A batch's response is bounded once the first point has run:
+    the batch size times that point's numbers must fit the response limit before the rest run."""
+    if call.batch_size is None:
+        return _encoded(point(request, call, context), request.encoding)
+    results = []
+    for point_call in call.points():
+        results.append(point(request, point_call, context))
+        if len(results) == 1:
+            count = call.batch_size * _numbers(results[0])
+            codec.check_response(count, f"a batch of {call.batch_size} points of {_numbers(results[0])} numbers each")
+    return _encoded((combine or _stacked)(results), request.encoding)
+
+
+def _numbers(content: dict) -> int:
+    def count(value) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, (tuple, list)):
+            return sum(map(count, value))
+        if isinstance(value, dict):
+            return sum(map(count, value.values()))
+        return value.numel() if isinstance(value, Tensor) else 1
+
+    return sum(count(content[key]) for key in TENSOR_KEYS if key in content)
+
+
+def _stacked(results: list[dict]) -> dict:
+    """The points' contents as one: every tensor stacked along a new leading axis; the rest (the
+    autograd graph's description, the same at every point of a plan) from the first point."""
+    first = dict(results[0])
+    for key in TENSOR_KEYS:
+        if key in first:
+            first[key] = _stack_values([result[key] for result in results])
+    return first
+
+
+def _stack_values(values: list):
+    if any(value is None for value in values):
+        return None
+    if isinstance(values[0], (tuple, list)):
+        return tuple(_stack_values(list(column)) for column in zip(*values))
+    if isinstance(values[0], dict):
+        return {name: _stack_values([value[name] for value in values]) for name in values[0]}
+    with engine.no_grad():
+        return engine.stack([v.detach() if isinstance(v, Tensor) else engine.tensor(v) for v in values])
+
+
+def _encoded(content: dict, encoding: str) -> dict:
+    """``content`` with its engine tensors (TENSOR_KEYS) written as wire tensors."""
+    for key in TENSOR_KEYS:
+        if key not in content:
+            continue
+        value = content[key]
+        if key == "outputs":
+            content[key] = _encode_outputs(value, encoding)
+        elif key == "grads":
+            content[key] = {name: None if t is None else codec.encode_tensor(t, encoding) for name, t in value.items()}
+        else:
+            content[key] = codec.encode_nested(value, encoding)
+    return content
+
+
+def evaluate(request: schemas.EvaluateRequest, context: ComputeContext) -> dict:
     """Outputs of the function, under no_grad."""
-    call = prepare(request, settings)
+    return _run_points(request, prepare(request, context, ("evaluate",)), context, _evaluate_point)
+
+
+def _evaluate_point(request, call: Call, context: ComputeContext) -> dict:
     content: dict = {}
 
     def work():
         with engine.no_grad():
             return as_tuple(call.run())
 
-    outputs = _profiled(request, content, work, settings)
-    content["outputs"] = _encode_outputs(outputs, request.encoding)
+    content["outputs"] = _profiled(request, content, work, context.settings)
     return content
 
 
@@ -200,13 +349,62 @@ def describe_graph(node, variables: dict[int, str], max_depth: int, seen: dict[i
     return entry
 
 
-def gradient(request: schemas.GradRequest, settings: Settings) -> dict:
+def graph_structure(node, variables: dict[int, str], max_depth: int, seen: dict[int, int], into: list) -> None:
+    """What ``describe_graph`` shows of a graph, flat, without building it: each node's name, its
+    leaf's input name and its edges, in the same order (equal structures describe equally)."""
+    if node is None:
+        into.append(None)
+        return
+    key = id(node)
+    if key in seen:
+        into.append(seen[key])
+        return
+    seen[key] = len(seen)
+    into.append(node.name())
+    if isinstance(node, AccumulateGrad):
+        into.append(variables.get(id(node.variable)))
+    if max_depth <= 0 and node.next_functions:
+        into.append("truncated")
+        return
+    into.append(len(node.next_functions))
+    for child, index in node.next_functions:
+        graph_structure(child, variables, max_depth - 1, seen, into)
+        into.append(index)
+
+
+def _graph_description(call: Call, outputs: tuple, max_depth: int) -> list:
+    """Each output's autograd graph described; computed once per plan (``Plan.description``). A plan
+    whose function cannot branch on values (``Plan.fixed_structure``) records the same graph every
+    time; another plan's graph is walked first and described again only when its structure changed."""
+    roots = [getattr(o, "grad_fn", None) for o in outputs]
+    variables = {id(t): name for name, t in zip(call.names, call.tensors)}
+
+    def describe() -> list:
+        seen: dict[int, int] = {}
+        return [describe_graph(root, variables, max_depth, seen) for root in roots]
+
+    if call.plan.fixed_structure:
+        structure: tuple = (len(roots),)
+    else:
+        flat: list = []
+        seen: dict[int, int] = {}
+        for root in roots:
+            graph_structure(root, variables, max_depth, seen, flat)
+        structure = tuple(flat)
+    return call.plan.description(structure, describe)
+
+
+def gradient(request: schemas.GradRequest, context: ComputeContext) -> dict:
     """Outputs, the leaf gradients of every input, and each output's autograd graph."""
     wrt = set(request.wrt or ())
     unknown = wrt - set(request.inputs)
     if unknown:
         raise ServiceError(f"wrt names {sorted(unknown)}, which are not inputs", input=sorted(unknown)[0])
-    call = prepare(request, settings, requires_grad=wrt)
+    call = prepare(request, context, ("grad", request.grad_outputs is not None), requires_grad=wrt)
+    return _run_points(request, call, context, _gradient_point)
+
+
+def _gradient_point(request, call: Call, context: ComputeContext) -> dict:
     content: dict = {}
 
     def work():
@@ -215,17 +413,10 @@ def gradient(request: schemas.GradRequest, settings: Settings) -> dict:
         _backward(request, call, outputs)
         return outputs
 
-    outputs = _profiled(request, content, work, settings)
-    variables = {id(t): name for name, t in zip(call.names, call.tensors)}
-    seen: dict[int, int] = {}
-    content["outputs"] = _encode_outputs(outputs, request.encoding)
-    content["grads"] = {
-        name: codec.encode_tensor(t.grad, request.encoding) if t.requires_grad and t.grad is not None else None
-        for name, t in zip(call.names, call.tensors)
-    }
-    content["graph"] = [
-        describe_graph(getattr(o, "grad_fn", None), variables, settings.max_graph_depth, seen) for o in outputs
-    ]
+    outputs = _profiled(request, content, work, context.settings)
+    content["outputs"] = outputs
+    content["grads"] = {name: t.grad if t.requires_grad else None for name, t in zip(call.names, call.tensors)}
+    content["graph"] = _graph_description(call, outputs, context.settings.max_graph_depth)
     return content
 
 
@@ -296,29 +487,42 @@ def _transform_options(request: schemas.JacobianRequest, strategy_name: str) -> 
     return options
 
 
-def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> dict:
+def _matrix(request, context: ComputeContext, transform: str, strategy_name: str) -> dict:
     """``torch.autograd.functional.<transform>`` (jacobian or hessian) of the function at the inputs.
 
     The result's size is known before any derivative is taken (the Hessian's from the inputs,
     the Jacobian's after one forward pass, which the response needs anyway): a response that
-    could not hold it is refused at once. That forward pass records the function's graph,
-    whose size says how many rows one batched pass may take within ``max_live_elements``:
-    the ``chunk_size`` the transform gets (the client's, if smaller). Between the passes, and
-    at every backward node, the budget checks the deadline.
+    could not hold it (times the points of a batch) is refused at once. That forward pass records
+    the function's graph, whose size says how many rows one batched pass may take within
+    ``max_live_elements``: the ``chunk_size`` the transform gets (the client's, if smaller).
+    Between the passes, and at every backward node, the budget checks the deadline.
     """
+    options = (request.strict, request.vectorize, request.strategy)
+    call = prepare(request, context, (transform, *options))
+
+    def point(request, call: Call, context: ComputeContext) -> dict:
+        return _matrix_point(request, call, context, transform, strategy_name)
+
+    return _run_points(request, call, context, point)
+
+
+def _matrix_point(request, call: Call, context: ComputeContext, transform: str, strategy_name: str) -> dict:
     functional = _functional()
-    call = prepare(request, settings)
+    settings = context.settings
     tensors = _detached(call)
     content: dict = {}
     input_shapes = [tuple(t.shape) for t in tensors]
+    points = call.points_in_request
     if transform == "hessian":
-        codec.check_response(functional.hessian_elements(input_shapes) + 1, _sized("the Hessian", input_shapes))
+        codec.check_response(points * (functional.hessian_elements(input_shapes) + 1),
+                             _sized("the Hessian", input_shapes, points=points))
     recorded = [o for o in _recorded_outputs(call, tensors) if isinstance(o, Tensor)]
     outputs = tuple(o.detach() for o in recorded)
     if transform == "jacobian":
         output_shapes = [tuple(o.shape) for o in outputs]
         count = functional.jacobian_elements(output_shapes, input_shapes) + sum(map(numel, output_shapes))
-        codec.check_response(count, _sized("the Jacobian", input_shapes, output_shapes) + " and the outputs")
+        codec.check_response(points * count,
+                             _sized("the Jacobian", input_shapes, output_shapes, points) + " and the outputs")
     row_elements = (functional.hessian_pass_elements if transform == "hessian" else functional.pass_elements)(recorded)
     del recorded  # the graph: only its size was needed
     options = _transform_options(request, strategy_name)
@@ -329,8 +533,8 @@ def _matrix(request, settings: Settings, transform: str, strategy_name: str) -> 
         return getattr(functional, transform)(call.fn, _args(tensors), **options)
 
     result = _profiled(request, content, work, settings)
-    content["outputs"] = _encode_outputs(outputs, request.encoding)
-    content[transform] = codec.encode_nested(result, request.encoding)
+    content["outputs"] = outputs
+    content[transform] = result
     return content
 
 
@@ -341,28 +545,28 @@ def _recorded_outputs(call: Call, tensors) -> tuple:
         return as_tuple(call.run(leaves))
 
 
-def _sized(name: str, input_shapes, output_shapes=None) -> str:
+def _sized(name: str, input_shapes, output_shapes=None, points: int = 1) -> str:
     """``the Jacobian of outputs [[3]] by inputs [[2], [4]]``: what a too-large problem names."""
     inputs = f"inputs {[list(s) for s in input_shapes]}"
-    return f"{name} of {inputs}" if output_shapes is None else \
+    sized = f"{name} of {inputs}" if output_shapes is None else \
         f"{name} of outputs {[list(s) for s in output_shapes]} by {inputs}"
+    return sized if points == 1 else f"{points} points' {sized}"
 
 
-def jacobian(request: schemas.JacobianRequest, settings: Settings) -> dict:
+def jacobian(request: schemas.JacobianRequest, context: ComputeContext) -> dict:
     """torch.autograd.functional.jacobian of the function at the inputs."""
-    return _matrix(request, settings, "jacobian", "strategy")
+    return _matrix(request, context, "jacobian", "strategy")
 
 
-def hessian(request: schemas.HessianRequest, settings: Settings) -> dict:
+def hessian(request: schemas.HessianRequest, context: ComputeContext) -> dict:
     """torch.autograd.functional.hessian of a scalar function at the inputs."""
-    return _matrix(request, settings, "hessian", "outer_jacobian_strategy")
+    return _matrix(request, context, "hessian", "outer_jacobian_strategy")
 
 
 def _product(name: str, v_like: str):
     """vjp / jvp / hvp / vhp: ``(outputs, product) = functional.<name>(fn, inputs, v)``."""
 
-    def product(request: schemas.ProductRequest, settings: Settings) -> dict:
-        call = prepare(request, settings)
+    def point(request: schemas.ProductRequest, call: Call, context: ComputeContext) -> dict:
         tensors = _detached(call)
         like = _forward_outputs(call, tensors) if v_like == "output" else tuple(tensors)
         v = _decode_v(request, call, like, v_like)
@@ -371,13 +575,16 @@ def _product(name: str, v_like: str):
         def work():
             return getattr(_functional(), name)(call.fn, _args(tensors), v, strict=request.strict)
 
-        outputs, result = _profiled(request, content, work, settings)
-        content["outputs"] = _encode_outputs(as_tuple(outputs), request.encoding)
-        content[name] = codec.encode_nested(result, request.encoding)
+        outputs, result = _profiled(request, content, work, context.settings)
+        content["outputs"] = as_tuple(outputs)
+        content[name] = result
         return content
 
+    def product(request: schemas.ProductRequest, context: ComputeContext) -> dict:
+        return _run_points(request, prepare(request, context, (name, request.strict)), context, point)
+
     product.__name__ = name
-    product.__doc__ = f"torch.autograd.functional.{name} of the function at the inputs."
+    product.__doc__ = f"torch.autograd.functional.{name} of the function at the inputs (v: the same at every point)."
     return product
 
 
@@ -387,11 +594,19 @@ hvp = _product("hvp", "input")
 vhp = _product("vhp", "input")
 
 
-def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
-    """The engine's Jacobian against central differences, in the request's dtype (float64 by default)."""
+def gradcheck(request: schemas.GradcheckRequest, context: ComputeContext) -> dict:
+    """The engine's Jacobian against central differences, in the request's dtype (float64 by default).
+
+    For a batch, every point is checked; the report is the worst point's (``point`` its index),
+    and ``passed`` says whether all passed.
+    """
+    call = prepare(request, context, ("gradcheck",))
+    return _run_points(request, call, context, _gradcheck_point, _worst_point)
+
+
+def _gradcheck_point(request: schemas.GradcheckRequest, call: Call, context: ComputeContext) -> dict:
     checker = importlib.import_module("engine.autograd.gradcheck")  # the package re-exports the function
 
-    call = prepare(request, settings)
     if not any(t.requires_grad for t in call.tensors):
         for t in call.tensors:
             if t.is_floating_point():
@@ -400,7 +615,7 @@ def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
     if not checked:
         raise ServiceError("gradcheck needs a floating point input")
     inputs = tuple(call.tensors)
-    _check_gradcheck_size(call, checked, settings)
+    _check_gradcheck_size(call, checked, context.settings)
     outputs, numerical = checker.numerical_jacobian(call.fn, inputs, request.eps)
     analytical = checker.analytical_jacobian(outputs, inputs)
     report = checker.compare(numerical, analytical, request.atol, request.rtol)
@@ -415,6 +630,13 @@ def gradcheck(request: schemas.GradcheckRequest, settings: Settings) -> dict:
         "atol": request.atol,
         "rtol": request.rtol,
     }
+
+
+def _worst_point(reports: list[dict]) -> dict:
+    """A batch's gradcheck: the first failing point's report, else the one with the largest error."""
+    failing = [i for i, report in enumerate(reports) if not report["passed"]]
+    index = failing[0] if failing else max(range(len(reports)), key=lambda i: reports[i]["max_abs_error"])
+    return {**reports[index], "point": index}
 
 
 def _check_gradcheck_size(call: Call, checked: list[str], settings: Settings) -> None:
@@ -443,23 +665,28 @@ def _check_gradcheck_size(call: Call, checked: list[str], settings: Settings) ->
                              f"than the limit of {settings.max_live_elements} held at once; check fewer numbers")
 
 
-def profile(request: schemas.ProfileRequest, settings: Settings) -> dict:
-    """Run the function ``repeat`` times (and backward) under the profiler."""
+def profile(request: schemas.ProfileRequest, context: ComputeContext) -> dict:
+    """Run the function ``repeat`` times (and backward) under the profiler; a batch, at every point."""
     from service import profiling
 
-    call = prepare(request, settings)
+    call = prepare(request, context, ("profile", request.backward))
+    calls = [call] if call.batch_size is None else list(call.points())
 
     def work():
-        outputs = ()
+        results = []
         for _ in range(request.repeat):
-            with engine.enable_grad():
-                outputs = as_tuple(call.run())
-            if request.backward:
-                roots = [o.sum() if o.ndim else o for o in outputs if isinstance(o, Tensor) and o.requires_grad]
-                if roots:
-                    engine.autograd.backward(roots)
-        return outputs
+            results = []
+            for point in calls:
+                with engine.enable_grad():
+                    outputs = as_tuple(point.run())
+                if request.backward:
+                    roots = [o.sum() if o.ndim else o for o in outputs if isinstance(o, Tensor) and o.requires_grad]
+                    if roots:
+                        engine.autograd.backward(roots)
+                results.append({"outputs": outputs})
+        return results
 
-    outputs, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
-                                              max_events=settings.max_profile_events)
-    return {**_spliced_trace(summary), "outputs": _encode_outputs(outputs, request.encoding)}
+    results, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
+                                              max_events=context.settings.max_profile_events)
+    outputs = results[0] if call.batch_size is None else _stacked(results)
+    return {**_spliced_trace(summary), **_encoded(outputs, request.encoding)}

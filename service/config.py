@@ -52,10 +52,15 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(4, ge=1)
     queue_timeout_s: float = Field(2.0, ge=0)
 
-    # The model store (used by the /v1/models resources).
+    # Plans: every function a request runs is built (validated, and compiled) once per
+    # (function, transform, input signature) and kept in an LRU of this many plans; 0: none kept.
+    plan_cache_size: int = Field(256, ge=0, description="plans (built client functions) kept in the LRU cache")
+
+    # The model store (used by the /v1/models and /v1/functions resources).
     store: str = Field("sqlite", description="'sqlite' (a file under data_dir), 'sqlite:///<file>' or 'redis://...'")
     data_dir: str = "./data"
     max_models: int = Field(100, ge=1, description="models kept in the store (more: 507)")
+    max_functions: int = Field(1000, ge=1, description="functions registered in the store (more: 507)")
     max_parameters_per_model: int = Field(10_000_000, ge=1, description="numbers one model may hold (more: 413)")
     model_ttl_s: float = Field(0.0, ge=0, description="drop models not mutated for this long; 0 keeps them")
     model_retries: int = Field(20, ge=1, description="compare-and-set attempts of one mutation against other replicas")

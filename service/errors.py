@@ -21,7 +21,7 @@ engine raises on bad input (``engine.errors.ENGINE_ERRORS``: RuntimeError,
 ValueError, TypeError, ...) into ``EngineError``; any other exception (an
 AttributeError, an AssertionError), or one raised anywhere else, is a bug and
 gives 500. The model store raises its own typed errors (``service.store``:
-``ModelNotFound``, ``StoreFull``, ``StoreUnavailable``); they, and ``SpecError``,
+``ModelNotFound``, ``FunctionNotFound``, ``StoreFull``, ``StoreUnavailable``); they, and ``SpecError``,
 are mapped here too, wherever they are raised.
 """
 
@@ -45,7 +45,7 @@ from engine.errors import ENGINE_ERRORS
 from engine.profiler import ProfileLimitError
 from frontends.model_spec import SpecError
 from service.codec import CodecError, FrameError, ResponseTooLargeError, address_space_limit, dumps
-from service.store.base import ModelNotFound, StoreError, StoreFull, StoreUnavailable
+from service.store.base import FunctionNotFound, ModelNotFound, StoreError, StoreFull, StoreUnavailable
 
 logger = logging.getLogger("gradserve")
 
@@ -127,6 +127,10 @@ class ModelNotFoundError(ServiceError):
     status, slug, title = 404, "model-not-found", "Model not found"
 
 
+class FunctionNotFoundError(ServiceError):
+    status, slug, title = 404, "function-not-found", "Function not found"
+
+
 class PreconditionFailedError(ServiceError):
     """``If-Match`` named another version than the model's (or the model changed meanwhile)."""
 
@@ -143,6 +147,12 @@ class ModelLimitError(ServiceError):
     """The store holds ``max_models`` models: 507, the server's capacity, not the client's request."""
 
     status, slug, title = 507, "model-limit", "Too many models"
+
+
+class FunctionLimitError(ServiceError):
+    """The store holds ``max_functions`` functions: 507, as for models."""
+
+    status, slug, title = 507, "function-limit", "Too many functions"
 
 
 class ModelTooLargeError(ServiceError):
@@ -349,8 +359,11 @@ def _model_error(error: StoreError | SpecError) -> ServiceError | None:
     """The store's conditions and an invalid model spec, as the service errors they answer with."""
     if isinstance(error, ModelNotFound):
         return ModelNotFoundError(str(error), model=error.model_id)
+    if isinstance(error, FunctionNotFound):
+        return FunctionNotFoundError(str(error), function=error.function_id)
     if isinstance(error, StoreFull):
-        return ModelLimitError(str(error), limit=error.limit)
+        limited = FunctionLimitError if error.what == "functions" else ModelLimitError
+        return limited(str(error), limit=error.limit)
     if isinstance(error, SpecError):
         return InvalidSpecError(str(error), layer=error.path or None)
     if isinstance(error, StoreUnavailable):  # a locked or unreachable store: retry

@@ -10,6 +10,8 @@ only between the two (uvicorn and ``with TestClient(app)`` both run the lifespan
   threads (engine work never runs on the event loop).
 - ``keep(task)`` holds a strong reference to a training task streamed over SSE
   until it is done, so a client that disconnects does not get it collected.
+- ``plans`` is the plan cache (``service.plans``): every client function, built once
+  per (function, transform, input signature).
 
 And what every piece of engine work runs under inside a worker thread:
 ``engine_work(settings, on_ops)`` enforces the request's ``Budget`` (``budget_for``:
@@ -31,13 +33,16 @@ from frontends.budget import Budget, enforce
 from service import codec
 from service.config import Settings
 from service.errors import OverloadedError, engine_errors
+from service.metrics import Metrics
+from service.plans import PlanCache
 
 
 class Runtime:
     """What the service runs compute work with; see the module docstring for the lifecycle."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
+        self.plans = PlanCache(settings.plan_cache_size, metrics)
         self.slots: asyncio.Semaphore | None = None
         self.workers: ThreadPoolExecutor | None = None
         self.training_tasks: set[asyncio.Task] = set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from frontends.model_spec import TINY_MODEL_SPEC
@@ -161,6 +161,14 @@ class FunctionRequest(BaseModel):
         "cpu", description="where to compute: 'cpu', 'cuda' (device 0) or 'cuda:N'; 'cuda' without a GPU, or "
                            "an N past the visible devices, is a 400 naming what is missing")
     profile: bool = Field(False, description="attach a profiler summary under `profile`")
+    batch: bool | Annotated[list[InputName], Field(max_length=64)] | None = Field(
+        None, description=(
+            "inputs that carry a leading batch axis (true: all of them): the function runs at every point "
+            "(the batched inputs indexed along that axis, the others as given) and every tensor of the result "
+            "is stacked along a new leading axis; `v` and `grad_outputs` are one point's, the same at every "
+            "point; the graph is one point's; limits count the whole batch"),
+        examples=[["a"]],
+    )
 
     @model_validator(mode="after")
     def _exactly_one_function(self):
@@ -379,6 +387,8 @@ class GradcheckResponse(BaseModel):
     eps: float
     atol: float
     rtol: float
+    point: int | None = Field(None, description="with batch: the point reported (the first failing one, else the "
+                                                "one with the largest error)")
 
 
 class ProfileResponse(ProfileOut):
@@ -625,3 +635,68 @@ class StateResponse(BaseModel):
     step: int
     parameters: dict[str, Any]
     grads: dict[str, Any]
+
+
+# ---- functions as resources (/v1/functions) ---------------------------------------------
+
+FUNCTION_FIELDS = ("expr", "program", "graph")
+EXAMPLE_FUNCTION = {"expr": "(2 * sin(a) + 1).sum()"}
+
+
+class FunctionCreateRequest(BaseModel):
+    """A function to keep: exactly one of ``expr``, ``program``, ``graph``, as the compute requests take them."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [EXAMPLE_FUNCTION, {"graph": EXAMPLE_GRAPH["graph"]},
+                     {"program": "y = x * 2\nwhile y.norm() < 1000:\n    y = y * 2\nreturn y.sum()"}],
+        "oneOf": ONE_FUNCTION})
+
+    expr: Annotated[str, StringConstraints(max_length=20_000)] | SkipJsonSchema[None] = None
+    program: Annotated[str, StringConstraints(max_length=100_000)] | SkipJsonSchema[None] = None
+    graph: GraphSpec | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _exactly_one_function(self):
+        return FunctionRequest._exactly_one_function(self)
+
+
+class FunctionResponse(BaseModel):
+    """A stored function: its id (the sha256 of its canonical form), where it lives, and the function."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "<64 hex digits>", "location": "/v1/functions/<id>", "form": "expr", "inputs": ["a"],
+        "expr": "(2 * sin(a) + 1).sum()"}]})
+
+    id: str
+    location: str
+    form: Literal["expr", "program", "graph"]
+    inputs: list[str] = Field(description="the free names the function reads: what a call's inputs name")
+    expr: str | None = None
+    program: str | None = None
+    graph: GraphSpec | None = None
+
+
+def _stored(model: type[FunctionRequest], *examples: dict) -> type[BaseModel]:
+    """``model`` without the function: the body of ``POST /v1/functions/{id}/<transform>``."""
+    fields = {name: (info.annotation, info) for name, info in model.model_fields.items() if name not in FUNCTION_FIELDS}
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+    return create_model(f"Stored{model.__name__}", __config__=config, **fields)
+
+
+_STORED_POINT = {"inputs": {"a": SIN_INPUT}}
+_STORED_V = {"inputs": {"a": [0.0, 1.5707964, 3.1415927]}, "v": [1.0, 0.0, 0.0]}
+_STORED_BATCH = {"inputs": {"a": {"data": [[0.0, 0.5, 1.0], [1.5, 2.0, 2.5]], "requires_grad": True}},
+                 "batch": ["a"]}
+
+STORED_REQUESTS: dict[str, type[BaseModel]] = {
+    "evaluate": _stored(EvaluateRequest, _STORED_POINT, _STORED_BATCH),
+    "grad": _stored(GradRequest, _STORED_POINT, _STORED_BATCH),
+    "jacobian": _stored(JacobianRequest, _STORED_POINT, _STORED_BATCH),
+    "hessian": _stored(HessianRequest, _STORED_POINT, _STORED_BATCH),
+    "vjp": _stored(VjpRequest, {**_STORED_POINT, "v": 1.0}),
+    "jvp": _stored(JvpRequest, _STORED_V),
+    "hvp": _stored(HvpRequest, _STORED_V),
+    "vhp": _stored(HvpRequest, _STORED_V),
+    "gradcheck": _stored(GradcheckRequest, _STORED_POINT, _STORED_BATCH),
+    "profile": _stored(ProfileRequest, {**_STORED_POINT, "backward": True}),
+}

@@ -10,6 +10,15 @@ table, never named here), is summed back to each input's shape for
 broadcasting ops, and is added into the buffer of the node it feeds.
 ``AccumulateGrad`` nodes end paths at leaves, adding into ``.grad``.
 
+Memory: a gradient buffer that this pass made and nothing else holds (a rule's
+fresh result, or a sum the pass computed) is the pass's own. Further gradients
+for the same node are added into it in place, and a leaf whose ``.grad`` is
+empty takes it without a copy. Everything else (the caller's gradient, a
+broadcast or other view, a rule's pass-through of ``g``, anything a hook or
+``autograd.grad`` saw) is never written: it is copied or summed into a new
+buffer. A node's saved tensors are dropped as soon as it has run (unless
+``retain_graph``), so a pass holds what is still to be consumed and no more.
+
 With ``create_graph=True`` the rules run on Tensors with grad mode on, so the
 backward pass is itself recorded and can be differentiated again.
 """
@@ -22,7 +31,7 @@ from heapq import heappop, heappush
 
 from engine import backend, ops
 from engine.autograd import grad_mode
-from engine.autograd.graph import AccumulateGrad, accumulator, describe_tensor
+from engine.autograd.graph import FREED_MESSAGE, AccumulateGrad, SavedTensor, accumulator, describe_tensor
 from engine.autograd.inplace import refresh_view
 from engine.tensor import Tensor
 
@@ -36,12 +45,6 @@ DEBUG = bool(os.environ.get("GRADSERVE_DEBUG")) or "pytest" in sys.modules
 # normal use, so one check per node is the whole cost.
 node_observers: list = []
 
-FREED_MESSAGE = (
-    "Trying to backward through the graph a second time (or directly access saved tensors after "
-    "they have already been freed). Saved intermediate values of the graph are freed when you call "
-    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
-    "graph a second time or if you need to access saved tensors after calling backward."
-)
 
 
 def _root_node(tensor, position):
@@ -122,6 +125,8 @@ def _check_versions(node):
                 what = f"{describe_tensor(node.out_shape, node.out_dtype)}, which is output 0 of {node.name()},"
             else:
                 saved = node.saved[position + 1]
+                if isinstance(saved, SavedTensor):
+                    saved = saved.unpack(node)
                 what = f"{describe_tensor(saved._data.shape, saved._data.dtype)}, an input of {node.name()},"
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an "
@@ -146,23 +151,75 @@ def _check_shape(grad, node, index, batch_shape):
         )
 
 
-def _array_grads(node, g):
-    """The inputs' gradients as arrays: the plain backward, the hot path."""
+def _array_grads(node, g, g_sole):
+    """The inputs' gradients as arrays: the plain backward, the hot path. With them, for each,
+    whether it is this pass's alone (see ``_sole_gradients``)."""
     values = [g]
     for value in node.saved:
         if isinstance(value, Tensor):
             value = value._data
         elif type(value) is tuple:  # a variadic op's list of inputs
             value = [v._data for v in value]
+        elif type(value) is SavedTensor:  # packed by saved-tensor hooks
+            value = value.unpack(node)._data
         values.append(value)
     values.extend(node.input_shapes)
     values.append(node.out_shape)
-    return _input_grads(node, g, values, as_arrays=True)
+    grads = _input_grads(node, g, values, as_arrays=True)
+    for grad in grads:
+        if grad is not None and grad.nbytes >= SOLE_MIN_BYTES:
+            if not getattr(node.op, "fresh_grads", True):  # a compiled plan's: its buffers are reused
+                return grads, None
+            return grads, _sole_gradients(grads, values, node.params, g, g_sole)
+    return grads, None  # all small: none tracked
+
+
+# Gradients smaller than this are never the pass's own: numpy recycles small blocks itself, so
+# adding them in place or handing them on uncopied saves little, while telling costs every node.
+SOLE_MIN_BYTES = 1 << 16
+
+
+def _owns_memory(array) -> bool:
+    """Whether ``array`` is a whole, writable buffer of its own: not a view (a broadcast, a
+    reshape of ``g``), not a scalar, not read-only."""
+    if type(array) is _ndarray:
+        return array.base is None and array.flags.writeable
+    return backend.is_array(array) and array.base is None  # cupy's arrays are always writable
+
+
+def _sole_gradients(grads, values, params, g, g_sole):
+    """Which of a node's gradients nothing outside this pass can hold.
+
+    A rule's result is the pass's alone when it owns its memory and is none of the
+    rule's arguments (a rule may hand back ``g`` or a saved input as they are) and no
+    other input gets the very same array. ``g`` passed through unchanged (``add``'s
+    rule) stays the pass's when it was and only one input receives it.
+    """
+    sole = []
+    for grad in grads:
+        if grad is g:
+            mine = g_sole
+        else:
+            mine = grad is not None and grad.nbytes >= SOLE_MIN_BYTES and _owns_memory(grad) \
+                and not _among(grad, values) and not _among(grad, params.values())
+        if mine and len(grads) > 1:
+            mine = [other is grad for other in grads].count(True) == 1
+        sole.append(mine)
+    return sole
+
+
+def _among(array, values) -> bool:
+    """Whether ``array`` is one of ``values`` (or of a list among them: a variadic op's inputs)."""
+    return any(value is array or (type(value) is list and any(v is array for v in value)) for value in values)
 
 
 def _tensor_grads(node, g):
     """The inputs' gradients as Tensors, recorded: ``create_graph=True``."""
     saved = node.saved
+    if any(type(value) is SavedTensor for value in saved):  # packed by saved-tensor hooks
+        saved = [node._unpacked(i) if type(value) is SavedTensor else value for i, value in enumerate(saved)]
+        if saved[0] is not None:
+            saved[0] = saved[0]._data
     out = saved[0]
     if out is not None:
         # The result as a Tensor again, so derivatives through it reach this node's inputs.
@@ -225,26 +282,31 @@ def _run_hooks(hooks, g, create_graph):
     return g
 
 
-def _accumulate(node, g, create_graph, owned):
-    """AccumulateGrad: add ``g`` into the leaf's ``.grad`` (PyTorch's accumulation semantics)."""
+def _accumulate(node, g, create_graph, sole):
+    """AccumulateGrad: add ``g`` into the leaf's ``.grad`` (PyTorch's accumulation semantics).
+
+    ``sole``: ``g`` is this pass's alone, so an empty ``.grad`` may take it as it is (PyTorch
+    steals such a gradient too). Otherwise ``.grad`` gets a copy: a user may hold ``g`` (the
+    gradient passed to ``backward``, a hook's argument) and must not see a later backward
+    accumulate into it, nor ``.grad`` change when they write to theirs.
+    """
     variable = node.variable
     if variable is None:
         return  # the leaf is gone: nobody can read its gradient
     if variable._hooks:
         g = _run_hooks(variable._hooks, g, create_graph)
+        sole = False  # a hook saw it (and may keep it), or returned a tensor of its own
     if create_graph:
         grad = _as_grad_tensor(g)
         variable._grad = grad if variable._grad is None else variable._grad + grad
         return
     if g.dtype != variable._data.dtype:
         g = g.astype(variable._data.dtype)
+        sole = _owns_memory(g)
     if variable._grad is None:
-        # A gradient may be a view, or the very array another leaf received (add passes g
-        # through to both inputs): copy unless this pass produced it and nobody else holds it.
-        if id(g) in owned or not g.flags.owndata or not g.flags.writeable:
+        if not sole:
             # (numpy's full reductions give scalars, not 0-d arrays: .grad must be a writable array)
             g = g.copy() if g.ndim else backend.namespace_of(g).array(g)
-        owned.add(id(g))
         variable._grad = Tensor._make(g)
     elif variable._grad.grad_fn is not None:
         variable._grad = Tensor._make(variable._grad._data + g)
@@ -266,7 +328,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
     backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
-    backward_pass.plan(roots, seeds, inputs)
+    backward_pass.plan(roots, seeds, inputs, outputs)
     backward_pass.run_nodes(record)
     if inputs is None:
         return None
@@ -277,8 +339,8 @@ class _BackwardPass:
     """One backward pass: which nodes run, the gradient each has received so far (``buffers``),
     the nodes ready to run, and the gradients captured at the ``inputs`` of ``autograd.grad``."""
 
-    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "owned", "ready",
-                 "retain_graph", "targets")
+    __slots__ = ("accumulate", "buffers", "captured", "create_graph", "needed", "output_grads", "ready",
+                 "retain_graph", "sole", "targets")
 
     def __init__(self, create_graph, retain_graph, accumulate):
         self.create_graph = create_graph
@@ -289,9 +351,12 @@ class _BackwardPass:
         self.buffers = {}
         self.ready = []  # a heap of (-sequence_nr, node)
         self.captured = {}
-        self.owned = set()  # ids of the arrays this pass made and handed to one leaf's .grad
+        self.sole = set()  # the nodes whose buffer is this pass's alone: it may be written in place
+        # node -> {output number: gradient} for outputs past the first of a node with several
+        # (a custom Function's); output 0's gradient is in ``buffers`` as for every node.
+        self.output_grads = {}
 
-    def plan(self, roots, seeds, inputs):
+    def plan(self, roots, seeds, inputs, outputs):
         """The targets and the nodes needed to reach them (with ``inputs``), and the roots ready
         to run, holding their seeds."""
         if inputs is not None:
@@ -302,9 +367,11 @@ class _BackwardPass:
                 self.targets[t.grad_fn if t.grad_fn is not None else accumulator(t)] = i
             self.needed = _needed(roots, self.targets)
         buffers = self.buffers
-        for root, seed in zip(roots, seeds):
-            if root in buffers:  # one node, the root of several outputs
-                buffers[root] = _added(buffers[root], seed)
+        for root, seed, output in zip(roots, seeds, outputs):
+            if output._output_nr:  # a later output of a node with several (a custom Function's)
+                self.add_output_grad(root, output._output_nr, seed)
+            elif root in buffers:  # one node, the root of several outputs
+                self.add_into(root, seed, False)
             else:
                 buffers[root] = seed
                 heappush(self.ready, (-root.sequence_nr, root))
@@ -322,12 +389,13 @@ class _BackwardPass:
                 if node_observers:
                     for observer in node_observers:
                         observer.node(node, buffers)
-                g = buffers.pop(node)
-                if create_graph or type(g) is _ndarray:
-                    self.run_node(node, g)
+                # (popped into the call, not a local: run_node lets go of g before the buffers
+                # of the nodes it feeds grow)
+                if create_graph or type(buffers[node]) is _ndarray:
+                    self.run_node(node, buffers.pop(node))
                 else:  # the node's rules run on device arrays, outside apply: on g's device (cuda:1...)
-                    with backend.on_device(g):
-                        self.run_node(node, g)
+                    with backend.on_device(buffers[node]):
+                        self.run_node(node, buffers.pop(node))
         finally:
             grad_mode._grad_enabled.reset(token)
             if node_observers:
@@ -338,45 +406,123 @@ class _BackwardPass:
         """Hooks, retained and captured gradients; then a leaf's accumulation, or the node's vjp
         rules, whose gradients go on to the nodes they feed."""
         create_graph = self.create_graph
-        if node.pre_hooks:
+        sole = bool(self.sole) and node in self.sole  # (an empty set, the usual case, answers at once)
+        if sole:
+            self.sole.discard(node)
+        if node.pre_hooks and g is not _NO_GRAD:
             g = _run_hooks(node.pre_hooks, g, create_graph)
+            sole = False  # a hook saw it (and may keep it), or returned a tensor of its own
         if node.retained is not None:
             _retain(node, g, create_graph)
         targets = self.targets
-        if targets is not None and node in targets and self.capture(node, g):
-            return
+        if targets is not None and node in targets:
+            if self.capture(node, g, sole):
+                return
+            sole = False  # captured: returned to the caller of autograd.grad
         if type(node) is AccumulateGrad:
             if self.accumulate and targets is None:  # (with targets, only theirs accumulate: capture)
-                _accumulate(node, g, create_graph, self.owned)
+                _accumulate(node, g, create_graph, sole)
+            if node.post_hooks:  # Node.register_hook on a leaf's node: no inputs, the leaf's gradient
+                _run_post_hooks(node, [], g, create_graph)
             return
         if node.freed:
             raise RuntimeError(FREED_MESSAGE)
         if node.checks:
             _check_versions(node)
-        grads = _tensor_grads(node, g) if create_graph else _array_grads(node, g)
-        if not self.retain_graph and (node.op.saves_out or node.op.saved_inputs):
-            node.saved = None
-            node.freed = True
+        op = node.op
+        sole_grads = None
+        if op is None:  # a custom Function's node (engine.autograd.Function) runs its own backward:
+            # user code, so nothing it returns is the pass's own
+            grads = node.run_function_backward(None if g is _NO_GRAD else g, self.output_grads.pop(node, None),
+                                               create_graph, self.retain_graph)
+        else:
+            if create_graph:
+                grads = _tensor_grads(node, g)
+            else:
+                grads, sole_grads = _array_grads(node, g, sole)
+            if not self.retain_graph and (op.saves_out or op.saved_inputs):
+                node.saved = None  # PyTorch frees them too; a second backward raises FREED_MESSAGE
+                node.freed = True
+        if node.post_hooks:
+            grads = _run_post_hooks(node, grads, g, create_graph)
+            sole_grads = None  # the hooks saw them (and may keep them)
+        del g  # the node's incoming gradient is consumed: let it go before its inputs' gradients add up
+        if sole_grads is not None:
+            self.send_tracked(node, grads, sole_grads)
+            return
         # Each input's gradient goes into the buffer of the node it feeds; the first one makes
         # that node ready. (Inline, not a method: this runs for every edge of the graph.)
         needed = self.needed
         buffers = self.buffers
-        for (child, _), grad in zip(node.next_functions, grads):
+        for (child, output_nr), grad in zip(node.next_functions, grads):
             if child is not None and grad is not None and (needed is None or child in needed):
-                previous = buffers.get(child)
-                if previous is None:
+                if output_nr:
+                    self.add_output_grad(child, output_nr, grad)
+                elif child in buffers:
+                    self.add_into(child, grad, False)
+                else:
                     buffers[child] = grad
                     heappush(self.ready, (-child.sequence_nr, child))
-                else:
-                    buffers[child] = _added(previous, grad)
 
-    def capture(self, node, g):
+    def send_tracked(self, node, grads, sole_grads):
+        """The loop above, for gradients large enough to track: those that are the pass's alone
+        make the buffers they start, or are added into, the pass's own."""
+        needed = self.needed
+        buffers = self.buffers
+        for (child, output_nr), grad, grad_sole in zip(node.next_functions, grads, sole_grads):
+            if child is not None and grad is not None and (needed is None or child in needed):
+                if output_nr:
+                    self.add_output_grad(child, output_nr, grad)
+                elif child in buffers:
+                    self.add_into(child, grad, grad_sole)
+                else:
+                    buffers[child] = grad
+                    if grad_sole:
+                        self.sole.add(child)
+                    heappush(self.ready, (-child.sequence_nr, child))
+
+    def add_into(self, node, grad, grad_sole):
+        """Add ``grad`` to the gradient ``node`` has received so far: in place into whichever of
+        the two is this pass's alone (so a node fed by many costs no fresh buffer per edge), else
+        into a new buffer, which is then the pass's own."""
+        buffers = self.buffers
+        previous = buffers[node]
+        previous_sole = node in self.sole
+        if (previous_sole or grad_sole) and type(previous) is _ndarray and type(grad) is _ndarray \
+                and previous.shape == grad.shape and previous.dtype == grad.dtype:
+            if previous_sole:
+                backend.numpy.add(previous, grad, out=previous)
+            else:  # (x + y and y + x are the same floats)
+                backend.numpy.add(grad, previous, out=grad)
+                buffers[node] = grad
+                self.sole.add(node)
+            return
+        total = buffers[node] = _added(previous, grad)
+        if type(total) is _ndarray and total.base is None and total.nbytes >= SOLE_MIN_BYTES:
+            self.sole.add(node)
+        elif previous_sole:  # (a dtype or shape that did not fit; on a device)
+            self.sole.discard(node)
+
+    def add_output_grad(self, node, output_nr, grad):
+        """Add ``grad`` to the gradient of output ``output_nr`` (> 0) of ``node``, which is ready
+        to run once any of its outputs has one."""
+        slots = self.output_grads.setdefault(node, {})
+        previous = slots.get(output_nr)
+        slots[output_nr] = grad if previous is None else _added(previous, grad)
+        if node not in self.buffers:
+            self.buffers[node] = _NO_GRAD
+            heappush(self.ready, (-node.sequence_nr, node))
+
+    def capture(self, node, g, sole):
         """Keep ``g`` as the gradient at a target node. True when the node's work ends there: a
         leaf (which accumulates only when asked to), or a node that leads to no other target."""
-        self.captured[node] = g
+        self.captured[node] = None if g is _NO_GRAD else g
+        if node.op is None and node in self.output_grads:  # a custom Function's later outputs
+            for output_nr, grad in self.output_grads[node].items():
+                self.captured[(node, output_nr)] = grad
         if type(node) is AccumulateGrad:
             if self.accumulate:
-                _accumulate(node, g, self.create_graph, self.owned)
+                _accumulate(node, g, self.create_graph, False)  # the caller gets g as well
             return True
         return not any(c in self.needed for c, _ in node.next_functions if c is not None)
 
@@ -390,12 +536,36 @@ def _added(previous, grad):
         return previous + grad
 
 
+class _NoGradYet:
+    """The buffer of a node whose first output has no gradient (yet): adding one gives it."""
+
+    __slots__ = ()
+
+    def __add__(self, grad):
+        return grad
+
+
+_NO_GRAD = _NoGradYet()
+
+
+def _run_post_hooks(node, grads, g, create_graph):
+    """``hook(grad_inputs, grad_outputs)`` of ``Node.register_hook``; a returned tuple replaces the
+    gradients passed on."""
+    grad_outputs = (None if g is _NO_GRAD else _as_grad_tensor(g),)
+    for hook in node.post_hooks:
+        grad_inputs = tuple(None if x is None else _as_grad_tensor(x) for x in grads)
+        replaced = hook(grad_inputs, grad_outputs)
+        if replaced is not None:
+            grads = [None if x is None else (x if create_graph else x._data) for x in replaced]
+    return grads
+
+
 def _captured_grads(inputs, captured, allow_unused):
     """The gradients captured at ``inputs``, as Tensors (None for an unused one, if allowed)."""
     results = []
     for t in inputs:
         node = t.grad_fn if t.grad_fn is not None else accumulator(t)
-        g = captured.get(node)
+        g = captured.get((node, t._output_nr) if t._output_nr else node)
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
@@ -410,7 +580,7 @@ def _captured_grads(inputs, captured, allow_unused):
 
 def _retain(node, g, create_graph):
     tensor = node.retained()
-    if tensor is None:
+    if tensor is None or g is _NO_GRAD:
         return
     grad = _as_grad_tensor(g)
     if not create_graph:

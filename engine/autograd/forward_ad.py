@@ -62,11 +62,14 @@ _lock = threading.Lock()
 class _Level:
     """One open dual level: its id, and (weakly) the tensors given a tangent at it, to clear on exit."""
 
-    __slots__ = ("id", "tensors")
+    __slots__ = ("given", "id", "tensors")
 
     def __init__(self):
         self.id = next(_ids)
         self.tensors = []
+        # id(dual) -> the tangent Tensor make_dual was given, handed back by unpack_dual (PyTorch
+        # returns the very tangent object when its layout matches; the level stores its array).
+        self.given = {}
 
     def attach(self, tensor, tangent):
         if tensor._tangents is None:
@@ -81,6 +84,7 @@ class _Level:
             if tensor is not None and tensor._tangents:
                 tensor._tangents.pop(self.id, None)
         self.tensors = []
+        self.given = {}
 
 
 class UnpackedDualTensor(NamedTuple):
@@ -195,6 +199,8 @@ def make_dual(tensor, tangent, *, level=None):
         value = tangent if tangent.dtype is tensor.dtype else tangent.to(tensor.dtype)
     else:
         value = tangent._data.astype(tensor._data.dtype, copy=False)
+        if value is tangent._data:
+            current.given[id(dual)] = tangent
     current.attach(dual, value)
     return dual
 
@@ -206,7 +212,10 @@ def unpack_dual(tensor, *, level=None) -> UnpackedDualTensor:
     if current is None or not tangents or tangents.get(current.id) is None:
         return UnpackedDualTensor(tensor, None)
     value = tangents[current.id]
-    return UnpackedDualTensor(_alias(tensor), value if isinstance(value, Tensor) else Tensor._make(value))
+    if not isinstance(value, Tensor):
+        given = current.given.get(id(tensor))
+        value = given if given is not None and given._data is value else Tensor._make(value)
+    return UnpackedDualTensor(_alias(tensor), value)
 
 
 def _set_tangent(tensor, value) -> None:

@@ -18,7 +18,7 @@ split, apply costs what the same code written inline did (measured).
 from __future__ import annotations
 
 from engine import backend, ops
-from engine.autograd import grad_mode
+from engine.autograd import grad_mode, graph
 from engine.autograd.graph import accumulator, node_class
 from engine.tensor import Tensor
 
@@ -36,6 +36,12 @@ forward_ad_hook = None
 # engine.func's vmap sets its dispatch here while a vmap runs: it runs an op with a batched input
 # on the whole batch (returning the result), or returns None for apply to run the op as is.
 vmap_hook = None
+# Whether some engine.autograd.graph.saved_tensors_hooks block is open (in any thread): only then
+# does a recorded node's saved tensors go through the hooks. Set by that block.
+saved_tensors_hooks_active = False
+# engine.compile's tracer (engine.compiler.tracer) sets its recorder here while a function is
+# traced: ``trace_hook(op, inputs, arrays, params, result)`` after every op's forward.
+trace_hook = None
 # engine.autograd.inplace.refresh_view, bound by engine.wiring.connect() (inplace imports
 # this module): a view whose base changed in place reads itself again before it is recorded.
 _refresh_view = None
@@ -87,6 +93,8 @@ def apply(op, args, params):
         result.grad_fn = _record(op, inputs, params, out, result, shapes)
     if forward_ad_hook is not None:
         forward_ad_hook(op, inputs, params, result)
+    if trace_hook is not None:
+        trace_hook(op, inputs, arrays, params, result)
     if op_observers:
         for observer in op_observers:
             observer.after(op, result)
@@ -268,7 +276,7 @@ def _record(op, inputs, params, out, result, shapes):
                 _refresh_view(value)  # its base changed in place since: read it again from there
             grad_fn = value.grad_fn
             if grad_fn is not None:
-                next_functions.append((grad_fn, 0))
+                next_functions.append((grad_fn, value._output_nr))
             elif value._requires_grad:
                 node = value._accumulator
                 next_functions.append((node if node is not None else accumulator(value), 0))
@@ -290,7 +298,21 @@ def _record(op, inputs, params, out, result, shapes):
         cls = node_class(op.grad_fn_name(params, shapes))
         if not callable(op.grad_fn):
             op.node_cls = cls
-    return cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
+    node = cls(op, params, tuple(next_functions), saved, checks, shapes, out.shape, out.dtype)
+    if saved_tensors_hooks_active:
+        graph.pack_saved(node, result)
+    return node
+
+
+def __getattr__(name):
+    # PyTorch keeps its custom Functions in torch.autograd.function: so does the engine, loaded
+    # on first use (engine.autograd.custom_function imports this module).
+    if name in ("Function", "FunctionCtx", "BackwardCFunction", "InplaceFunction", "NestedIOFunction",
+                "once_differentiable"):
+        from engine.autograd import custom_function
+
+        return getattr(custom_function, name)
+    raise AttributeError(f"module 'engine.autograd.function' has no attribute {name!r}")
 
 
 __all__ = ["accumulator", "apply"]

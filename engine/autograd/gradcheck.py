@@ -74,8 +74,42 @@ def analytical_jacobian(outputs, inputs, create_graph=False):
     return result
 
 
-def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, **_ignored):
-    """True when the analytical and numerical Jacobians agree; raises (or returns False) otherwise."""
+def forward_jacobian(fn, inputs):
+    """d outputs / d inputs by forward mode, one unit tangent at a time (the layout of
+    ``analytical_jacobian``): what ``jvp`` rules, and custom Functions' ``jvp``, give."""
+    from engine.autograd import forward_ad
+
+    np = backend.numpy
+    differentiable = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
+    result = None
+    for j, t in enumerate(differentiable):
+        for index in range(t.numel()):
+            with forward_ad.dual_level():
+                duals = []
+                for value in inputs:
+                    if isinstance(value, Tensor) and value.requires_grad:
+                        tangent = np.zeros(value._data.shape, dtype=value._data.dtype)
+                        if value is t:
+                            tangent.reshape(-1)[index] = 1
+                        value = forward_ad.make_dual(value.detach(), _on_device_of(value, tangent))
+                    duals.append(value)
+                outputs = _outputs(fn, duals)
+                if result is None:
+                    result = [[np.zeros((o.numel(), d.numel())) for o in outputs] for d in differentiable]
+                for k, out in enumerate(outputs):
+                    tangent = forward_ad.unpack_dual(out).tangent
+                    if tangent is not None:
+                        result[j][k][:, index] = backend.to_numpy(tangent._data).reshape(-1)
+    return result or []
+
+
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, check_forward_ad=False,
+              check_backward_ad=True, **_ignored):
+    """True when the analytical and numerical Jacobians agree; raises (or returns False) otherwise.
+
+    ``check_forward_ad`` also holds the forward-mode Jacobian to the numerical one;
+    ``check_backward_ad=False`` skips the reverse-mode one.
+    """
     inputs = _as_tuple(inputs)
     for t in inputs:
         if isinstance(t, Tensor) and t.requires_grad and t.dtype.name != "float64":
@@ -87,14 +121,21 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
                 stacklevel=2,
             )
     outputs, numerical = numerical_jacobian(func, inputs, eps)
-    analytical = analytical_jacobian(outputs, inputs)
-    report = compare(numerical, analytical, atol, rtol)
-    if not report["passed"] and raise_exception:
-        raise GradcheckError(
-            f"Jacobian mismatch for output {report['output']} with respect to input {report['input']}: "
-            f"max abs error {report['max_abs_error']:.3g} (atol={atol}, rtol={rtol})"
-        )
-    return report["passed"]
+    modes = []
+    if check_backward_ad:
+        modes.append(("", analytical_jacobian(outputs, inputs)))
+    if check_forward_ad:
+        modes.append(("forward AD: ", forward_jacobian(func, inputs)))
+    for mode, analytical in modes:
+        report = compare(numerical, analytical, atol, rtol)
+        if not report["passed"]:
+            if raise_exception:
+                raise GradcheckError(
+                    f"{mode}Jacobian mismatch for output {report['output']} with respect to input "
+                    f"{report['input']}: max abs error {report['max_abs_error']:.3g} (atol={atol}, rtol={rtol})"
+                )
+            return False
+    return True
 
 
 def compare(numerical, analytical, atol, rtol) -> dict:

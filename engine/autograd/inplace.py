@@ -89,6 +89,7 @@ def _snapshot(tensor, op):
     old value (copied only when the op's vjp needs it)."""
     old = Tensor._make(tensor._data.copy() if 0 in op.saved_inputs else tensor._data)
     old.grad_fn = tensor.grad_fn
+    old._output_nr = tensor._output_nr
     old._requires_grad = tensor._requires_grad
     old._tangents = tensor._tangents
     return old
@@ -98,6 +99,7 @@ def _take_history(tensor, result):
     if result._tangents is not None or tensor._tangents is not None:
         tensor._tangents = result._tangents  # forward AD: the tangent follows the new value
     tensor.grad_fn = result.grad_fn
+    tensor._output_nr = 0
     tensor._requires_grad = result._requires_grad
     if tensor.grad_fn is not None and tensor._retains_grad:
         tensor.grad_fn.retained = weakref.ref(tensor)

@@ -85,8 +85,10 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
     if p == 1.0:
         return input * 0.0
     draw = drawn("uniform", tuple(input.shape), input.dtype, input.device, current_generator(generator))
-    keep = (draw._data >= p).astype(input._data.dtype) * (1.0 / (1.0 - p))
-    return input * type(draw)._make(keep.astype(input._data.dtype, copy=False))  # batched where the draw is
+    # The mask is made by table ops on the draw (batched where the draw is, under vmap), so
+    # engine.compile replays it from a fresh draw.
+    keep = (draw >= p).to(input.dtype) * (1.0 / (1.0 - p))
+    return input * keep
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):

@@ -14,7 +14,9 @@ application/octet-stream`` (or ``"encoding": "binary"``) asks for a binary respo
 ``run_compute`` runs an engine-facing function from ``service.compute`` in
 the runtime's worker threads (``service.runtime``), at most ``max_concurrency``
 at once; a request that waits longer than ``queue_timeout_s`` for a slot gets 503. The response's
-``Server-Timing: compute;dur=<ms>`` says how long the worker took.
+``Server-Timing`` says how long the worker took (``compute;dur=<ms>``), whether the function's
+plan was cached (``plan;desc="hit"`` or ``"miss"``) and, on a miss, how long building it took
+(``build;dur=<ms>``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from service import codec, compute
+from service.compute import ComputeContext
 from service.config import Settings
+from service.dependencies import Services
 from service.errors import UnsupportedMediaTypeError
-from service.runtime import Runtime
+from service.plans import FunctionSource
 
 
 class OrjsonRequest(Request):
@@ -165,21 +169,24 @@ BINARY_RESPONSE = {200: {
                                       "schema": {"type": "integer", "minimum": 0}}}}}
 
 
-def runtime(request: Request) -> Runtime:
-    """The app's runtime (``service.runtime``): compute slots and worker threads."""
-    return request.app.state.runtime
+async def run_compute(request: Request, services: Services, handler, body, settings: Settings,
+                      function: FunctionSource | None = None) -> Response:
+    """``handler(body, context)`` in a worker thread, under the concurrency limit; a JSON response
+    (a binary frame when the client accepts one).
 
-
-async def run_compute(request: Request, handler, body, settings: Settings) -> Response:
-    """``handler(body, settings)`` in a worker thread, under the concurrency limit; a JSON response."""
+    ``function`` is a stored function's (``/v1/functions/{id}/...``); None: the body's own.
+    """
     body = negotiated(request, body)
-    work = runtime(request)
-    async with work.slot():
+    runtime = services.runtime
+    context = ComputeContext(settings, runtime.plans, function)
+    async with runtime.slot():
         started = time.perf_counter()
-        parts = await work.in_worker(compute.run_in_worker, handler, body, settings,
-                                     request.app.state.metrics.count_ops)
+        parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, services.metrics.count_ops)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return json_response(parts, headers={"Server-Timing": f"compute;dur={elapsed_ms:.2f}"})
+    timing = f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}"'
+    if context.plan_hit is False:
+        timing += f", build;dur={context.build_seconds * 1000:.2f}"
+    return json_response(parts, headers={"Server-Timing": timing})
 
 
 def json_response(parts: list | codec.Frame, status_code: int = 200, headers: dict | None = None) -> Response:

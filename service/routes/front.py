@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from service import codec
+from service.dependencies import AppSettings
 
 router = APIRouter(include_in_schema=False)
 
@@ -66,7 +67,7 @@ def playground_assets() -> StaticFiles:
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
-async def open_playground(request: Request) -> Response:
+async def open_playground(request: Request, settings: AppSettings) -> Response:
     """The playground page (or, when JSON is asked for, the entry points)."""
     links = entry_points(request)
     urls = {name: url for name, url, _ in links}
@@ -76,6 +77,6 @@ async def open_playground(request: Request) -> Response:
         return Response(codec.dumps({"name": "gradserve", "docs": urls["docs"], "links": urls}),
                         media_type="application/json", headers=headers)
     # HEAD gets the same headers; the server (uvicorn, as HTTP requires) sends no body with them.
-    page = _playground_page(request.app.state.settings.api_key is not None)
+    page = _playground_page(settings.api_key is not None)
     headers.update({"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"})
     return Response(page, media_type="text/html; charset=utf-8", headers=headers)

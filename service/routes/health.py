@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 import engine
 from service import schemas
+from service.dependencies import AppServices
 from service.errors import READ_ERRORS, problem_responses
 
 router = APIRouter(tags=["health"])
@@ -35,7 +36,7 @@ def check_readiness() -> dict:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **READ_ERRORS},
 )
-def get_metrics(request: Request) -> Response:
-    """Prometheus metrics: requests by route and status, latency, engine op counts."""
-    metrics = request.app.state.metrics
+async def get_metrics(services: AppServices) -> Response:
+    """Prometheus metrics: requests by route and status, latency, engine op counts, the plan cache."""
+    metrics = services.metrics
     return Response(metrics.render(), media_type=metrics.content_type)

@@ -9,9 +9,14 @@ That is what keeps two replicas (two processes sharing one Redis) from losing
 each other's updates; within one process the routes also hold a per-model
 lock, so the compare-and-set fails only across processes.
 
+The store also keeps the functions registered under ``/v1/functions``: an id
+(the content hash of the canonical function, ``service.plans``) and the
+function's JSON. A function never changes once stored (its id is its content), so
+storing it again is a no-op, and any replica may serve it.
+
 Backends: ``SQLiteStore`` (default, embedded) and ``RedisStore`` (replicas).
 Every backend raises only this module's errors: ``ModelNotFound``,
-``StoreFull``, and ``StoreUnavailable`` for its driver's "not now" errors
+``FunctionNotFound``, ``StoreFull``, and ``StoreUnavailable`` for its driver's "not now" errors
 (``driver_errors``); ``service.errors`` makes them problems.
 """
 
@@ -47,12 +52,21 @@ class ModelNotFound(StoreError):  # noqa: N818 - reads as a condition: raise Mod
         self.model_id = model_id
 
 
-class StoreFull(StoreError):  # noqa: N818
-    """Creating one more model would exceed ``max_models``."""
+class FunctionNotFound(StoreError):  # noqa: N818
+    """No function with this id (never registered, or deleted)."""
 
-    def __init__(self, limit: int):
-        super().__init__(f"the store already holds its limit of {limit} models; delete one first")
+    def __init__(self, function_id: str):
+        super().__init__(f"no function with id {function_id!r} (register it with POST /v1/functions)")
+        self.function_id = function_id
+
+
+class StoreFull(StoreError):  # noqa: N818
+    """Creating one more model (or function) would exceed ``max_models`` (``max_functions``)."""
+
+    def __init__(self, limit: int, what: str = "models"):
+        super().__init__(f"the store already holds its limit of {limit} {what}; delete one first")
         self.limit = limit
+        self.what = what
 
 
 class StoreUnavailable(StoreError):  # noqa: N818
@@ -87,9 +101,10 @@ class ModelStore(abc.ABC):
     def unavailable_detail(self, error: Exception) -> str:
         return f"the model store is unavailable ({type(error).__name__}); retry shortly"
 
-    def __init__(self, max_models: int, ttl_s: float = 0.0):
+    def __init__(self, max_models: int, ttl_s: float = 0.0, max_functions: int = 1000):
         self.max_models = max_models
         self.ttl_s = ttl_s
+        self.max_functions = max_functions
 
     @abc.abstractmethod
     def create(self, record: ModelRecord, state: bytes) -> None:
@@ -118,6 +133,19 @@ class ModelStore(abc.ABC):
     @abc.abstractmethod
     def list(self, offset: int, limit: int) -> tuple[list[ModelRecord], int]:
         """A page of records in creation order, and the total count."""
+
+    @abc.abstractmethod
+    def put_function(self, function_id: str, body: bytes) -> bool:
+        """Store a function's JSON under its id; True if it was new, False if already there (unchanged).
+        ``StoreFull`` when a new one would exceed ``max_functions``."""
+
+    @abc.abstractmethod
+    def get_function(self, function_id: str) -> bytes:
+        """A stored function's JSON; ``FunctionNotFound`` when absent."""
+
+    @abc.abstractmethod
+    def delete_function(self, function_id: str) -> None:
+        """Remove a function; ``FunctionNotFound`` when absent."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""

@@ -5,6 +5,7 @@ Layout (``prefix`` defaults to ``gradserve``)::
     <prefix>:model:<id>   hash: version, step, parameter_count, spec (JSON), state (bytes),
                           created_at, updated_at; EXPIREs after ttl_s idle when a TTL is set
     <prefix>:models       sorted set of ids scored by creation time (listing, the max_models count)
+    <prefix>:functions    hash: function id -> the function's JSON (never expires; ids are content hashes)
 
 Each mutation is one Lua script, which Redis runs atomically: create checks
 the count and inserts; replace compares the version and writes (the
@@ -23,7 +24,7 @@ import time
 
 import redis
 
-from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
+from service.store.base import FunctionNotFound, ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
 
 CREATE = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
@@ -50,6 +51,12 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
+PUT_FUNCTION = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 RECORD_FIELDS = ("version", "step", "parameter_count", "spec", "created_at", "updated_at")
 
 
@@ -61,11 +68,14 @@ class RedisStore(ModelStore):
         return f"the model store is unreachable ({type(error).__name__}); retry shortly"
 
     @driver_errors
-    def __init__(self, url: str, max_models: int, ttl_s: float = 0.0, prefix: str = "gradserve"):
-        super().__init__(max_models, ttl_s)
+    def __init__(self, url: str, max_models: int, ttl_s: float = 0.0, prefix: str = "gradserve",
+                 max_functions: int = 1000):
+        super().__init__(max_models, ttl_s, max_functions)
         self.client = redis.Redis.from_url(url, health_check_interval=30)
         self.prefix = prefix
         self.index = f"{prefix}:models"
+        self.functions = f"{prefix}:functions"
+        self._put_function = self.client.register_script(PUT_FUNCTION)
         self._create = self.client.register_script(CREATE)
         self._replace = self.client.register_script(REPLACE)
         self._delete = self.client.register_script(DELETE)
@@ -152,6 +162,25 @@ class RedisStore(ModelStore):
                 pipe.hmget(self._key(model_id), RECORD_FIELDS)
             rows = pipe.execute()
         return [self._record(i, row) for i, row in zip(ids, rows) if row[0] is not None], total
+
+    @driver_errors
+    def put_function(self, function_id: str, body: bytes) -> bool:
+        stored = self._put_function(keys=[self.functions], args=[function_id, body, self.max_functions])
+        if stored == -1:
+            raise StoreFull(self.max_functions, "functions")
+        return stored == 1
+
+    @driver_errors
+    def get_function(self, function_id: str) -> bytes:
+        body = self.client.hget(self.functions, function_id)
+        if body is None:
+            raise FunctionNotFound(function_id)
+        return bytes(body)
+
+    @driver_errors
+    def delete_function(self, function_id: str) -> None:
+        if self.client.hdel(self.functions, function_id) != 1:
+            raise FunctionNotFound(function_id)
 
     def close(self) -> None:
         self.client.close()

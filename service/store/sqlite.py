@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from service.store.base import ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
+from service.store.base import FunctionNotFound, ModelNotFound, ModelRecord, ModelStore, StoreFull, driver_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS models (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS models_by_creation ON models (created_at, id);
+CREATE TABLE IF NOT EXISTS functions (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 RECORD_COLUMNS = "id, version, step, parameter_count, spec, created_at, updated_at"
 
@@ -52,8 +57,8 @@ class SQLiteStore(ModelStore):
         return f"the model store is busy ({error}); retry shortly"
 
     @driver_errors
-    def __init__(self, path: str | Path, max_models: int, ttl_s: float = 0.0):
-        super().__init__(max_models, ttl_s)
+    def __init__(self, path: str | Path, max_models: int, ttl_s: float = 0.0, max_functions: int = 1000):
+        super().__init__(max_models, ttl_s, max_functions)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -151,6 +156,31 @@ class SQLiteStore(ModelStore):
             rows = db.execute(f"SELECT {RECORD_COLUMNS} FROM models ORDER BY created_at, id LIMIT ? OFFSET ?",
                               (limit, offset)).fetchall()
         return [_record(row) for row in rows], total
+
+    @driver_errors
+    def put_function(self, function_id: str, body: bytes) -> bool:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM functions WHERE id = ?", (function_id,)).fetchone() is not None:
+                return False
+            (count,) = db.execute("SELECT count(*) FROM functions").fetchone()
+            if count >= self.max_functions:
+                raise StoreFull(self.max_functions, "functions")
+            db.execute("INSERT INTO functions (id, body, created_at) VALUES (?, ?, ?)",
+                       (function_id, body, time.time()))
+            return True
+
+    @driver_errors
+    def get_function(self, function_id: str) -> bytes:
+        row = self._db().execute("SELECT body FROM functions WHERE id = ?", (function_id,)).fetchone()
+        if row is None:
+            raise FunctionNotFound(function_id)
+        return bytes(row[0])
+
+    @driver_errors
+    def delete_function(self, function_id: str) -> None:
+        with self._transaction() as db:
+            if db.execute("DELETE FROM functions WHERE id = ?", (function_id,)).rowcount != 1:
+                raise FunctionNotFound(function_id)
 
     def close(self) -> None:
         with self._connections_lock:

@@ -36,3 +36,38 @@ def test_overridden_settings_reach_the_model_routes(tmp_path):
         app.dependency_overrides[app_settings] = lambda: Settings(data_dir=str(tmp_path), max_response_elements=1)
         body = assert_problem(client.post(f"{created.headers['location']}/forward", json=forward), 413)
         assert body["type"] == "/problems/response-too-large"
+
+
+def test_overridden_runtime_and_metrics_reach_the_compute_routes(tmp_path):
+    """A test's own Runtime (its own plan cache) and Metrics are the ones the routes use."""
+    import dataclasses
+
+    from service.dependencies import app_services
+    from service.metrics import Metrics
+    from service.runtime import Runtime
+
+    app = create_app(Settings(data_dir=str(tmp_path)))
+    own_metrics = Metrics()
+    own_runtime = Runtime(Settings(plan_cache_size=0), own_metrics)
+    own_runtime.start()
+    try:
+        with TestClient(app) as client:
+            assert 'plan;desc="miss"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
+            assert 'plan;desc="hit"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
+            own = dataclasses.replace(app.state.services, runtime=own_runtime, metrics=own_metrics)
+            app.dependency_overrides[app_services] = lambda: own
+            # The override's cache keeps nothing: a miss, counted in the override's metrics.
+            assert 'plan;desc="miss"' in client.post("/v1/evaluate", json=THREE).headers["server-timing"]
+            assert "gradserve_plan_cache_misses_total 1.0" in client.get("/metrics").text
+            assert 'gradserve_engine_ops_total{op="mul"} 1.0' in own_metrics.render().decode()
+    finally:
+        own_runtime.close()
+
+
+def test_no_route_reads_app_state():
+    """Routes get the app's services through service.dependencies, so tests can override every one."""
+    from pathlib import Path
+
+    routes = Path(__file__).resolve().parents[2] / "service" / "routes"
+    for module in routes.glob("*.py"):
+        assert "app.state" not in module.read_text(), module.name

@@ -191,3 +191,33 @@ def test_if_match_and_index_parsing():
     assert parse_index("::2, -1") == (slice(None, None, 2), -1)
     with pytest.raises(ServiceError):
         parse_index("__import__('os')")
+
+
+# ---- functions (/v1/functions) ----------------------------------------------------------
+
+
+def test_functions_are_stored_once_read_back_and_deleted(make_store):
+    from service.store import FunctionNotFound
+
+    store = make_store()
+    assert store.put_function("f1", b'{"form": "expr"}') is True
+    assert store.put_function("f1", b'{"form": "other"}') is False  # an id is its content: kept as first stored
+    assert store.get_function("f1") == b'{"form": "expr"}'
+    store.delete_function("f1")
+    with pytest.raises(FunctionNotFound):
+        store.get_function("f1")
+    with pytest.raises(FunctionNotFound):
+        store.delete_function("f1")
+
+
+def test_functions_are_bounded_by_max_functions(make_store):
+    from service.store import StoreFull
+
+    store = make_store()
+    store.max_functions = 2
+    store.put_function("a", b"{}")
+    store.put_function("b", b"{}")
+    assert store.put_function("a", b"{}") is False  # a repeat is not a new one
+    with pytest.raises(StoreFull) as raised:
+        store.put_function("c", b"{}")
+    assert raised.value.what == "functions"

@@ -297,3 +297,19 @@ def test_against_torch_forward_ad(torch):
         theirs = tfw.unpack_dual(f(torch, tfw.make_dual(torch.tensor(x), torch.tensor(v)),
                                    torch.tensor(w))).tangent.item()
     assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+def test_unpack_dual_is_pytorchs_named_tuple_and_hands_back_the_given_tangent():
+    from engine.autograd import forward_ad
+
+    tangent = engine.tensor([1.0, 2.0, 3.0])
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(engine.zeros(3), tangent)
+        unpacked = forward_ad.unpack_dual(dual)
+        assert type(unpacked).__name__ == "UnpackedDualTensor" and unpacked._fields == ("primal", "tangent")
+        assert unpacked.tangent is tangent and unpacked[1] is tangent
+        assert forward_ad.unpack_dual(dual * 2).tangent is not tangent
+        np.testing.assert_array_equal(forward_ad.unpack_dual(dual * 2).tangent.numpy(), [2.0, 4.0, 6.0])
+        widened = forward_ad.make_dual(engine.zeros(3, dtype=engine.float64), tangent)  # cast: a new tensor
+        assert forward_ad.unpack_dual(widened).tangent is not tangent
+    assert forward_ad.unpack_dual(dual).tangent is None  # the level is closed

@@ -1,0 +1,145 @@
+"""Buffers a plan owns: steps that write into them (ufunc ``out=``), and the pool that keeps them.
+
+In plans with large buffers, a step whose forward is exactly one ufunc call on
+its inputs (found by running the forward once, at build, on a stand-in for
+``xp`` that records the calls), and whose result dies inside the plan (not an
+output, not read by the backward, not aliased by a reader's view), writes into
+a buffer of the plan's pool. A buffer freed by one step's last reader serves a
+later step of the same shape and dtype, and the pool serves the next replay:
+large workloads stop paying for fresh pages, as caching allocators do.
+"""
+
+from __future__ import annotations
+
+from engine import backend
+from engine.compiler.tracer import OpStep, slots_read
+
+
+class _UfuncProbe:
+    """Stands in for ``xp`` while an op's forward runs once, when a plan is built: records which
+    functions it calls, and marks anything that is not a ufunc."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.calls = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.xp, name)
+        if not (callable(attr) and hasattr(attr, "nin") and hasattr(attr, "nout")):
+            self.calls.append(None)
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            self.calls.append((attr, args, kwargs, result))
+            return result
+
+        return call
+
+
+def single_ufunc(step, values):
+    """The ufunc when ``step``'s forward is exactly ``ufunc(*inputs)`` returning an array of the
+    step's dtype (so ``ufunc(*inputs, out=buffer)`` computes the same, into a buffer); else None."""
+    if not isinstance(step, OpStep) or step.variadic:
+        return None
+    inputs = [values[i] for i in step.inputs]
+    probe = _UfuncProbe(step.xp)
+    try:
+        result = step.op.forward(probe, *inputs, **step.params)
+    except Exception:  # a forward that needs more than xp's ufuncs is simply not pooled
+        return None
+    if len(probe.calls) != 1 or probe.calls[0] is None:
+        return None
+    ufunc, args, kwargs, produced = probe.calls[0]
+    if kwargs or ufunc.nout != 1 or produced is not result or len(args) != len(inputs):
+        return None
+    if any(a is not b for a, b in zip(args, inputs)):
+        return None
+    if not backend.is_array(result) or not result.ndim or type(result) is not step.array_type:
+        return None
+    return ufunc if result.dtype == step.dtype else None
+
+
+def ufunc_runner(ufunc, ins, out, buffer):
+    """The closure that runs a pooled step: its ufunc writes into the buffer in slot ``buffer``."""
+    if len(ins) == 1:
+        (a,) = ins
+
+        def run(env):
+            env[out] = ufunc(env[a], out=env[buffer])
+    elif len(ins) == 2:
+        a, b = ins
+
+        def run(env):
+            env[out] = ufunc(env[a], env[b], out=env[buffer])
+    else:
+        def run(env):
+            env[out] = ufunc(*[env[i] for i in ins], out=env[buffer])
+    return run
+
+
+def _aliased_by_a_reader(slot, readers, values):
+    """Whether a step that reads ``slot`` returned (a view of) its array: a buffer behind it could
+    be overwritten while the view is still used."""
+    value = values[slot]
+    for step in readers.get(slot, ()):
+        out = values[step.out] if isinstance(step, OpStep) else None
+        if out is value or (backend.is_array(out) and backend.aliases(out, value)):
+            return True
+    return False
+
+
+def assign_buffers(steps, frees, keep, values, base):
+    """``(pooled, specs)``: id(step) -> (ufunc, buffer slot) for each step that writes into a
+    buffer, a buffer being reused once its slot's last reader ran; and per buffer (from slot
+    ``base`` on) its shape, dtype and namespace."""
+    specs = []
+    readers = {}
+    for step in steps:
+        for slot in slots_read(step):
+            readers.setdefault(slot, []).append(step)
+    idle = {}  # (shape, dtype, array type) -> buffer slots free for reuse
+    owner = {}  # slot -> the buffer slot holding its value
+    kinds = {}  # buffer slot -> its key in ``idle``
+    pooled = {}
+    for step, freed in zip(steps, frees):
+        out = getattr(step, "out", None)
+        if isinstance(step, OpStep) and out not in keep and not _aliased_by_a_reader(out, readers, values):
+            ufunc = single_ufunc(step, values)
+            if ufunc is not None:
+                value = values[out]
+                key = (value.shape, value.dtype, step.array_type)
+                spare = idle.get(key)
+                if spare:
+                    buffer = spare.pop()
+                else:
+                    buffer = base + len(specs)
+                    specs.append((value.shape, value.dtype, step.xp))
+                    kinds[buffer] = key
+                owner[out] = buffer
+                pooled[id(step)] = (ufunc, buffer)
+        for slot in freed:
+            buffer = owner.pop(slot, None)
+            if buffer is not None:
+                idle.setdefault(kinds[buffer], []).append(buffer)
+    return pooled, specs
+
+
+class BufferPool:
+    """Sets of buffers for one ``Steps``: a replay takes a set (or allocates one) and gives it
+    back when done, so concurrent replays never share a buffer."""
+
+    def __init__(self, specs):
+        self.specs = specs
+        self.sets = []
+
+    def take(self):
+        if self.sets:
+            try:
+                return self.sets.pop()
+            except IndexError:  # another thread took the last one
+                pass
+        return [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+
+    def give_back(self, buffers):
+        self.sets.append(buffers)

@@ -1,0 +1,54 @@
+"""Buffers large plans own (engine.compiler.buffers): ufunc steps into a pool, reused safely."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import engine
+from engine import backend
+from engine.compiler.buffers import single_ufunc
+
+
+def _plan(fn, *args):
+    compiled = engine.compile(fn)
+    compiled(*args)
+    (plan,) = compiled.plans(*args)
+    return plan
+
+
+def test_only_forwards_that_are_one_ufunc_call_qualify():
+    x = engine.ones(10)
+    plan = _plan(lambda t: (t.sin() * 2).sum().reshape(1), x)
+    env = plan.replay([x._data])  # a small plan keeps every value
+    found = {step.op.name: single_ufunc(step, env) is not None for step in plan.steps.records}
+    # sum is a reduction and reshape no ufunc; sin and the product are one ufunc call each
+    assert found == {"sin": True, "mul": True, "sum": False, "reshape": False}
+
+
+def test_large_plans_write_one_ufunc_steps_into_pooled_buffers():
+    def fn(t):
+        return (((t * 2).sin() * 3).cos() + t).sum()
+
+    x = engine.tensor(np.random.default_rng(0).standard_normal(1 << 16), dtype=engine.float32)
+    plan = _plan(fn, x)
+    assert plan.pool is not None
+    assert len(plan.pool.specs) == 2  # five elementwise results, never more than two alive at once
+    expected = fn(x).numpy()
+    for _ in range(3):  # the same buffers again and again; the result is the eager one, bit for bit
+        env = plan.replay([x._data])
+        np.testing.assert_array_equal(backend.to_numpy(env[plan.output_slots[0]]), expected)
+    assert len(env) == plan.size  # the buffers went back to the pool
+
+
+def test_pooled_buffers_never_hold_an_output_or_what_backward_reads():
+    x = engine.tensor(np.linspace(-1.0, 1.0, 1 << 16), dtype=engine.float32, requires_grad=True)
+    compiled = engine.compile(lambda t: (t.sin() * t).exp())
+    outputs = [compiled(x) for _ in range(3)]  # each keeps its output and its saved values
+    for out in outputs:
+        out.sum().backward()
+    expected = np.exp(np.sin(x.detach().numpy()) * x.detach().numpy())
+    for out in outputs:
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-6)
+    (plan,) = compiled.plans(x)
+    pooled = {id(b) for b in plan.pool.sets[0]} if plan.pool else set()
+    assert not any(id(out._data) in pooled for out in outputs)

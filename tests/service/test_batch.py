@@ -1,0 +1,129 @@
+"""``"batch"``: a batched request answers exactly what one request per point answers, for every transform."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.problems import assert_problem
+
+POINTS = [[0.3, -1.2, 2.0], [1.5, 0.1, -0.7], [-2.0, 0.4, 0.9], [0.0, 1.0, 2.0]]
+W = [0.5, -0.25, 2.0]
+FUNCTION = {"expr": "(w * sin(x) * x).sum() + (x * x).sum()"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with TestClient(create_app(Settings(data_dir=str(tmp_path_factory.mktemp("batch"))))) as client:
+        yield client
+
+
+def arrays(value):
+    """A response's tensors, in order, as float64 arrays."""
+    if value is None:
+        return []
+    if isinstance(value, dict) and "shape" in value:
+        return [np.asarray(value["data"], np.float64).reshape(value["shape"])]
+    if isinstance(value, dict):
+        return [a for key in sorted(value) for a in arrays(value[key])]
+    if isinstance(value, list):
+        return [a for item in value for a in arrays(item)]
+    return []
+
+
+def one_by_one(client, path, body, batched_names):
+    answers = []
+    for i in range(len(POINTS)):
+        inputs = {name: ({**t, "data": t["data"][i]} if name in batched_names else t)
+                  for name, t in body["inputs"].items()}
+        response = client.post(path, json={**body, "inputs": inputs})
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    return answers
+
+
+CASES = {
+    "/v1/evaluate": {},
+    "/v1/grad": {},
+    "/v1/jacobian": {},
+    "/v1/hessian": {},
+    "/v1/vjp": {"v": 1.0},
+    "/v1/jvp": {"v": [[1.0, 0.5, -1.0], [0.0, 1.0, 0.0]]},
+    "/v1/hvp": {"v": [[1.0, 0.5, -1.0], [0.0, 1.0, 0.0]]},
+    "/v1/vhp": {"v": [[1.0, 0.5, -1.0], [0.0, 1.0, 0.0]]},
+}
+
+
+@pytest.mark.parametrize("path", list(CASES))
+@pytest.mark.parametrize("batch", [["x"], True])
+def test_a_batch_equals_one_request_per_point(client, path, batch):
+    inputs = {"x": {"data": POINTS, "requires_grad": True, "dtype": "float64"},
+              "w": {"data": [W] * len(POINTS) if batch is True else W, "requires_grad": True, "dtype": "float64"}}
+    body = {**FUNCTION, **CASES[path], "inputs": inputs, "dtype": "float64"}
+    batched = client.post(path, json={**body, "batch": batch})
+    assert batched.status_code == 200, batched.text
+    names = {"x", "w"} if batch is True else {"x"}
+    singles = one_by_one(client, path, body, names)
+    content = batched.json()
+    for key in content:
+        if key == "graph":
+            assert content[key] == singles[0][key]
+            continue
+        got = arrays(content[key])
+        expected = [np.stack(column) for column in zip(*(arrays(single[key]) for single in singles))]
+        assert len(got) == len(expected) > 0, key
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape, key
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=0, err_msg=key)
+
+
+def test_a_batched_gradcheck_reports_every_point(client):
+    body = {**FUNCTION, "inputs": {"x": POINTS, "w": W}, "batch": ["x"]}
+    report = client.post("/v1/gradcheck", json=body).json()
+    assert report["passed"] is True and 0 <= report["point"] < len(POINTS)
+    # A point where the function has no derivative fails, and is the one named.
+    kinked = {"expr": "x.relu().sum()", "inputs": {"x": [[1.0, 2.0], [0.5, 0.0], [3.0, 1.0]]}, "batch": True}
+    report = client.post("/v1/gradcheck", json=kinked).json()
+    assert report["passed"] is False and report["point"] == 1
+
+
+def test_a_batched_profile_runs_every_point(client):
+    body = {"expr": "x.sin().sum()", "inputs": {"x": {"data": POINTS, "requires_grad": True}}, "batch": ["x"]}
+    content = client.post("/v1/profile", json=body).json()
+    rows = {row["name"]: row["count"] for row in content["rows"]}
+    assert rows["engine::sin"] == len(POINTS)
+    assert content["outputs"][0]["shape"] == [len(POINTS)]
+
+
+def test_batches_are_checked(client):
+    inputs = {"x": POINTS, "w": W}
+    assert_problem(client.post("/v1/evaluate", json={**FUNCTION, "inputs": inputs, "batch": ["q"]}), 400)
+    assert_problem(client.post("/v1/evaluate", json={**FUNCTION, "inputs": inputs, "batch": True}), 422)  # 4 vs 3
+    assert_problem(client.post("/v1/evaluate", json={**FUNCTION, "inputs": {"x": 1.0, "w": W}, "batch": ["x"]}), 422)
+    assert_problem(client.post("/v1/grad", json={**FUNCTION, "inputs": inputs, "batch": ["x"], "profile": True}), 400)
+
+
+def test_limits_count_the_whole_batch(tmp_path):
+    """Each point's answer fits the response limit of 40 numbers; the batch's does not: refused."""
+    settings = Settings(data_dir=str(tmp_path), max_response_elements=40)
+    with TestClient(create_app(settings)) as client:
+        point, batch = {"x": [0.1, 0.2, 0.3]}, {"x": [[0.1, 0.2, 0.3]] * 5}
+        for path, expr in (("/v1/jacobian", "x.exp()"), ("/v1/hessian", "(x * x).sum()")):
+            assert client.post(path, json={"expr": expr, "inputs": point}).status_code == 200  # 12 and 10 numbers
+            body = assert_problem(client.post(path, json={"expr": expr, "inputs": batch, "batch": True}), 413)
+            assert body["type"] == "/problems/response-too-large"
+        assert client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": batch, "batch": True}).status_code == 200
+        many = {"x": [[0.1, 0.2, 0.3]] * 20}  # 60 numbers
+        before = exp_ops(client)
+        assert_problem(client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": many, "batch": True}), 413)
+        assert exp_ops(client) == before + 1  # bounded once the first point showed its size: 19 never ran
+
+
+def exp_ops(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('gradserve_engine_ops_total{op="exp"}'):
+            return float(line.split()[1])
+    return 0.0
