@@ -35,6 +35,7 @@ generated; those that translate PyTorch's arguments (``dim``, ``keepdim``,
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 from functools import reduce as _fold
 
@@ -1738,4 +1739,1093 @@ fill = define(
     lambda dx: dx * 0,
     doc="x's shape filled with value",
     inplace="fill_",
+)
+
+# ---- nn layers: activations -------------------------------------------------------------
+
+
+@backend.fused
+def _leaky_relu_backward(xp, grad, x, *, negative_slope=0.01):
+    return xp.where(x > 0, grad, grad * negative_slope)
+
+
+leaky_relu = define(
+    "leaky_relu",
+    lambda xp, x, *, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
+    lambda g, x, *, negative_slope: leaky_relu_backward(g, x, negative_slope=negative_slope),
+    lambda dx, x, *, negative_slope: leaky_relu_backward(dx, x, negative_slope=negative_slope),
+    grad_fn="LeakyReluBackward0",
+    doc="x where x > 0, else negative_slope * x",
+)
+# Piecewise linear in x, so x's own gradient is zero (as threshold_backward's).
+leaky_relu_backward = define(
+    "leaky_relu_backward",
+    _leaky_relu_backward,
+    (lambda g, x, *, negative_slope: leaky_relu_backward(g, x, negative_slope=negative_slope), lambda g: g * 0),
+    lambda dgrad, x, *, negative_slope: leaky_relu_backward(dgrad, x, negative_slope=negative_slope),
+    broadcast=True,
+    grad_fn="LeakyReluBackwardBackward0",
+    doc="grad where x > 0, else negative_slope * grad (leaky_relu's derivative)",
+    public=False,
+)
+
+
+def _elu(xp, x, *, alpha=1.0, scale=1.0, input_scale=1.0):
+    return xp.where(x > 0, x * scale, xp.expm1(x * input_scale) * (alpha * scale))
+
+
+def elu_slope(x, *, alpha, scale, input_scale):
+    """d elu / dx: scale above 0, alpha scale input_scale e^(input_scale x) below."""
+    return where(x > 0, scale, exp(x * input_scale) * (alpha * scale * input_scale))
+
+
+elu = define(
+    "elu",
+    _elu,
+    lambda g, x, **p: g * elu_slope(x, **p),
+    lambda dx, x, **p: dx * elu_slope(x, **p),
+    doc="x above 0, alpha (e^x - 1) below (scale and input_scale as PyTorch's elu)",
+)
+
+
+def silu_slope(x):
+    """d (x sigmoid(x)) / dx = s (1 + x (1 - s))."""
+    s = sigmoid(x)
+    return s * (x * (1 - s) + 1)
+
+
+silu = define(
+    "silu",
+    lambda xp, x: x * backend.expit(x),
+    lambda g, x: g * silu_slope(x),
+    lambda dx, x: dx * silu_slope(x),
+    doc="x * sigmoid(x)",
+)
+
+# ---- nn layers: sliding windows ----------------------------------------------------------
+# Layer inputs are (..., N, C, *spatial): what precedes the channel axis (the batch, and the
+# leading batch axes a cotangent or tangent may carry) is carried along. A window's elements
+# are gathered by one strided slice per kernel offset (im2col) and summed back by the same
+# slices (col2im), with no stride tricks, so the same code runs on numpy and cupy.
+
+
+def _offsets(kernel) -> list:
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def _window_slices(offset, stride, dilation, out_size) -> tuple:
+    return tuple(
+        slice(o * d, o * d + s * (n - 1) + 1, s) for o, s, d, n in zip(offset, stride, dilation, out_size)
+    )
+
+
+def _padded(xp, x, padding, value=0.0):
+    if not builtins.any(lo or hi for lo, hi in padding):
+        return x
+    widths = [(0, 0)] * (x.ndim - len(padding)) + [tuple(p) for p in padding]
+    return xp.pad(x, widths, mode="constant", constant_values=value)
+
+
+def window_out_size(size, kernel, stride, padding, dilation) -> tuple:
+    return tuple(
+        (n + lo + hi - d * (k - 1) - 1) // s + 1
+        for n, k, s, (lo, hi), d in zip(size, kernel, stride, padding, dilation)
+    )
+
+
+def unfold_windows(xp, x, *, kernel, stride, padding, dilation, value=0.0):
+    """im2col: (..., C, *S) -> (..., C, K, *S_out), the K = prod(kernel) elements of every window
+    (``padding`` is one (before, after) pair per spatial axis, filled with ``value``)."""
+    d = len(kernel)
+    out_size = window_out_size(x.shape[-d:], kernel, stride, padding, dilation)
+    padded = _padded(xp, x, padding, value)
+    return xp.stack(
+        [padded[(Ellipsis, *_window_slices(o, stride, dilation, out_size))] for o in _offsets(kernel)], axis=-d - 1
+    )
+
+
+def fold_windows(xp, cols, *, size, kernel, stride, padding, dilation):
+    """col2im, the adjoint of ``unfold_windows``: (..., C, K, *S_out) -> (..., C, *size), each
+    element the sum over the windows that hold it."""
+    d = len(kernel)
+    out_size = cols.shape[-d:]
+    padded_size = tuple(n + lo + hi for n, (lo, hi) in zip(size, padding))
+    canvas = xp.zeros(cols.shape[: -d - 1] + padded_size, dtype=cols.dtype)
+    every = (slice(None),) * d
+    for k, offset in enumerate(_offsets(kernel)):
+        canvas[(Ellipsis, *_window_slices(offset, stride, dilation, out_size))] += cols[(Ellipsis, k, *every)]
+    crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(size, padding))
+    return xp.ascontiguousarray(canvas[(Ellipsis, *crop)])
+
+
+def _spatial_tuple(value, d: int, name: str) -> tuple:
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            return (int(value[0]),) * d
+        if len(value) != d:
+            raise RuntimeError(
+                f"expected {name} to be a single integer value or a list of {d} values to match the "
+                f"convolution dimensions, but got {name}={list(value)}"
+            )
+        return tuple(int(v) for v in value)
+    return (int(value),) * d
+
+
+def _shape_text_of(shape) -> str:
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+# ---- nn layers: convolution --------------------------------------------------------------
+# out = conv(x, w) + b is bilinear in (x, w); with T(x, w, g) = <conv(x, w), g> its two partial
+# derivatives are conv_input_grad(g, w) = dT/dx and conv_weight_grad(x, g) = dT/dw. The
+# derivatives of those two are again conv, conv_input_grad and conv_weight_grad, so the three
+# ops close under differentiation (derivatives of any order).
+
+
+def _conv_padding(padding, kernel, dilation, stride) -> tuple:
+    """PyTorch's padding (an int, one per axis, 'valid' or 'same') as (before, after) pairs;
+    'same' puts the odd element of an even total after, as PyTorch does."""
+    d = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * d
+        if padding != "same":
+            raise RuntimeError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
+        if builtins.any(s != 1 for s in stride):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        totals = [dl * (k - 1) for k, dl in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    if isinstance(padding, (tuple, list)) and padding and isinstance(padding[0], (tuple, list)):
+        return tuple((int(lo), int(hi)) for lo, hi in padding)
+    return tuple((p, p) for p in _spatial_tuple(padding, d, "padding"))
+
+
+def _conv_params(params, x_shape, w_shape, b_shape=()):
+    """Axis params as tuples (``padding`` as pairs), checked against the shapes as PyTorch does."""
+    stride = params["stride"]
+    d = len(stride) if isinstance(stride, tuple) else len(w_shape) - 2
+    stride = _spatial_tuple(stride, d, "stride")
+    dilation = _spatial_tuple(params["dilation"], d, "dilation")
+    groups = int(params["groups"])
+    kernel = tuple(w_shape[-d:])
+    padding = _conv_padding(params["padding"], kernel, dilation, stride)
+    if builtins.any(s <= 0 for s in stride) or builtins.any(dl <= 0 for dl in dilation) or groups <= 0:
+        raise RuntimeError("non-positive stride, dilation or groups is not supported")
+    if len(x_shape) < d + 2:
+        raise RuntimeError(
+            f"Expected {d + 1}D (unbatched) or {d + 2}D (batched) input to conv{d}d, but got input of size: "
+            f"{_shape_text_of(x_shape)}"
+        )
+    out_channels = w_shape[-d - 2]
+    if out_channels % groups:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, but got weight "
+            f"of size [{_shape_text_of(w_shape)}] instead"  # PyTorch's doubled brackets
+        )
+    if x_shape[-d - 1] != w_shape[-d - 1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {_shape_text_of(w_shape)}, expected input"
+            f"{_shape_text_of(x_shape)} to have {w_shape[-d - 1] * groups} channels, but got {x_shape[-d - 1]} "
+            "channels instead"
+        )
+    if b_shape is not None and len(b_shape) == 1 and b_shape[0] != out_channels:
+        raise RuntimeError(
+            f"Given weight of size {_shape_text_of(w_shape)}, expected bias to be 1-dimensional with "
+            f"{out_channels} elements, but got bias of size {_shape_text_of(b_shape)} instead"
+        )
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[-d:], padding))
+    reach = tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation))
+    if builtins.any(p < r for p, r in zip(padded, reach)):
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). Kernel size: "
+            f"({' x '.join(map(str, reach))}). Kernel size can't be greater than actual input size"
+        )
+    return {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+
+
+def _grouped_weight(w, d, groups):
+    """(*lead, O, C/G, *K) -> (*lead, 1, G, O/G, C/G * K): one matrix per group, with an axis for N."""
+    out_channels = w.shape[-d - 2]
+    return w.reshape(w.shape[: -d - 2] + (1, groups, out_channels // groups, -1))
+
+
+def _conv(xp, x, w, b, *, stride, padding, dilation, groups):
+    d = len(stride)
+    cols = unfold_windows(xp, x, kernel=w.shape[-d:], stride=stride, padding=padding, dilation=dilation)
+    out_size = cols.shape[-d:]
+    cols = cols.reshape(cols.shape[: -d - 2] + (groups, -1, numel(out_size)))  # (..., N, G, C/G K, L)
+    out = _grouped_weight(w, d, groups) @ cols  # (..., N, G, O/G, L)
+    out = out.reshape(out.shape[:-3] + (w.shape[-d - 2],) + out_size)
+    if b is None:
+        return out
+    # b (..., O) as (..., 1, O, 1...): any batch axes it carries line up with x's, in front of N.
+    bias = b.reshape(b.shape[:-1] + (1, b.shape[-1]) + (1,) * d)
+    if b.dtype == out.dtype and bias.ndim <= out.ndim:
+        out += bias  # into the product's own fresh array: no second allocation
+        return out
+    return out + bias
+
+
+def _conv_input_grad(xp, grad, w, *, size, stride, padding, dilation, groups):
+    d = len(stride)
+    kernel = w.shape[-d:]
+    grad_groups = grad.reshape(grad.shape[: -d - 1] + (groups, -1, numel(grad.shape[-d:])))  # (..., N, G, O/G, L)
+    cols = _grouped_weight(w, d, groups).swapaxes(-1, -2) @ grad_groups  # (..., N, G, C/G K, L)
+    cols = cols.reshape(cols.shape[:-3] + (-1, numel(kernel)) + tuple(grad.shape[-d:]))
+    return fold_windows(xp, cols, size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+
+
+def _conv_weight_grad(xp, x, grad, *, kernel, stride, padding, dilation, groups):
+    d = len(stride)
+    cols = unfold_windows(xp, x, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    cols = cols.reshape(cols.shape[: -d - 2] + (groups, -1, numel(cols.shape[-d:])))  # (..., N, G, C/G K, L)
+    grad_groups = grad.reshape(grad.shape[: -d - 1] + (groups, -1, numel(grad.shape[-d:])))  # (..., N, G, O/G, L)
+    per_sample = grad_groups @ cols.swapaxes(-1, -2)  # (..., N, G, O/G, C/G K)
+    total = per_sample.sum(axis=-4)
+    return total.reshape(total.shape[:-3] + (grad.shape[-d - 1], -1) + tuple(kernel))
+
+
+def _conv_size(shapes, params) -> int:
+    x, w = shapes[0], shapes[1]
+    d = len(params["stride"])
+    kernel = w[-d:]
+    out_size = window_out_size(x[-d:], kernel, params["stride"], params["padding"], params["dilation"])
+    return numel(x[: -d - 1]) * int(w[-d - 2]) * numel(out_size)
+
+
+def _bias_grad(g, d):
+    return sum(g, dim=(-d - 2, *range(-d, 0)))
+
+
+def conv_jvp(dx, dw, db, x, w, b, **p):
+    d = len(p["stride"])
+    out = convolution(dx, w, None, **p) + convolution(x, dw, None, **p)
+    if b is None or not hasattr(db, "shape"):
+        return out
+    return out + reshape(db, shape=lead(db, b) + (1, b.shape[0]) + (1,) * d)
+
+
+convolution = define(
+    "convolution",
+    _conv,
+    (
+        lambda g, w, x_shape, **p: conv_input_grad(g, w, size=tuple(x_shape[-len(p["stride"]):]), **p),
+        lambda g, x, w_shape, **p: conv_weight_grad(x, g, kernel=tuple(w_shape[-len(p["stride"]):]), **p),
+        lambda g, **p: _bias_grad(g, len(p["stride"])),
+    ),
+    conv_jvp,
+    normalize=lambda params, x_shape, w_shape, b_shape=(): _conv_params(params, x_shape, w_shape, b_shape),
+    grad_fn="ConvolutionBackward0",
+    doc="N-d convolution (cross-correlation) of x (N, C, *S) with w (O, C/groups, *K), plus b",
+    estimate=_conv_size,
+)
+conv_input_grad = define(
+    "conv_input_grad",
+    _conv_input_grad,
+    (
+        lambda g, w, *, size, **p: convolution(g, w, None, **p),
+        lambda g, grad, w_shape, *, size, **p: conv_weight_grad(g, grad, kernel=tuple(w_shape[-len(size):]), **p),
+    ),
+    lambda dgrad, dw, grad, w, *, size, **p: (
+        conv_input_grad(dgrad, w, size=size, **p) + conv_input_grad(grad, dw, size=size, **p)
+    ),
+    grad_fn="ConvolutionBackwardBackward0",
+    doc="the gradient of a convolution with respect to its input (a transposed convolution)",
+    public=False,
+    estimate=lambda shapes, params: numel(shapes[0][: -len(params["size"]) - 1])
+    * int(shapes[1][-len(params["size"]) - 1]) * int(params["groups"]) * numel(params["size"]),
+)
+conv_weight_grad = define(
+    "conv_weight_grad",
+    _conv_weight_grad,
+    (
+        lambda g, grad, x_shape, *, kernel, **p: conv_input_grad(grad, g, size=tuple(x_shape[-len(kernel):]), **p),
+        lambda g, x, *, kernel, **p: convolution(x, g, None, **p),
+    ),
+    lambda dx, dgrad, x, grad, *, kernel, **p: (
+        conv_weight_grad(dx, grad, kernel=kernel, **p) + conv_weight_grad(x, dgrad, kernel=kernel, **p)
+    ),
+    grad_fn="ConvolutionBackwardBackward0",
+    doc="the gradient of a convolution with respect to its weight",
+    public=False,
+    estimate=lambda shapes, params: int(shapes[1][-len(params["kernel"]) - 1])
+    * int(shapes[0][-len(params["kernel"]) - 1]) // int(params["groups"]) * numel(params["kernel"]),
+)
+
+# ---- nn layers: pooling --------------------------------------------------------------------
+
+
+def _pool_params(params, x_shape, *rest):
+    """kernel_size, stride (default: the kernel), padding and dilation as tuples, checked as PyTorch does."""
+    kernel = params["kernel_size"]
+    d = len(kernel) if isinstance(kernel, (tuple, list)) and len(kernel) > 1 else 2
+    kernel = _spatial_tuple(kernel, d, "kernel_size")
+    stride = params.get("stride")
+    stride = kernel if stride is None or stride == () or stride == [] else _spatial_tuple(stride, d, "stride")
+    padding = _spatial_tuple(params.get("padding", 0), d, "padding")
+    fixed = {**params, "kernel_size": kernel, "stride": stride, "padding": padding}
+    dilation = _spatial_tuple(params["dilation"], d, "dilation") if "dilation" in params else (1,) * d
+    if "dilation" in params:
+        fixed["dilation"] = dilation
+    if builtins.any(k <= 0 for k in kernel) or builtins.any(s <= 0 for s in stride):
+        raise RuntimeError("kernel_size and stride of a pooling must be greater than zero")
+    for p, k, dl in zip(padding, kernel, dilation):
+        if p < 0 or p > (dl * (k - 1) + 1) // 2:
+            raise RuntimeError(
+                f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k} and "
+                f"dilation={dl}"
+            )
+    if len(x_shape) < d + 1:
+        raise RuntimeError(f"Expected {d + 1}D or {d + 2}D input to a {d}-d pooling, but got input of size: "
+                           f"{_shape_text_of(x_shape)}")
+    out_size, _ = pool_geometry(x_shape[-d:], kernel, stride, padding, dilation, fixed["ceil_mode"])
+    if builtins.any(n <= 0 for n in out_size):
+        raise RuntimeError(
+            f"Given input size: ({'x'.join(map(str, x_shape[-d - 1:]))}). Calculated output size: "
+            f"({'x'.join(map(str, (x_shape[-d - 1], *out_size)))}). Output size is too small"
+        )
+    return fixed
+
+
+def pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
+    """(output size, (before, after) padding pairs) of a pooling; ``ceil_mode`` adds a last, partial
+    window where one starts inside the input or its left padding (PyTorch's pooling_output_shape)."""
+    out_size, pairs = [], []
+    for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation):
+        span = n + 2 * p - dl * (k - 1) - 1
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + p:
+            out -= 1
+        out_size.append(out)
+        pairs.append((p, builtins.max((out - 1) * s + dl * (k - 1) + 1 - n - p, 0)))
+    return tuple(out_size), tuple(pairs)
+
+
+def _pool_windows(xp, x, value, *, kernel_size, stride, padding, dilation, ceil_mode):
+    d = len(kernel_size)
+    _, pairs = pool_geometry(x.shape[-d:], kernel_size, stride, padding, dilation, ceil_mode)
+    return unfold_windows(xp, x, kernel=kernel_size, stride=stride, padding=pairs, dilation=dilation, value=value)
+
+
+def _pool_size(shapes, params) -> int:
+    x = shapes[0]
+    d = len(params["kernel_size"])
+    out_size, _ = pool_geometry(x[-d:], params["kernel_size"], params["stride"], params["padding"],
+                                params.get("dilation", (1,) * d), params["ceil_mode"])
+    return numel(x[:-d]) * numel(out_size)
+
+
+def _window_argmax(xp, x, p):
+    """Each window's maximum's position within the window (x's (..., C, *S_out)); NaN wins, as in PyTorch."""
+    d = len(p["kernel_size"])
+    cols = _pool_windows(xp, x, -xp.inf, **p)
+    return xp.argmax(xp.where(xp.isnan(cols), xp.inf, cols), axis=-d - 1), cols
+
+
+def _window_onehot(xp, x, p):
+    d = len(p["kernel_size"])
+    choice, _ = _window_argmax(xp, x, p)
+    positions = xp.arange(numel(p["kernel_size"])).reshape((-1,) + (1,) * d)
+    return (xp.expand_dims(choice, -d - 1) == positions).astype(x.dtype)
+
+
+def _max_pool(xp, x, **p):
+    d = len(p["kernel_size"])
+    choice, cols = _window_argmax(xp, x, p)
+    values = xp.take_along_axis(cols, xp.expand_dims(choice, -d - 1), axis=-d - 1)
+    values = values.reshape(values.shape[: -d - 1] + values.shape[-d:])
+    # PyTorch's indices: the flat position in the (unpadded) input plane of each window's maximum.
+    offsets = xp.asarray(_offsets(p["kernel_size"]), dtype=xp.int64)  # (K, d)
+    flat = xp.zeros(choice.shape, dtype=xp.int64)
+    out_size = choice.shape[-d:]
+    for axis in range(d):
+        starts = xp.arange(out_size[axis], dtype=xp.int64) * p["stride"][axis] - p["padding"][axis]
+        starts = starts.reshape((-1,) + (1,) * (d - axis - 1))
+        flat = flat * x.shape[-d + axis] + starts + offsets[choice, axis] * p["dilation"][axis]
+    return values, flat
+
+
+def _max_pool_backward(xp, grad, x, **p):
+    d = len(p["kernel_size"])
+    cols = xp.expand_dims(grad, -d - 1) * _window_onehot(xp, x, p)
+    _, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"])
+    return fold_windows(xp, cols, size=x.shape[-d:], kernel=p["kernel_size"], stride=p["stride"], padding=pairs,
+                        dilation=p["dilation"])
+
+
+def _max_pool_select(xp, y, x, **p):
+    d = len(p["kernel_size"])
+    return (_pool_windows(xp, y, 0.0, **p) * _window_onehot(xp, x, p)).sum(axis=-d - 1)
+
+
+def zeros_for(g, out_shape, x):
+    """x-shaped zeros with g's batch axes: the gradient of an input the result is piecewise constant in."""
+    return expand(fill(x, value=0.0), shape=lead(g, out_shape) + tuple(x.shape))
+
+
+_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
+
+max_pool2d = define(
+    "max_pool2d",
+    lambda xp, x, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False: _max_pool(
+        xp, x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode
+    ),
+    lambda g, x, **p: max_pool2d_backward(g, x, **p),
+    lambda dx, x, **p: max_pool2d_select(dx, x, **p),
+    normalize=_pool_params,
+    extra_outputs=1,
+    grad_fn="MaxPool2DWithIndicesBackward0",
+    doc="(maximum of each window, its flat index in the input plane); the gradient goes to the maximum",
+    estimate=_pool_size,
+)
+max_pool2d_backward = define(
+    "max_pool2d_backward",
+    lambda xp, grad, x, *, kernel_size, stride, padding, dilation, ceil_mode: _max_pool_backward(
+        xp, grad, x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode
+    ),
+    (lambda g, x, **p: max_pool2d_select(g, x, **p), zeros_for),
+    lambda dgrad, x, **p: max_pool2d_backward(dgrad, x, **p),
+    grad_fn="MaxPool2DWithIndicesBackwardBackward0",
+    doc="grad sent to each window's maximum of x (max_pool2d's derivative)",
+    public=False,
+    estimate=lambda shapes, params: numel(shapes[0][: -len(params["kernel_size"])])
+    * numel(shapes[1][-len(params["kernel_size"]):]),
+)
+max_pool2d_select = define(
+    "max_pool2d_select",
+    lambda xp, y, x, *, kernel_size, stride, padding, dilation, ceil_mode: _max_pool_select(
+        xp, y, x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode
+    ),
+    (lambda g, x, **p: max_pool2d_backward(g, x, **p), zeros_for),
+    lambda dy, x, **p: max_pool2d_select(dy, x, **p),
+    grad_fn="MaxPool2DWithIndicesBackward0",
+    doc="y's element at each window's maximum of x (max_pool2d's jvp)",
+    public=False,
+)
+
+
+def _avg_divisor(xp, size, dtype, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """What each window's sum is divided by: the override, or the window's element count (counting
+    the zero padding, not the part ceil_mode adds past it, with count_include_pad)."""
+    if divisor_override:
+        return float(divisor_override)
+    d = len(kernel_size)
+    out_size, _ = pool_geometry(size, kernel_size, stride, padding, (1,) * d, ceil_mode)
+    divisor = None
+    for axis, (n, k, s, p, m) in enumerate(zip(size, kernel_size, stride, padding, out_size)):
+        starts = xp.arange(m) * s
+        if count_include_pad:
+            counts = xp.minimum(starts + k, n + 2 * p) - starts
+        else:
+            counts = xp.minimum(starts + k, n + p) - xp.maximum(starts, p)
+        counts = counts.astype(dtype).reshape((-1,) + (1,) * (d - axis - 1))
+        divisor = counts if divisor is None else divisor * counts
+    return divisor
+
+
+def _avg_params(p):
+    return {k: v for k, v in p.items() if k not in ("count_include_pad", "divisor_override")}
+
+
+def _avg_pool(xp, x, **p):
+    d = len(p["kernel_size"])
+    cols = _pool_windows(xp, x, 0.0, dilation=(1,) * d, **_avg_params(p))
+    return cols.sum(axis=-d - 1) / _avg_divisor(xp, x.shape[-d:], x.dtype, **p)
+
+
+def _avg_pool_backward(xp, grad, *, size, **p):
+    d = len(p["kernel_size"])
+    share = grad / _avg_divisor(xp, size, grad.dtype, **p)
+    cols = xp.broadcast_to(xp.expand_dims(share, -d - 1),
+                           share.shape[:-d] + (numel(p["kernel_size"]),) + share.shape[-d:])
+    _, pairs = pool_geometry(size, p["kernel_size"], p["stride"], p["padding"], (1,) * d, p["ceil_mode"])
+    return fold_windows(xp, cols, size=size, kernel=p["kernel_size"], stride=p["stride"], padding=pairs,
+                        dilation=(1,) * d)
+
+
+avg_pool2d = define(
+    "avg_pool2d",
+    lambda xp, x, *, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+    divisor_override=None: _avg_pool(
+        xp, x, kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, divisor_override=divisor_override,
+    ),
+    lambda g, x_shape, **p: avg_pool2d_backward(g, size=tuple(x_shape[-len(p["kernel_size"]):]), **p),
+    linear=True,
+    normalize=_pool_params,
+    grad_fn="AvgPool2DBackward0",
+    doc="mean of each window (count_include_pad, divisor_override and ceil_mode as PyTorch's)",
+    estimate=_pool_size,
+)
+avg_pool2d_backward = define(
+    "avg_pool2d_backward",
+    lambda xp, grad, *, size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override:
+    _avg_pool_backward(
+        xp, grad, size=size, kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, divisor_override=divisor_override,
+    ),
+    lambda g, *, size, **p: avg_pool2d(g, **p),
+    linear=True,
+    grad_fn="AvgPool2DBackwardBackward0",
+    doc="grad spread evenly over each window (avg_pool2d's derivative)",
+    public=False,
+    estimate=lambda shapes, params: numel(shapes[0][: -len(params["size"])]) * numel(params["size"]),
+)
+
+
+def _adaptive_matrix(xp, size, out, dtype):
+    """(out, size): row i averages x[floor(i size / out) : ceil((i + 1) size / out)], PyTorch's windows."""
+    matrix = xp.zeros((out, size), dtype=dtype)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def _adaptive_params(params, x_shape, *rest):
+    output_size = params["output_size"]
+    d = len(output_size) if isinstance(output_size, (tuple, list)) else 2
+    if len(x_shape) < d + 1:
+        raise RuntimeError(f"adaptive_avg_pool{d}d(): Expected {d + 1}D or {d + 2}D tensor, but got "
+                           f"{_shape_text_of(x_shape)}")
+    if not isinstance(output_size, (tuple, list)):
+        output_size = (output_size,) * d
+    if len(output_size) != d:
+        raise RuntimeError(f"adaptive_avg_pool2d: output_size must be 2, but got {len(output_size)}")
+    resolved = tuple(int(x_shape[-d + i]) if n is None else int(n) for i, n in enumerate(output_size))
+    if builtins.any(n <= 0 for n in resolved):
+        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be greater than 0, got {resolved}")
+    return {"output_size": resolved}
+
+
+def _adaptive_avg_pool(xp, x, *, output_size, transpose=False):
+    """x (..., *S) times one averaging matrix A (out, in) per spatial axis; ``transpose`` applies
+    A^T instead, mapping a gradient (..., *output) back to (..., *output_size) = the input's size."""
+    d = len(output_size)
+    out = x
+    for axis, target in enumerate(output_size):
+        current = x.shape[-d + axis]
+        if transpose:
+            matrix = _adaptive_matrix(xp, target, current, x.dtype)  # (current, target): g @ A
+        else:
+            matrix = _adaptive_matrix(xp, current, target, x.dtype).T  # x @ A^T
+        out = xp.moveaxis(xp.moveaxis(out, -d + axis, -1) @ matrix, -1, -d + axis)
+    return xp.ascontiguousarray(out)
+
+
+adaptive_avg_pool2d = define(
+    "adaptive_avg_pool2d",
+    lambda xp, x, *, output_size: _adaptive_avg_pool(xp, x, output_size=output_size),
+    lambda g, x_shape, *, output_size: adaptive_avg_pool2d_backward(
+        g, size=tuple(x_shape[-len(output_size):]), output_size=output_size
+    ),
+    linear=True,
+    normalize=_adaptive_params,
+    grad_fn="AdaptiveAvgPool2DBackward0",
+    doc="mean over output_size windows that tile the input (None keeps an axis' size)",
+    estimate=lambda shapes, params: numel(shapes[0][: -len(params["output_size"])]) * numel(params["output_size"]),
+)
+adaptive_avg_pool2d_backward = define(
+    "adaptive_avg_pool2d_backward",
+    lambda xp, grad, *, size, output_size: _adaptive_avg_pool(xp, grad, output_size=size, transpose=True),
+    lambda g, *, size, output_size: adaptive_avg_pool2d(g, output_size=output_size),
+    linear=True,
+    grad_fn="AdaptiveAvgPool2DBackwardBackward0",
+    doc="grad spread evenly over each adaptive window (adaptive_avg_pool2d's derivative)",
+    public=False,
+    estimate=lambda shapes, params: numel(shapes[0][: -len(params["size"])]) * numel(params["size"]),
+)
+
+# ---- nn layers: normalization ------------------------------------------------------------
+# Both norms standardize x over some axes, xhat = (x - mean) / sqrt(var + eps) with the biased
+# variance, then scale and shift by per-feature w and b. With gw = g w (summed back over the
+# standardized axes A, written mean_A), the input's gradient is the projection
+#     dx = invstd (gw - mean_A(gw) - xhat mean_A(gw xhat)),
+# and the jvp is the same projection applied to the tangent dx: the map is self-adjoint.
+
+
+def _batch_axes(x) -> tuple:
+    """Batch norm standardizes over every axis but the channels (axis 1), as negative axes."""
+    return (-x.ndim,) + tuple(range(-x.ndim + 2, 0))
+
+
+def _affine_shape(x, features: tuple, kind: str) -> tuple:
+    if kind == "batch":
+        return (1, features[0]) + (1,) * (x.ndim - 2)
+    return (1,) * (x.ndim - len(features)) + tuple(features)
+
+
+def _broadcast_feature(p, x, features: tuple, kind: str):
+    return reshape(p, shape=tuple(p.shape[: p.ndim - len(features)]) + _affine_shape(x, features, kind))
+
+
+def standardized(x, dims, eps):
+    """(xhat, invstd) over dims, in table ops (so a rule using them is differentiable again)."""
+    centered = x - mean(x, dim=dims, keepdim=True)
+    invstd = rsqrt(mean(centered * centered, dim=dims, keepdim=True) + eps)
+    return centered * invstd, invstd
+
+
+def _standardize_projection(gw, xhat, invstd, dims):
+    return invstd * (gw - mean(gw, dim=dims, keepdim=True) - xhat * mean(gw * xhat, dim=dims, keepdim=True))
+
+
+def _norm_rules(kind):
+    """vjp (x, w, b) and jvp of batch_norm (kind "batch") or layer_norm ("layer")."""
+
+    def geometry(x, w, params):
+        if kind == "batch":
+            return _batch_axes(x), (x.shape[1],)
+        features = tuple(params["normalized_shape"])
+        return tuple(range(-len(features), 0)), features
+
+    def scaled(g, x, w, params):
+        _, features = geometry(x, w, params)
+        return g if w is None else g * reshape(w, shape=_affine_shape(x, features, kind))
+
+    def vjp_x(g, x, w, **params):
+        dims, _ = geometry(x, w, params)
+        xhat, invstd = standardized(x, dims, params["eps"])
+        return _standardize_projection(scaled(g, x, w, params), xhat, invstd, dims)
+
+    def feature_sum(t, x, features):
+        """Sum over x's axes that are not features (t may carry batch axes in front)."""
+        if kind == "batch":
+            return sum(t, dim=_batch_axes(x))
+        return sum(t, dim=tuple(range(-x.ndim, -len(features))))
+
+    def vjp_w(g, x, w, **params):
+        dims, features = geometry(x, w, params)
+        xhat, _ = standardized(x, dims, params["eps"])
+        return feature_sum(g * xhat, x, features)
+
+    def vjp_b(g, x, w, **params):
+        _, features = geometry(x, w, params)
+        return feature_sum(g, x, features)
+
+    def jvp(dx, dw, db, x, w, b, **params):
+        dims, features = geometry(x, w, params)
+        xhat, invstd = standardized(x, dims, params["eps"])
+        out = scaled(_standardize_projection(dx, xhat, invstd, dims), x, w, params)
+        if w is not None and hasattr(dw, "shape"):
+            out = out + xhat * _broadcast_feature(dw, x, features, kind)
+        if b is not None and hasattr(db, "shape"):
+            out = out + _broadcast_feature(db, x, features, kind)
+        return out
+
+    return (vjp_x, vjp_w, vjp_b), jvp
+
+
+def _normalized(xp, x, w, b, dims, features, kind, eps, mean_=None, var_=None):
+    if mean_ is None:
+        mean_ = x.mean(axis=dims, keepdims=True)
+        centered = x - mean_
+        var_ = (centered * centered).mean(axis=dims, keepdims=True)
+    else:
+        centered = x - mean_
+    out = centered * (1 / xp.sqrt(var_ + eps))
+    affine = _affine_shape(x, features, kind)
+    if w is not None:
+        out = out * w.reshape(affine)
+    if b is not None:
+        out = out + b.reshape(affine)
+    return out
+
+
+def _batch_norm(xp, x, w, b, *, eps=1e-5):
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects an input of at least 2 dimensions (N, C, ...), got {x.ndim}")
+    if numel(x.shape) // x.shape[1] <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {_shape_text_of(x.shape)}"
+        )
+    return _normalized(xp, x, w, b, _batch_axes(x), (x.shape[1],), "batch", eps)
+
+
+batch_norm = define(
+    "batch_norm",
+    _batch_norm,
+    *_norm_rules("batch"),
+    grad_fn="NativeBatchNormBackward0",
+    doc="x standardized per channel (axis 1) over the batch and spatial axes, times w plus b (training mode)",
+    batch="loop",  # axis 1 and the axes it standardizes over are counted from x's front
+)
+
+
+def _channel_view(t, x):
+    return reshape(t, shape=(1, x.shape[1]) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_eval_rules():
+    """out = (x - m) invstd w + b with invstd = (v + eps)^-1/2, for given statistics m and v."""
+
+    def slope(x, w, var, eps):
+        s = rsqrt(_channel_view(var, x) + eps)
+        return s if w is None else s * _channel_view(w, x)
+
+    def vjp_x(g, x, w, running_var, *, eps):
+        return g * slope(x, w, running_var, eps)
+
+    def vjp_w(g, x, running_mean, running_var, *, eps):
+        xhat = (x - _channel_view(running_mean, x)) * rsqrt(_channel_view(running_var, x) + eps)
+        return sum(g * xhat, dim=_batch_axes(x))
+
+    def vjp_b(g, x):
+        return sum(g, dim=_batch_axes(x))
+
+    def vjp_mean(g, x, w, running_var, *, eps):
+        return -sum(g * slope(x, w, running_var, eps), dim=_batch_axes(x))
+
+    def vjp_var(g, x, w, running_mean, running_var, *, eps):
+        centered = x - _channel_view(running_mean, x)
+        return sum(g * slope(x, w, running_var, eps) * centered, dim=_batch_axes(x)) * -0.5 / (running_var + eps)
+
+    def jvp(dx, dw, db, drunning_mean, drunning_var, x, w, b, running_mean, running_var, *, eps):
+        features = (x.shape[1],)
+        s = slope(x, w, running_var, eps)
+        centered = x - _channel_view(running_mean, x)
+        view = lambda t: _broadcast_feature(t, x, features, "batch")
+        out = (dx - view(drunning_mean)) * s - centered * s * view(drunning_var) * 0.5 / view(running_var + eps)
+        if w is not None and hasattr(dw, "shape"):
+            out = out + centered * rsqrt(_channel_view(running_var, x) + eps) * view(dw)
+        if b is not None and hasattr(db, "shape"):
+            out = out + view(db)
+        return out
+
+    return (vjp_x, vjp_w, vjp_b, vjp_mean, vjp_var), jvp
+
+
+def _batch_norm_eval(xp, x, w, b, running_mean, running_var, *, eps=1e-5):
+    features = (x.shape[1],)
+    shape = _affine_shape(x, features, "batch")
+    return _normalized(xp, x, w, b, _batch_axes(x), features, "batch", eps,
+                       running_mean.reshape(shape), running_var.reshape(shape))
+
+
+batch_norm_eval = define(
+    "batch_norm_eval",
+    _batch_norm_eval,
+    *batch_norm_eval_rules(),
+    grad_fn="NativeBatchNormBackward0",
+    doc="x standardized per channel with given statistics (running_mean, running_var), times w plus b (eval mode)",
+    batch="loop",  # axis 1 is counted from x's front
+)
+
+
+def _layer_norm_params(params, x_shape, *rest):
+    normalized_shape = params["normalized_shape"]
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(int(n) for n in normalized_shape)
+    k = len(normalized_shape)
+    if not k or tuple(x_shape[len(x_shape) - k:]) != normalized_shape:
+        raise RuntimeError(
+            f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
+            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size{_shape_text_of(x_shape)}"
+        )
+    for name, shape in zip(("weight", "bias"), rest):
+        if shape is not None and len(shape) and tuple(shape) != normalized_shape:
+            raise RuntimeError(
+                f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
+                f"{_shape_text_of(shape)} and normalized_shape = {_shape_text_of(normalized_shape)}"
+            )
+    return {**params, "normalized_shape": normalized_shape}
+
+
+def _layer_norm(xp, x, w, b, *, normalized_shape, eps=1e-5):
+    dims = tuple(range(-len(normalized_shape), 0))
+    return _normalized(xp, x, w, b, dims, tuple(normalized_shape), "layer", eps)
+
+
+layer_norm = define(
+    "layer_norm",
+    _layer_norm,
+    *_norm_rules("layer"),
+    normalize=_layer_norm_params,
+    grad_fn="NativeLayerNormBackward0",
+    doc="x standardized over its last len(normalized_shape) axes, times w plus b",
+    batch="loop",  # a batched weight would need its batch axes in front of x's leading ones
+)
+
+# ---- nn layers: embedding ----------------------------------------------------------------
+
+
+def _embedding_params(params, w_shape, *rest):
+    indices = params["indices"]
+    if not backend.is_array(indices) or indices.dtype.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                           "Long, Int")
+    if len(w_shape) < 2:
+        raise RuntimeError(f"'weight' must be 2-D, got a weight of size {_shape_text_of(w_shape)}")
+    rows = w_shape[-2]  # (under vmap the weight may carry batch axes in front)
+    if indices.size and bool(((indices < 0) | (indices >= rows)).any()):
+        raise IndexError("index out of range in self")
+    padding_idx = params.get("padding_idx")
+    if padding_idx is not None:
+        if not -rows <= padding_idx < rows:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        padding_idx = padding_idx + rows if padding_idx < 0 else padding_idx
+    return {**params, "padding_idx": padding_idx}
+
+
+def embedding_vjp(g, out_shape, w_shape, *, indices, padding_idx):
+    """g summed into the rows it was read from; the padding row gets none (PyTorch's padding_idx)."""
+    if padding_idx is not None:
+        xp = backend.namespace_of(getattr(g, "_data", g))  # the mask goes where g is (indices may be on the host)
+        g = where(xp.expand_dims(xp.asarray(indices != padding_idx), -1), g, 0.0)
+    return getitem_adjoint(g, shape=lead(g, out_shape) + tuple(w_shape), index=(Ellipsis, indices, slice(None)))
+
+
+embedding = define(
+    "embedding",
+    lambda xp, w, *, indices, padding_idx=None: w[..., indices, :],
+    embedding_vjp,
+    linear=True,
+    normalize=_embedding_params,
+    grad_fn="EmbeddingBackward0",
+    doc="rows of w (num_embeddings, dim) at integer indices",
+    estimate=lambda shapes, params: int(params["indices"].size) * int(shapes[0][-1]),
+)
+
+# ---- fused losses ------------------------------------------------------------------------
+# PyTorch runs these losses as one op each (MseLossBackward0, NllLossBackward0...), and so do we.
+# Their inputs come expanded to one shape (``engine.nn.functional`` broadcasts them first), so a
+# loss is an elementwise function l of its inputs, then reduced: "none", "sum" or "mean". With
+# dl/dinput written in table ops, vjp = spread(g) * dl/dinput and jvp = reduce(sum dinput * dl/dinput).
+
+
+def loss_reduce(values, ndim: int, reduction: str):
+    """Reduce the elementwise loss over its last ``ndim`` axes (earlier ones are batch axes)."""
+    if reduction == "none":
+        return values
+    total = sum(values, dim=tuple(range(-ndim, 0)))
+    if reduction == "mean":
+        return total / builtins.max(numel(values.shape[values.ndim - ndim:]), 1) if ndim else total
+    return total
+
+
+def loss_spread(g, out, shape, reduction: str):
+    """The incoming gradient as each element of the loss receives it."""
+    if reduction == "none":
+        return g
+    spread = reshape(g, shape=lead(g, out) + (1,) * len(shape))
+    return spread / builtins.max(numel(shape), 1) if reduction == "mean" and shape else spread
+
+
+def _check_loss_reduction(params, *shapes):
+    if params["reduction"] not in ("none", "mean", "sum"):
+        raise ValueError(f"{params['reduction']} is not a valid value for reduction")
+    return params
+
+
+def fused_loss(name, forward, partials, **flags):
+    """A loss op from its elementwise ``forward(x, ...)`` (table ops) and one partial per input."""
+
+    def vjp_rule(partial):
+        if partial is None:
+            return None
+
+        def vjp(g, out, x, *rest, reduction, **params):
+            return loss_spread(g, out, x.shape, reduction) * partial(x, *rest, **params)
+
+        vjp.__signature__ = _loss_rule_signature(forward, ("g", "out"))
+        return vjp
+
+    def jvp(*values, reduction, **params):
+        count = len(partials)
+        tangents, inputs = values[:count], values[count + 1:]
+        total = None
+        for tangent, partial in zip(tangents, partials):
+            if partial is None or not hasattr(tangent, "shape"):
+                continue
+            term = tangent * partial(*inputs, **params)
+            total = term if total is None else total + term
+        return loss_reduce(total, inputs[0].ndim, reduction)
+
+    jvp.__signature__ = _loss_rule_signature(forward, tuple("d" + n for n in _input_names(forward)) + ("out",))
+    return define(
+        name,
+        forward,
+        tuple(vjp_rule(p) for p in partials),
+        jvp,
+        normalize=_check_loss_reduction,
+        batch="loop",  # the reduction runs over all of x's axes
+        **flags,
+    )
+
+
+def _input_names(forward) -> tuple:
+    import inspect
+
+    return tuple(p.name for p in list(inspect.signature(forward).parameters.values())[1:]
+                 if p.kind == p.POSITIONAL_OR_KEYWORD)
+
+
+def _loss_rule_signature(forward, leading):
+    """A rule's signature: ``leading`` names, the forward's inputs, then its keyword params (the
+    machinery reads a rule's parameter names to know what to pass it)."""
+    import inspect
+
+    params = list(inspect.signature(forward).parameters.values())[1:]
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in leading]
+    positional += [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params
+                   if p.kind == p.POSITIONAL_OR_KEYWORD]
+    keywords = [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY) for p in params if p.kind == p.KEYWORD_ONLY]
+    return inspect.Signature(positional + keywords)
+
+
+def _mse(xp, x, y, *, reduction="mean"):
+    return loss_reduce((x - y) * (x - y), x.ndim, reduction)
+
+
+mse_loss = fused_loss(
+    "mse_loss", _mse, (lambda x, y: (x - y) * 2, lambda x, y: (y - x) * 2),
+    doc="(x - y)^2, reduced",
+)
+
+
+def huber_slope(x, y, *, delta):
+    d = x - y
+    return where(abs(d) < delta, d, sign(d) * delta)
+
+
+def _huber(xp, x, y, *, reduction="mean", delta=1.0):
+    d = x - y
+    size = abs(d)
+    return loss_reduce(where(size < delta, d * d * 0.5, (size - delta * 0.5) * delta), x.ndim, reduction)
+
+
+huber_loss = fused_loss(
+    "huber_loss", _huber,
+    (lambda x, y, *, delta: huber_slope(x, y, delta=delta), lambda x, y, *, delta: -huber_slope(x, y, delta=delta)),
+    doc="0.5 d^2 where |d| < delta, else delta (|d| - delta / 2), reduced (d = x - y)",
+)
+
+
+def smooth_l1_slope(x, y, *, beta):
+    d = x - y
+    return where(abs(d) < beta, d / beta, sign(d))
+
+
+def _smooth_l1(xp, x, y, *, reduction="mean", beta=1.0):
+    d = x - y
+    size = abs(d)
+    return loss_reduce(where(size < beta, d * d * (0.5 / beta), size - beta * 0.5), x.ndim, reduction)
+
+
+smooth_l1_loss = fused_loss(
+    "smooth_l1_loss", _smooth_l1,
+    (lambda x, y, *, beta: smooth_l1_slope(x, y, beta=beta), lambda x, y, *, beta: -smooth_l1_slope(x, y, beta=beta)),
+    doc="Huber loss divided by beta (beta > 0), reduced",
+    grad_fn="SmoothL1LossBackward0",
+)
+
+
+def _clamped_log(x):
+    """log x clamped at -100, as PyTorch's binary_cross_entropy takes it."""
+    return clamp(log(x), min=-100.0)
+
+
+def _bce(xp, x, t, w, *, reduction="mean"):
+    return loss_reduce(-(t * _clamped_log(x) + (1 - t) * _clamped_log(1 - x)) * w, x.ndim, reduction)
+
+
+bce_loss = fused_loss(
+    "binary_cross_entropy", _bce,
+    (
+        # PyTorch's: w (x - t) / max(x (1 - x), 1e-12)
+        lambda x, t, w: w * (x - t) / clamp(x * (1 - x), min=1e-12),
+        lambda x, t, w: w * (_clamped_log(1 - x) - _clamped_log(x)),
+        lambda x, t, w: -(t * _clamped_log(x) + (1 - t) * _clamped_log(1 - x)),
+    ),
+    doc="-w (t log x + (1 - t) log(1 - x)), each log clamped at -100, reduced",
+)
+
+
+def _softplus_of_minus(x):
+    """log(1 + e^-x), exact for large |x| (no threshold)."""
+    return softplus(-x, beta=1.0, threshold=math.inf)
+
+
+def _bce_with_logits(xp, x, t, w, pos_weight, *, reduction="mean"):
+    terms = (1 - t) * x + ((pos_weight - 1) * t + 1) * _softplus_of_minus(x)
+    return loss_reduce(terms * w, x.ndim, reduction)
+
+
+bce_with_logits_loss = fused_loss(
+    "binary_cross_entropy_with_logits", _bce_with_logits,
+    (
+        # d/dx: (1 - t) - (1 + (p - 1) t) sigmoid(-x)
+        lambda x, t, w, pos_weight: ((1 - t) - ((pos_weight - 1) * t + 1) * sigmoid(-x)) * w,
+        lambda x, t, w, pos_weight: ((pos_weight - 1) * _softplus_of_minus(x) - x) * w,
+        lambda x, t, w, pos_weight: (1 - t) * x + ((pos_weight - 1) * t + 1) * _softplus_of_minus(x),
+        lambda x, t, w, pos_weight: t * _softplus_of_minus(x) * w,
+    ),
+    doc="BCE of sigmoid(x), computed stably: w ((1 - t) x + (1 + (pos_weight - 1) t) log(1 + e^-x)), reduced",
+)
+
+
+def _class_index(target):
+    """The index picking x[n, target[n], d...] (class axis 1, or 0 for one sample), behind a leading
+    Ellipsis so it serves tangents and cotangents with batch axes too."""
+    xp = backend.namespace_of(target)
+    if target.ndim == 0:
+        return (Ellipsis, target)
+    shape = target.shape
+    grid = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (len(shape) - i - 1)) for i, n in enumerate(shape)]
+    return (Ellipsis, grid[0], target, *grid[1:])
+
+
+def _nll_params(params, x_shape):
+    params = _check_loss_reduction(params)
+    target = params["target"]
+    if not backend.is_array(target) or target.dtype.kind not in "iu":
+        raise RuntimeError(f"expected scalar type Long but found {getattr(target, 'dtype', type(target).__name__)}")
+    expected = tuple(x_shape[:1]) + tuple(x_shape[2:]) if len(x_shape) > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(f"Expected target of shape {expected} for input of shape {tuple(x_shape)}, "
+                         f"got {tuple(target.shape)}")
+    return params
+
+
+def _nll_weights(xp, target, x_dtype, *, weight, ignore_index):
+    """Each position's weight: its class's weight (1 without one), 0 where target is ignore_index;
+    and the target with ignored positions at class 0. Host targets and weights move to ``xp``'s device."""
+    target = xp.asarray(target)
+    weight = None if weight is None else xp.asarray(weight)
+    kept = target != ignore_index
+    safe = xp.where(kept, target, 0)
+    per_position = weight[safe] if weight is not None else xp.ones(target.shape, dtype=x_dtype)
+    return (per_position * kept).astype(x_dtype), safe
+
+
+def _nll(xp, x, *, target, weight=None, ignore_index=-100, reduction="mean"):
+    weights, safe = _nll_weights(xp, target, x.dtype, weight=weight, ignore_index=ignore_index)
+    losses = -x[_class_index(safe)] * weights
+    if reduction == "none":
+        return losses
+    ndim = target.ndim
+    total = losses.sum(axis=tuple(range(-ndim, 0))) if ndim else losses
+    return total / weights.sum() if reduction == "mean" else total
+
+
+def nll_vjp(g, out, x_shape, *, target, weight, ignore_index, reduction):
+    xp = backend.namespace_of(getattr(g, "_data", g))
+    weights, safe = _nll_weights(xp, target, backend.dtype(g.dtype).np, weight=weight, ignore_index=ignore_index)
+    batch = lead(g, out)
+    spread = g if reduction == "none" else reshape(g, shape=batch + (1,) * target.ndim)
+    if reduction == "mean":
+        spread = spread / weights.sum()
+    values = spread * -weights
+    return getitem_adjoint(values, shape=batch + tuple(x_shape), index=_class_index(safe))
+
+
+nll_loss = define(
+    "nll_loss",
+    _nll,
+    nll_vjp,
+    linear=True,
+    normalize=_nll_params,
+    doc="-x[n, target[n]] times the class weight, reduced (mean: over the weights)",
+    batch="loop",  # target (a param) is shaped for one sample's x
 )

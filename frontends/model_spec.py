@@ -11,8 +11,14 @@ A spec is a dict of plain JSON values, for example::
      "seed": 0, "dtype": "float32", "device": "cpu"}                   (optional)
 
 Layer types: linear (in_features, out_features, bias), relu, tanh, sigmoid,
-gelu (approximate), softmax (dim), dropout (p), flatten (start_dim, end_dim),
-identity. Losses: mse, l1, cross_entropy (ignore_index, label_smoothing), bce,
+gelu (approximate), leaky_relu (negative_slope), elu (alpha), silu, softmax
+(dim), dropout (p), flatten (start_dim, end_dim), identity; conv2d
+(in_channels, out_channels, kernel_size, stride, padding (or "same"/"valid"),
+dilation, groups, bias), max_pool2d (kernel_size, stride, padding, dilation,
+ceil_mode), batch_norm (num_features, eps, momentum, affine: BatchNorm2d after
+a conv2d or max_pool2d, else BatchNorm1d), layer_norm (normalized_shape, eps,
+elementwise_affine), embedding (num_embeddings, embedding_dim, padding_idx: the
+first layer only, its input class indices). Losses: mse, l1, cross_entropy (ignore_index, label_smoothing), bce,
 bce_with_logits, huber (delta); each with reduction mean|sum|none. Optimizers:
 sgd, adam, adamw, rmsprop, adagrad with PyTorch's hyperparameter names.
 Schedulers: step (step_size, gamma), exponential (gamma), cosine (T_max,
@@ -151,6 +157,43 @@ def _one_of(*choices):
 
 _REDUCTION = (_one_of("mean", "sum", "none"), "mean")
 
+
+def _pair(minimum):
+    """An int, or a list of two, each at least ``minimum`` (a 2-d layer's kernel_size, stride...)."""
+
+    def check(where, name, value):
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise SpecError(where, f"{name} must be an integer or a list of two integers, got {value!r}")
+            return [_integer(where, f"{name}[{i}]", v, minimum) for i, v in enumerate(value)]
+        return _integer(where, name, value, minimum)
+
+    return check
+
+
+def _conv_padding(where, name, value):
+    if isinstance(value, str):
+        return _choice(where, name, value, ("same", "valid"))
+    return _pair(0)(where, name, value)
+
+
+def _optional(check):
+    return lambda where, name, value: None if value is None else check(where, name, value)
+
+
+def _shape(where, name, value):
+    """normalized_shape: an int or a non-empty list of positive ints."""
+    if isinstance(value, list):
+        if not value:
+            raise SpecError(where, f"{name} must not be empty")
+        return [_integer(where, f"{name}[{i}]", v, 1) for i, v in enumerate(value)]
+    return _integer(where, name, value, 1)
+
+
+def _two(value) -> tuple:
+    return tuple(value) if isinstance(value, list) else (value, value)
+
+
 LAYERS = {
     "linear": {"in_features": (_int_at_least(1), _REQUIRED), "out_features": (_int_at_least(1), _REQUIRED),
                "bias": (_boolean, True)},
@@ -162,7 +205,22 @@ LAYERS = {
     "dropout": {"p": (_num(0.0, 1.0), 0.5)},
     "flatten": {"start_dim": (_int_any, 1), "end_dim": (_int_any, -1)},
     "identity": {},
+    "leaky_relu": {"negative_slope": (_num(), 0.01)},
+    "elu": {"alpha": (_num(), 1.0)},
+    "silu": {},
+    "conv2d": {"in_channels": (_int_at_least(1), _REQUIRED), "out_channels": (_int_at_least(1), _REQUIRED),
+               "kernel_size": (_pair(1), _REQUIRED), "stride": (_pair(1), 1), "padding": (_conv_padding, 0),
+               "dilation": (_pair(1), 1), "groups": (_int_at_least(1), 1), "bias": (_boolean, True)},
+    "max_pool2d": {"kernel_size": (_pair(1), _REQUIRED), "stride": (_optional(_pair(1)), None),
+                   "padding": (_pair(0), 0), "dilation": (_pair(1), 1), "ceil_mode": (_boolean, False)},
+    "batch_norm": {"num_features": (_int_at_least(1), _REQUIRED), "eps": (_num(0.0), 1e-5),
+                   "momentum": (_num(0.0, 1.0), 0.1), "affine": (_boolean, True)},
+    "layer_norm": {"normalized_shape": (_shape, _REQUIRED), "eps": (_num(0.0), 1e-5),
+                   "elementwise_affine": (_boolean, True)},
+    "embedding": {"num_embeddings": (_int_at_least(1), _REQUIRED), "embedding_dim": (_int_at_least(1), _REQUIRED),
+                  "padding_idx": (_optional(_int_any), None)},
 }
+_IMAGE_LAYERS = ("conv2d", "max_pool2d")
 LOSSES = {
     "mse": {"reduction": _REDUCTION},
     "l1": {"reduction": _REDUCTION},
@@ -263,31 +321,180 @@ class ModelSpec:
         for layer in self.layers:
             if layer["type"] == "linear":
                 return layer["in_features"]
-            if layer["type"] == "flatten":
+            if layer["type"] in ("flatten", "embedding", *_IMAGE_LAYERS):
                 return None
         return None
 
+    @property
+    def takes_indices(self) -> bool:
+        """Whether the input is integer class indices (the model starts with an embedding)."""
+        return self.layers[0]["type"] == "embedding"
+
     def parameter_count(self) -> int:
         """How many numbers the model holds (check it against a limit before ``build``)."""
-        return sum(
-            layer["out_features"] * (layer["in_features"] + (1 if layer["bias"] else 0))
-            for layer in self.layers
-            if layer["type"] == "linear"
-        )
+        return sum(sum(shape_numel(s) for s in layer_parameter_shapes(layer).values()) for layer in self.layers)
+
+    def output_shape(self, shape) -> list[int]:
+        """The model's output shape for an input of ``shape``; a ValueError naming the first layer
+        that cannot take what reaches it, and the shapes."""
+        shape = list(shape)
+        for i, layer in enumerate(self.layers):
+            shape = _layer_output_shape(f"layers[{i}] ({layer['type']})", layer, shape,
+                                        image=_batch_norm_is_2d(self.layers, i))
+        return shape
+
+
+def shape_numel(shape) -> int:
+    return math.prod(shape)
+
+
+def layer_parameter_shapes(layer: dict) -> dict[str, list[int]]:
+    """A layer's parameters, named and shaped as PyTorch's module has them."""
+    kind = layer["type"]
+    shapes = {}
+    if kind == "linear":
+        shapes["weight"] = [layer["out_features"], layer["in_features"]]
+        if layer["bias"]:
+            shapes["bias"] = [layer["out_features"]]
+    elif kind == "conv2d":
+        shapes["weight"] = [layer["out_channels"], layer["in_channels"] // layer["groups"],
+                            *_two(layer["kernel_size"])]
+        if layer["bias"]:
+            shapes["bias"] = [layer["out_channels"]]
+    elif kind == "batch_norm" and layer["affine"]:
+        shapes = {"weight": [layer["num_features"]], "bias": [layer["num_features"]]}
+    elif kind == "layer_norm" and layer["elementwise_affine"]:
+        normalized = layer["normalized_shape"]
+        normalized = normalized if isinstance(normalized, list) else [normalized]
+        shapes = {"weight": list(normalized), "bias": list(normalized)}
+    elif kind == "embedding":
+        shapes["weight"] = [layer["num_embeddings"], layer["embedding_dim"]]
+    return shapes
+
+
+def _batch_norm_is_2d(layers, index) -> bool:
+    """A batch_norm normalizes images (BatchNorm2d) when a conv2d or max_pool2d comes before it with
+    no flatten in between; else it is BatchNorm1d."""
+    for layer in reversed(layers[:index]):
+        if layer["type"] in _IMAGE_LAYERS:
+            return True
+        if layer["type"] in ("flatten", "linear", "embedding"):
+            return False
+    return False
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _windowed_size(where, shape, kernel, stride, padding, dilation, ceil_mode=False):
+    """(H, W) after a 2-d window of ``kernel`` slides over the last two axes of ``shape``."""
+    sizes = []
+    for n, k, s, p, d in zip(shape[-2:], _two(kernel), _two(stride), _two(padding), _two(dilation)):
+        span = n + 2 * p - d * (k - 1) - 1
+        if span < 0:
+            raise ValueError(f"{where}: input of shape {_shape_text(shape)} is smaller than the kernel "
+                             f"{list(_two(kernel))} (dilation {list(_two(dilation))}, padding {list(_two(padding))})")
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + p:
+            out -= 1
+        sizes.append(out)
+    return sizes
+
+
+def _layer_output_shape(where, layer, shape, image):
+    """The shape ``layer`` makes of ``shape``; ValueError (naming ``where`` and the shapes) when it cannot."""
+    kind = layer["type"]
+    if kind == "linear":
+        if not shape or shape[-1] != layer["in_features"]:
+            raise ValueError(f"{where}: expects {layer['in_features']} features on the last axis, got input of shape "
+                             f"{_shape_text(shape)}")
+        return shape[:-1] + [layer["out_features"]]
+    if kind == "conv2d":
+        if len(shape) not in (3, 4) or shape[-3] != layer["in_channels"]:
+            raise ValueError(f"{where}: expects input (N, {layer['in_channels']}, H, W) or ({layer['in_channels']}, H, "
+                             f"W), got input of shape {_shape_text(shape)}")
+        padding = layer["padding"]
+        if padding == "same":
+            return shape[:-3] + [layer["out_channels"]] + shape[-2:]
+        padding = 0 if padding == "valid" else padding
+        return shape[:-3] + [layer["out_channels"]] + _windowed_size(
+            where, shape, layer["kernel_size"], layer["stride"], padding, layer["dilation"])
+    if kind == "max_pool2d":
+        if len(shape) not in (3, 4):
+            raise ValueError(f"{where}: expects input (N, C, H, W) or (C, H, W), got input of shape "
+                             f"{_shape_text(shape)}")
+        stride = layer["kernel_size"] if layer["stride"] is None else layer["stride"]
+        for k, p in zip(_two(layer["kernel_size"]), _two(layer["padding"])):
+            if p > k // 2:
+                raise ValueError(f"{where}: padding {p} is more than half the kernel size {k}")
+        return shape[:-2] + _windowed_size(where, shape, layer["kernel_size"], stride, layer["padding"],
+                                           layer["dilation"], layer["ceil_mode"])
+    if kind == "batch_norm":
+        ranks = (4,) if image else (2, 3)
+        if len(shape) not in ranks or shape[1] != layer["num_features"]:
+            layout = "(N, C, H, W)" if image else "(N, C) or (N, C, L)"
+            raise ValueError(f"{where}: expects input {layout} with C = {layer['num_features']}, got input of shape "
+                             f"{_shape_text(shape)}")
+        return shape
+    if kind == "layer_norm":
+        normalized = layer["normalized_shape"]
+        normalized = normalized if isinstance(normalized, list) else [normalized]
+        if shape[len(shape) - len(normalized):] != normalized:
+            raise ValueError(f"{where}: expects input [*, {', '.join(map(str, normalized))}], got input of shape "
+                             f"{_shape_text(shape)}")
+        return shape
+    if kind == "embedding":
+        return shape + [layer["embedding_dim"]]
+    if kind == "flatten":
+        ndim = len(shape)
+        start, end = layer["start_dim"], layer["end_dim"]
+        start, end = (start + ndim if start < 0 else start), (end + ndim if end < 0 else end)
+        if ndim == 0:
+            return [1]
+        if not 0 <= start <= end < ndim:
+            raise ValueError(f"{where}: start_dim {layer['start_dim']} and end_dim {layer['end_dim']} do not fit "
+                             f"input of shape {_shape_text(shape)}")
+        return shape[:start] + [shape_numel(shape[start:end + 1])] + shape[end + 1:]
+    return shape
 
 
 def _check_widths(layers) -> None:
-    """Each linear layer's in_features must equal the width the layers before it produce."""
+    """Each linear layer's in_features must equal the width the layers before it produce; each
+    conv2d's in_channels the channels before it; an embedding comes first."""
     width = None  # unknown until the first linear layer
+    channels = None  # unknown until the first conv2d
     for i, layer in enumerate(layers):
         kind = layer["type"]
+        where = f"layers[{i}] ({kind})"
         if kind == "linear":
             if width is not None and layer["in_features"] != width:
-                raise SpecError(
-                    f"layers[{i}] (linear)",
-                    f"in_features {layer['in_features']} does not match the previous layer's {width} outputs",
-                )
+                raise SpecError(where, f"in_features {layer['in_features']} does not match the previous layer's "
+                                       f"{width} outputs")
             width = layer["out_features"]
+        elif kind == "embedding":
+            if i:
+                raise SpecError(where, "an embedding must be the first layer (its input is class indices)")
+            width = layer["embedding_dim"]
+        elif kind == "conv2d":
+            if channels is not None and layer["in_channels"] != channels:
+                raise SpecError(where, f"in_channels {layer['in_channels']} does not match the previous layer's "
+                                       f"{channels} channels")
+            for name in ("in_channels", "out_channels"):
+                if layer[name] % layer["groups"]:
+                    raise SpecError(where, f"{name} {layer[name]} must be divisible by groups {layer['groups']}")
+            if layer["padding"] == "same" and any(s != 1 for s in _two(layer["stride"])):
+                raise SpecError(where, "padding 'same' needs stride 1")
+            channels = layer["out_channels"]
+        elif kind == "max_pool2d":
+            for k, p in zip(_two(layer["kernel_size"]), _two(layer["padding"])):
+                if p > k // 2:
+                    raise SpecError(where, f"padding {p} must be at most half the kernel size {k}")
+        elif kind == "batch_norm":
+            expected = channels if _batch_norm_is_2d(layers, i) else width
+            if expected is not None and layer["num_features"] != expected:
+                raise SpecError(where, f"num_features {layer['num_features']} does not match the previous layer's "
+                                       f"{expected} features")
         elif kind == "flatten":
             width = None
 
@@ -295,7 +502,7 @@ def _check_widths(layers) -> None:
 # ---- building -----------------------------------------------------------------
 
 
-def _layer(layer: dict, dtype: str):
+def _layer(layer: dict, dtype: str, image: bool = False):
     kind = layer["type"]
     if kind == "linear":
         return nn.Linear(layer["in_features"], layer["out_features"], bias=layer["bias"], dtype=dtype)
@@ -307,7 +514,30 @@ def _layer(layer: dict, dtype: str):
         return nn.Dropout(layer["p"])
     if kind == "flatten":
         return nn.Flatten(layer["start_dim"], layer["end_dim"])
-    return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}[kind]()
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(layer["negative_slope"])
+    if kind == "elu":
+        return nn.ELU(layer["alpha"])
+    if kind == "conv2d":
+        return nn.Conv2d(layer["in_channels"], layer["out_channels"], _two(layer["kernel_size"]),
+                         stride=_two(layer["stride"]),
+                         padding=layer["padding"] if isinstance(layer["padding"], str) else _two(layer["padding"]),
+                         dilation=_two(layer["dilation"]), groups=layer["groups"], bias=layer["bias"], dtype=dtype)
+    if kind == "max_pool2d":
+        stride = None if layer["stride"] is None else _two(layer["stride"])
+        return nn.MaxPool2d(_two(layer["kernel_size"]), stride, _two(layer["padding"]), _two(layer["dilation"]),
+                            ceil_mode=layer["ceil_mode"])
+    if kind == "batch_norm":
+        kind_2d = nn.BatchNorm2d if image else nn.BatchNorm1d
+        return kind_2d(layer["num_features"], eps=layer["eps"], momentum=layer["momentum"], affine=layer["affine"],
+                       dtype=dtype)
+    if kind == "layer_norm":
+        return nn.LayerNorm(layer["normalized_shape"], eps=layer["eps"],
+                            elementwise_affine=layer["elementwise_affine"], dtype=dtype)
+    if kind == "embedding":
+        return nn.Embedding(layer["num_embeddings"], layer["embedding_dim"], padding_idx=layer["padding_idx"],
+                            dtype=dtype)
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity, "silu": nn.SiLU}[kind]()
 
 
 def _loss(loss: dict):
@@ -354,7 +584,8 @@ def _build(spec: ModelSpec):
     # Drawn on the host whatever the caller's default device, so a seed gives the same weights on
     # every device; then moved to the spec's device.
     with use_generator(generator), backend.device("cpu"):
-        model = nn.Sequential(*(_layer(layer, spec.dtype) for layer in spec.layers))
+        model = nn.Sequential(*(_layer(layer, spec.dtype, _batch_norm_is_2d(spec.layers, i))
+                                for i, layer in enumerate(spec.layers)))
     if spec.device != "cpu":
         model.to(spec.device)
     loss_fn = _loss(spec.loss)
@@ -381,6 +612,8 @@ class TrainableModel:
     # ---- inputs --------------------------------------------------------------
 
     def _input(self, data, what="input") -> Tensor:
+        if self.spec.takes_indices:
+            return self._indices(data, what)
         x = data.detach() if isinstance(data, Tensor) else creation.tensor(data, dtype=self.spec.dtype)
         if x.dtype.name != self.spec.dtype:
             x = x.to(self.spec.dtype)
@@ -390,6 +623,23 @@ class TrainableModel:
             raise ValueError(
                 f"{what} has shape {list(x.shape)}; the first linear layer expects {width} features on the last axis"
             )
+        self.spec.output_shape(x.shape)  # a layer that cannot take its input is named before any work
+        return x
+
+    def _indices(self, data, what) -> Tensor:
+        """The input of a model that starts with an embedding: integer class indices in range."""
+        x = data.detach() if isinstance(data, Tensor) else creation.tensor(data)
+        rows = self.spec.layers[0]["num_embeddings"]
+        array = backend.to_numpy(x._data)
+        if array.dtype.kind == "f" and array.size and (array != backend.numpy.round(array)).any():
+            raise ValueError(f"layers[0] (embedding): {what} must be integer class indices, got fractional values")
+        if array.dtype.kind not in "iuf":
+            raise ValueError(f"layers[0] (embedding): {what} must be integer class indices, got {x.dtype}")
+        if array.size and (array.min() < 0 or array.max() >= rows):
+            raise ValueError(f"layers[0] (embedding): {what} has indices in [{int(array.min())}, {int(array.max())}]; "
+                             f"num_embeddings is {rows}, so they must lie in [0, {rows - 1}]")
+        x = x.to(backend.int64).to(self.spec.device)
+        self.spec.output_shape(x.shape)
         return x
 
     def _target(self, data) -> Tensor:
@@ -500,6 +750,7 @@ class TrainableModel:
              "step": 3,                                   # optimizer steps taken
              "training": true,
              "parameters": {"0.weight": ndarray, ...},     # named_parameters() order
+             "buffers": {"1.running_mean": ndarray, ...},  # named_buffers(): batch_norm statistics
              "grads": {"0.weight": ndarray | None, ...},
              "optimizer": {"state": {"0.weight": {"exp_avg": ndarray, "step": 3, ...}, ...},
                            "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], ...}]},
@@ -531,6 +782,7 @@ class TrainableModel:
             "step": self.steps,
             "training": self.model.training,
             "parameters": self.named_parameters(),
+            "buffers": {name: backend.to_numpy(b._data).copy() for name, b in self.model.named_buffers()},
             "grads": self.named_grads(),
             "optimizer": {"state": optimizer_state, "param_groups": groups},
             "scheduler": scheduler,
@@ -565,6 +817,14 @@ class TrainableModel:
                 param._version_counter[0] += 1
                 grad = state.get("grads", {}).get(name)
                 param._grad = None if grad is None else Tensor._make(self._array(grad, param, f"grads.{name}").copy())
+        buffers = dict(self.model.named_buffers())
+        unknown = sorted(set(state.get("buffers") or {}) - set(buffers))
+        if unknown:
+            raise ValueError(f"state buffers has unknown buffer {unknown[0]!r}; expected {sorted(buffers)}")
+        with no_grad():
+            for name, value in (state.get("buffers") or {}).items():  # states without buffers keep the defaults
+                buffers[name]._data[...] = self._array(value, buffers[name], f"buffers.{name}")
+                buffers[name]._version_counter[0] += 1
         self.optimizer.state = {}
         for name, entries in state.get("optimizer", {}).get("state", {}).items():
             if name not in params:

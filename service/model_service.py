@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from engine import backend
 from engine.tensor import Tensor
+from frontends import model_spec
 from frontends.model_spec import ModelSpec, TrainableModel
 from service import codec, compute, schemas
 from service.codec import ElementBudget
@@ -74,14 +75,10 @@ def check_if_match(if_match: str | None, version: int) -> None:
 
 
 def parameter_shapes(spec: dict) -> dict[str, list[int]]:
-    """named_parameters() names and shapes, from the spec alone (only linear layers hold parameters)."""
-    shapes = {}
-    for index, layer in enumerate(spec["layers"]):
-        if layer["type"] == "linear":
-            shapes[f"{index}.weight"] = [layer["out_features"], layer["in_features"]]
-            if layer.get("bias", True):
-                shapes[f"{index}.bias"] = [layer["out_features"]]
-    return shapes
+    """named_parameters() names and shapes, from the (parsed) spec alone."""
+    return {f"{index}.{name}": shape
+            for index, layer in enumerate(spec["layers"])
+            for name, shape in model_spec.layer_parameter_shapes(layer).items()}
 
 
 def describe(record: ModelRecord) -> dict:

@@ -518,8 +518,11 @@ class ModelCreateRequest(BaseModel):
 
     layers: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_LIST_ITEMS,
-        description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, softmax, "
-                    "dropout, flatten, identity; each {\"type\": ..., fields}")
+        description="linear (in_features, out_features, bias), relu, tanh, sigmoid, gelu, leaky_relu, elu, silu, "
+                    "softmax, dropout, flatten, identity, conv2d (in_channels, out_channels, kernel_size, stride, "
+                    "padding, dilation, groups, bias), max_pool2d (kernel_size, stride, padding), batch_norm "
+                    "(num_features), layer_norm (normalized_shape), embedding (num_embeddings, embedding_dim, first "
+                    "layer only); each {\"type\": ..., fields}")
     loss: dict[str, Any] | None = Field(None, description="mse (default), l1, cross_entropy, bce, bce_with_logits, "
                                                           "huber; with reduction mean|sum|none")
     optimizer: dict[str, Any] | None = Field(None, description="sgd (default, lr 0.001), adam, adamw, rmsprop, "

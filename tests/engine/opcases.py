@@ -65,6 +65,11 @@ def _distinct_abs(rng, shape):
     return (rng.choice([-1.0, 1.0], n) * magnitude).reshape(shape)
 
 
+def _unit_interval(rng, shape):
+    """Probabilities kept away from 0 and 1 (binary cross-entropy's logs)."""
+    return rng.uniform(0.1, 0.9, shape)
+
+
 def _bool(rng, shape):
     return rng.uniform(size=shape) < 0.5
 
@@ -78,6 +83,7 @@ DOMAINS = {
     "distinct": _distinct,
     "distinct_shifted": _distinct_shifted,
     "distinct_abs": _distinct_abs,
+    "unit_interval": _unit_interval,
     "bool": _bool,
 }
 
@@ -432,6 +438,74 @@ for _name in ("softmax", "log_softmax", "cumsum"):
     case(_name, (), dim=-1)
 case("flip", (), dims=(0,))
 case("transpose", (), dim0=0, dim1=-1)
+
+
+# nn layers: activations
+unary("leaky_relu", params=({"negative_slope": 0.2},), kinks=(0.0,))
+for _pair in _GRAD_SHAPES:
+    _add(Case("leaky_relu_backward", _pair, {"negative_slope": 0.2}, kinks=(0.0,)))
+unary("elu", params=({}, {"alpha": 0.5, "scale": 1.5, "input_scale": 2.0}), kinks=(0.0,))
+unary("silu")
+# convolution: (x, w, b) shapes with stride, (before, after) padding pairs or PyTorch's forms,
+# dilation and groups; its two derivative ops get (grad, w) and (x, grad) shapes to match.
+_CONVOLUTIONS = (
+    ((1, 2, 4, 4), (3, 2, 2, 2), (3,), {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
+    ((2, 2, 5, 4), (2, 1, 3, 2), (2,), {"stride": (2, 1), "padding": 1, "dilation": (1, 2), "groups": 2}),
+    ((1, 1, 4, 4), (2, 1, 2, 2), (2,), {"stride": 1, "padding": "same", "dilation": 1, "groups": 1}),
+    ((2, 2, 5), (3, 2, 3), (3,), {"stride": (2,), "padding": (1,), "dilation": (1,), "groups": 1}),
+)
+for _x, _w, _b, _params in _CONVOLUTIONS:
+    _add(Case("convolution", (_x, _w, _b), dict(_params)))
+_CONV_GRADS = (
+    ((1, 3, 3, 3), (3, 2, 2, 2), (1, 2, 4, 4), {"stride": (1, 1), "padding": ((0, 0), (0, 0)), "dilation": (1, 1)}, 1),
+    ((2, 2, 3, 4), (2, 1, 3, 2), (2, 2, 5, 4), {"stride": (2, 1), "padding": ((1, 1), (1, 1)), "dilation": (1, 2)}, 2),
+    ((2, 3, 3), (3, 2, 3), (2, 2, 5), {"stride": (2,), "padding": ((1, 1),), "dilation": (1,)}, 1),
+)
+for _grad, _w, _x, _params, _groups in _CONV_GRADS:
+    _add(Case("conv_input_grad", (_grad, _w), {"size": _x[2:], "groups": _groups, **_params}))
+    _add(Case("conv_weight_grad", (_x, _grad), {"kernel": _w[2:], "groups": _groups, **_params}))
+# pooling: distinct values, so each window's maximum is clear of the others
+case("max_pool2d", (1, 2, 4, 4), domains=("distinct",), kernel_size=2)
+case("max_pool2d", (2, 1, 5, 5), domains=("distinct",), kernel_size=3, stride=2, padding=1)
+case("max_pool2d", (1, 1, 5, 6), domains=("distinct",), kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1),
+     ceil_mode=True)
+_MAX_POOL = {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "ceil_mode": False}
+_add(Case("max_pool2d_backward", ((2, 1, 3, 3), (2, 1, 5, 5)), dict(_MAX_POOL), ("real", "distinct")))
+_add(Case("max_pool2d_select", ((2, 1, 5, 5), (2, 1, 5, 5)), dict(_MAX_POOL), ("real", "distinct")))
+case("avg_pool2d", (1, 2, 4, 4), kernel_size=2)
+case("avg_pool2d", (2, 1, 5, 5), kernel_size=3, stride=2, padding=1, count_include_pad=False, ceil_mode=True)
+case("avg_pool2d", (1, 1, 5, 6), kernel_size=(2, 3), stride=(2, 1), divisor_override=4)
+_AVG_POOL = {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True,
+             "count_include_pad": False, "divisor_override": None}
+case("avg_pool2d_backward", (2, 1, 3, 3), size=(5, 5), **_AVG_POOL)
+case("adaptive_avg_pool2d", (1, 2, 5, 4), output_size=(2, 3))
+case("adaptive_avg_pool2d", (2, 1, 3, 3), output_size=(5, None))
+case("adaptive_avg_pool2d_backward", (1, 2, 2, 3), size=(5, 4), output_size=(2, 3))
+# normalization: x, weight, bias (and the running statistics for eval mode)
+for _x in ((4, 2), (3, 2, 2), (2, 2, 2, 2)):
+    _add(Case("batch_norm", (_x, (2,), (2,)), {"eps": 1e-3}))
+    _add(Case("batch_norm_eval", (_x, (2,), (2,), (2,), (2,)), {"eps": 1e-3},
+              ("real", "real", "real", "real", "positive")))
+case("layer_norm", (3, 4), (4,), (4,), normalized_shape=(4,), eps=1e-3)
+case("layer_norm", (2, 2, 3), (2, 3), (2, 3), normalized_shape=(2, 3))
+case("embedding", (5, 3), indices=np.array([[0, 2, 4], [2, 2, 1]]))
+# padding_idx's row gets no gradient by definition (PyTorch's), not by calculus: no central differences.
+_add(Case("embedding", ((4, 2),), {"indices": np.array([3, 1, 1, 0]), "padding_idx": 1}, smooth=False))
+
+# fused losses: inputs of one shape, each reduction
+for _reduction in ("mean", "sum", "none"):
+    case("mse_loss", (2, 3), (2, 3), reduction=_reduction)
+    _add(Case("huber_loss", ((2, 3), (2, 3)), {"reduction": _reduction, "delta": 0.8}, ("real", "small")))
+    _add(Case("smooth_l1_loss", ((4,), (4,)), {"reduction": _reduction, "beta": 0.5}, ("real", "small")))
+    _add(Case("binary_cross_entropy", ((2, 3), (2, 3), (2, 3)), {"reduction": _reduction},
+              ("unit_interval", "unit_interval", "positive")))
+    _add(Case("binary_cross_entropy_with_logits", ((2, 3),) * 4, {"reduction": _reduction},
+              ("real", "unit_interval", "positive", "positive")))
+    case("nll_loss", (3, 4), target=np.array([0, 3, 1]), weight=None, ignore_index=-100, reduction=_reduction)
+case("nll_loss", (4,), target=np.array(2), weight=None, ignore_index=-100, reduction="mean")
+case("nll_loss", (2, 3, 2), target=np.array([[0, 2], [1, 1]]), weight=np.array([0.5, 1.0, 2.0]), ignore_index=2,
+     reduction="mean")
+case("huber_loss", (), (), reduction="sum", delta=1.0)
 
 
 def cases_for(name: str) -> list[Case]:

@@ -45,7 +45,14 @@ class Probe:
 SWEEP: dict[str, list[Probe]] = {}
 
 # Ops of the table with no 0-d probe, and why.
+_NEEDS_AXES = ("takes (N, C, *spatial), (N, C) or (*, features) input: PyTorch refuses a 0-d one; the shape "
+               "errors are compared with PyTorch in test_differential_torch_layers")
+_INTERNAL = "internal derivative op of a layer (no PyTorch function of its own on 0-d tensors)"
 NOT_SWEPT = {
+    **dict.fromkeys(("convolution", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+                     "batch_norm_eval", "layer_norm", "embedding", "nll_loss"), _NEEDS_AXES),
+    **dict.fromkeys(("conv_input_grad", "conv_weight_grad", "max_pool2d_backward", "max_pool2d_select",
+                     "avg_pool2d_backward", "adaptive_avg_pool2d_backward"), _INTERNAL),
     "first_extreme_mask": "internal helper of the max_dim/min_dim vjp rules (no PyTorch function); its 0-d "
                           "behaviour is swept through the gradients of max(dim)/min(dim) on 0-d tensors",
 }
@@ -94,6 +101,28 @@ probe("gelu", "default", lambda m, x: m.nn.functional.gelu(x))
 probe("softplus", "default", lambda m, x: m.nn.functional.softplus(x))
 probe("softplus", "beta2", lambda m, x: m.nn.functional.softplus(x, beta=2.0))
 probe("softplus", "threshold", lambda m, x: m.nn.functional.softplus(x, beta=1.0, threshold=0.1), domains=("positive",))
+
+probe("leaky_relu", "nn_functional", lambda m, x: m.nn.functional.leaky_relu(x, 0.2))
+probe("elu", "nn_functional", lambda m, x: m.nn.functional.elu(x, alpha=0.5))
+probe("silu", "nn_functional", lambda m, x: m.nn.functional.silu(x))
+binary_shapes("leaky_relu_backward", "aten",
+              lambda m, x, y: ops.leaky_relu_backward(x, y, negative_slope=0.2),
+              lambda m, x, y: m.ops.aten.leaky_relu_backward(x, y, 0.2, False))
+# Fused losses on 0-d input and target (PyTorch takes them elementwise, then reduces).
+for _reduction in ("mean", "none"):
+    probe("mse_loss", _reduction, lambda m, x, y, r=_reduction: m.nn.functional.mse_loss(x, y, reduction=r),
+          shapes=((), ()))
+    probe("huber_loss", _reduction,
+          lambda m, x, y, r=_reduction: m.nn.functional.huber_loss(x, y, reduction=r, delta=0.8), shapes=((), ()))
+    probe("smooth_l1_loss", _reduction,
+          lambda m, x, y, r=_reduction: m.nn.functional.smooth_l1_loss(x, y, reduction=r, beta=0.5),
+          shapes=((), ()))
+    probe("binary_cross_entropy", _reduction,
+          lambda m, x, t, r=_reduction: m.nn.functional.binary_cross_entropy(x, t.detach(), reduction=r),
+          shapes=((), ()), domains=("unit_interval", "unit_interval"))
+    probe("binary_cross_entropy_with_logits", _reduction,
+          lambda m, x, t, r=_reduction: m.nn.functional.binary_cross_entropy_with_logits(x, t.detach(), reduction=r),
+          shapes=((), ()), domains=("real", "unit_interval"))
 
 # The activations' backward ops: PyTorch has them as aten ops (grad, output or input).
 _ATEN_BACKWARD = {
