@@ -509,6 +509,17 @@ def broadcast_to(x, shape: tuple):
     return view
 
 
+def repeated_along_leading(x, count: int):
+    """The one array that ``x``'s first ``count`` axes repeat when each of them is broadcast (stride 0,
+    as ``broadcast_to`` makes them) or of size 1, else None."""
+    strides = getattr(x, "strides", None)
+    if strides is None or not 0 <= count <= x.ndim:
+        return None
+    if any(stride and size != 1 for stride, size in zip(strides[:count], x.shape[:count])):
+        return None
+    return x[(0,) * count]
+
+
 def broadcast_shapes(*shapes) -> tuple:
     return numpy.broadcast_shapes(*shapes)
 

@@ -119,3 +119,61 @@ def _check_gradients(inputs, looped, batched, out_dim, name):
     for a, b in zip(through_vmap, through_loop):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"gradient, {name}")
 
+
+
+# ---- the layouts vmap(grad) gives the table's matmul ----------------------------------------
+# Under vmap(grad(f)) a shared weight is expanded to the batch (a broadcast view) and a per-sample
+# vector is a one-row matrix, so matmul meets a repeated operand and outer products (k = 1). Both
+# must give numpy's float64 products and their gradients, whatever path the forward takes.
+
+
+def test_matmul_by_a_broadcast_matrix_equals_numpy_and_its_gradient_sums_the_batch():
+    rng = np.random.default_rng(3)
+    x_array, w_array = rng.standard_normal((5, 2, 3)), rng.standard_normal((3, 4))
+    g_array = rng.standard_normal((5, 2, 4))
+    x, w = engine.tensor(x_array, requires_grad=True), engine.tensor(w_array, requires_grad=True)
+    out = engine.matmul(x, w.expand(5, 3, 4))
+    np.testing.assert_allclose(out.detach().numpy(), np.stack([xb @ w_array for xb in x_array]), rtol=1e-12)
+    (out * engine.tensor(g_array)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), sum(xb.T @ gb for xb, gb in zip(x_array, g_array)), rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), np.stack([gb @ w_array.T for gb in g_array]), rtol=1e-12)
+
+
+def test_one_matrix_times_a_stack_of_columns_equals_numpy_and_its_gradients():
+    rng = np.random.default_rng(6)
+    a_array, columns = rng.standard_normal((1, 4, 3)), rng.standard_normal((2, 5, 3, 1))
+    g_array = rng.standard_normal((2, 5, 4, 1))
+    a, c = engine.tensor(a_array, requires_grad=True), engine.tensor(columns, requires_grad=True)
+    out = engine.matmul(a, c)
+    np.testing.assert_allclose(out.detach().numpy(), np.einsum("ik,bnkj->bnij", a_array[0], columns), rtol=1e-12)
+    (out * engine.tensor(g_array)).sum().backward()
+    np.testing.assert_allclose(c.grad.numpy(), np.einsum("ik,bnij->bnkj", a_array[0], g_array), rtol=1e-12)
+    np.testing.assert_allclose(a.grad.numpy()[0], np.einsum("bnij,bnkj->ik", g_array, columns), rtol=1e-12)
+
+
+def test_matmul_with_inner_dimension_one_is_an_outer_product_per_matrix():
+    rng = np.random.default_rng(4)
+    columns, rows = rng.standard_normal((2, 5, 4, 1)), rng.standard_normal((5, 1, 3))
+    out = engine.matmul(engine.tensor(columns), engine.tensor(rows))
+    assert tuple(out.shape) == (2, 5, 4, 3)
+    expected = [[np.outer(c[:, 0], r[0]) for c, r in zip(cs, rows)] for cs in columns]
+    np.testing.assert_allclose(out.numpy(), np.array(expected), rtol=1e-15)
+
+
+def test_per_sample_gradients_of_a_linear_layer_equal_a_loop_of_backward_passes():
+    from engine import func
+
+    rng = np.random.default_rng(5)
+    layer = engine.nn.Linear(6, 4).double()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    x, y = engine.tensor(rng.standard_normal((7, 6))), engine.tensor(rng.standard_normal((7, 4)))
+
+    def loss(p, xi, yi):
+        return ((func.functional_call(layer, p, (xi.unsqueeze(0),)) - yi) ** 2).mean()
+
+    per_sample = func.vmap(func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    for i in range(7):
+        layer.zero_grad()
+        ((layer(x[i : i + 1]) - y[i]) ** 2).mean().backward()
+        for name, p in layer.named_parameters():
+            np.testing.assert_allclose(per_sample[name][i].numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-15)
