@@ -33,11 +33,23 @@ def _mlp(lib):
     return lib.nn.Sequential(lib.nn.Linear(SIZES[0], SIZES[1]), lib.nn.Tanh(), lib.nn.Linear(SIZES[1], SIZES[2]))
 
 
-def _per_sample_gradients(torch):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
-    y = rng.standard_normal((BATCH, SIZES[2])).astype(np.float32)
-    model = _mlp(engine)
+def _cnn(lib):
+    lib.manual_seed(0)
+    nn = lib.nn
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 13 * 13, 10))
+
+
+def _per_sample_gradients(torch, build, x: np.ndarray, y: np.ndarray, *, loop: bool = False):
+    """Seconds per call of ``vmap(grad(loss))`` over the model ``build(lib)`` makes, ours and
+    torch.func's (None without torch), and with ``loop`` a Python loop of ordinary backward
+    passes (else None). With torch, both models start from PyTorch's weights and the results
+    are compared before anything is timed."""
+    model = build(engine)
+    reference = None
+    if torch is not None:  # PyTorch's initial weights, so the two results can be compared
+        reference = build(torch)
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.data = engine.tensor(q.detach().numpy())
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss(p, xi, yi):
@@ -47,7 +59,7 @@ def _per_sample_gradients(torch):
     inputs, targets = engine.tensor(x), engine.tensor(y)
     ours = per_call_seconds(lambda: per_sample(params, inputs, targets))
 
-    def loop():
+    def backward_passes():
         grads = []
         for i in range(BATCH):
             model.zero_grad()
@@ -55,13 +67,9 @@ def _per_sample_gradients(torch):
             grads.append([p.grad for p in model.parameters()])
         return grads
 
-    looped = per_call_seconds(loop, repeat=3)
+    looped = per_call_seconds(backward_passes, repeat=3) if loop else None
     theirs = None
     if torch is not None:
-        reference = _mlp(torch)
-        for p, q in zip(model.parameters(), reference.parameters()):
-            p.data = engine.tensor(q.detach().numpy())
-        params = {k: v.detach() for k, v in model.named_parameters()}
         torch_params = {k: v.detach() for k, v in reference.named_parameters()}
 
         def torch_loss(p, xi, yi):
@@ -75,46 +83,6 @@ def _per_sample_gradients(torch):
             assert np.allclose(got[k].numpy(), expected[k].numpy(), rtol=1e-4, atol=1e-6), f"per-sample {k}"
         theirs = per_call_seconds(lambda: torch_per_sample(torch_params, tx, ty))
     return ours, theirs, looped
-
-
-def _cnn(lib):
-    lib.manual_seed(0)
-    nn = lib.nn
-    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 13 * 13, 10))
-
-
-def _cnn_per_sample_gradients(torch):
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
-    y = rng.standard_normal((BATCH, 10)).astype(np.float32)
-    model = _cnn(engine)
-    if torch is not None:  # PyTorch's initial weights, so the two results can be compared
-        reference = _cnn(torch)
-        for p, q in zip(model.parameters(), reference.parameters()):
-            p.data = engine.tensor(q.detach().numpy())
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p, xi, yi):
-        return ((func.functional_call(model, p, (xi.unsqueeze(0),)) - yi) ** 2).mean()
-
-    per_sample = func.vmap(func.grad(loss), in_dims=(None, 0, 0))
-    images, targets = engine.tensor(x), engine.tensor(y)
-    ours = per_call_seconds(lambda: per_sample(params, images, targets))
-    theirs = None
-    if torch is not None:
-        torch_params = {k: v.detach() for k, v in reference.named_parameters()}
-
-        def torch_loss(p, xi, yi):
-            return ((torch.func.functional_call(reference, p, (xi.unsqueeze(0),)) - yi) ** 2).mean()
-
-        torch_per_sample = torch.func.vmap(torch.func.grad(torch_loss), in_dims=(None, 0, 0))
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        expected = torch_per_sample(torch_params, tx, ty)
-        got = per_sample(params, images, targets)
-        for k in expected:
-            assert np.allclose(got[k].numpy(), expected[k].numpy(), rtol=1e-4, atol=1e-6), f"per-sample {k}"
-        theirs = per_call_seconds(lambda: torch_per_sample(torch_params, tx, ty))
-    return ours, theirs
 
 
 def _batched_jacobian(torch):
@@ -141,10 +109,16 @@ def run() -> list[Table]:
         "thread(s), PyTorch on 1)",
         ["workload", "ours", "torch.func", "ours / torch.func", "loop of backward passes (ours)"],
     )
-    ours, theirs, looped = _per_sample_gradients(torch)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
+    y = rng.standard_normal((BATCH, SIZES[2])).astype(np.float32)
+    ours, theirs, looped = _per_sample_gradients(torch, _mlp, x, y, loop=True)
     table.add("per-sample gradients, MLP 784-128-10, vmap(grad)", fmt_time(ours), fmt_time(theirs),
               ratio(ours, theirs), fmt_time(looped))
-    ours, theirs = _cnn_per_sample_gradients(torch)
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
+    y = rng.standard_normal((BATCH, 10)).astype(np.float32)
+    ours, theirs, _ = _per_sample_gradients(torch, _cnn, images, y)
     table.add("per-sample gradients, CNN conv3x3(8)-pool-linear, 1x28x28, vmap(grad)", fmt_time(ours),
               fmt_time(theirs), ratio(ours, theirs), "n/a")
     ours, theirs = _batched_jacobian(torch)
