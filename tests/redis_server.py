@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests import processes
 from tests.loopback import free_port
 
 
@@ -48,9 +49,4 @@ def running_redis():
             client.close()
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            processes.stop(process)

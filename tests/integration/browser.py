@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 OFFLINE_FLAGS = [
@@ -85,13 +87,7 @@ class Page:
     def close(self) -> None:
         if getattr(self, "socket", None) is not None:
             self._connection.__exit__(None, None, None)
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
         self.profile.cleanup()
 
     # ---- the protocol ----

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import processes
 from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +60,7 @@ class LiveServer:
 
     def stop(self) -> str:
         """Stop the server; return everything it logged."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
