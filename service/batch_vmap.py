@@ -93,8 +93,8 @@ def grad_sample(fn: Callable, differentiated: list[int], roots: list[bool], seed
             (seed if seed is not None else engine.ones_like(out)) if root else engine.zeros_like(out)
             for out, root, seed in zip(outputs, roots, seeds))
         grads = pull(cotangents)
-        by_index = dict(zip(differentiated, grads))
-        return {"outputs": tuple(o.detach() for o in outputs), "grads": [by_index.get(i) for i in range(len(xs))]}
+        # by input position (vmap returns tensors only; the service names them, None for the rest)
+        return {"outputs": tuple(o.detach() for o in outputs), "grads": dict(zip(differentiated, grads))}
 
     return sample
 

@@ -279,10 +279,14 @@ def _vectorized(call: Call, context: ComputeContext, first: dict, sample: Callab
     """Every point of the batch in one vmapped pass of ``sample`` (``service.batch_vmap``): the first
     point's content with its tensors replaced by the batch's; None where the loop must run instead.
 
-    One point's pass is bounded as the loop bounds it (``pass_kind``: how many rows of the recorded
-    graph's size a point holds); vmap then takes as many points at a time as fit ``max_live_elements``.
+    One point's pass is bounded as the loop bounds it (``pass_kind``: evaluate, pass, product,
+    jacobian or hessian, how many rows of the recorded graph's size a point holds); vmap then takes
+    as many points at a time as fit ``max_live_elements``. A derivative is vmapped only where every
+    output is a tensor some input reaches (else the loop, which skips or zero-fills the others).
     """
-    per_point = _point_pass_elements(call, pass_kind)
+    per_point, differentiable = _point_pass(call, pass_kind)
+    if not differentiable and pass_kind != "evaluate":
+        return None  # an output that no input reaches (a constant) or not a tensor: the loop handles it
     fitting = context.settings.max_live_elements // max(1, per_point)
     if fitting < 1:
         return None
@@ -292,7 +296,7 @@ def _vectorized(call: Call, context: ComputeContext, first: dict, sample: Callab
     if result is None:
         return None
     if "grads" in result:
-        result["grads"] = dict(zip(call.names, result["grads"]))
+        result["grads"] = {name: result["grads"].get(i) for i, name in enumerate(call.names)}
     try:
         return {**first, **{key: batch_vmap.matching(first[key], value, call.batch_size)
                             for key, value in result.items()}}
@@ -300,18 +304,24 @@ def _vectorized(call: Call, context: ComputeContext, first: dict, sample: Callab
         return None
 
 
-def _point_pass_elements(call: Call, pass_kind: str) -> int:
+def _point_pass(call: Call, pass_kind: str) -> tuple[int, bool]:
     """Elements one point's pass may hold: the recorded graph's pass (``pass_elements``) times the
-    rows a Jacobian (outputs' numbers) or Hessian (inputs' numbers) takes at once."""
+    rows a Jacobian (outputs' numbers) or Hessian (inputs' numbers) takes at once; and whether every
+    output is a tensor that some input reaches (what the engine.func transforms differentiate)."""
     functional = _functional()
     point_tensors = [t.detach()[0] if name in call.batched else t.detach() for name, t in zip(call.names, call.tensors)]
-    recorded = [o for o in _recorded_outputs(call, point_tensors) if isinstance(o, Tensor)]
+    outputs = _recorded_outputs(call, point_tensors)
+    differentiable = all(isinstance(o, Tensor) and o.requires_grad for o in outputs)
+    recorded = [o for o in outputs if isinstance(o, Tensor)]
     if pass_kind == "hessian":
-        return functional.hessian_pass_elements(recorded) * max(1, sum(t.numel() for t in point_tensors))
-    elements = functional.pass_elements(recorded) + sum(o.numel() for o in recorded)
-    if pass_kind == "jacobian":
-        return elements * max(1, sum(o.numel() for o in recorded))
-    return elements if pass_kind == "pass" else functional.hessian_pass_elements(recorded)
+        elements = functional.hessian_pass_elements(recorded) * max(1, sum(t.numel() for t in point_tensors))
+    elif pass_kind == "product":
+        elements = functional.hessian_pass_elements(recorded)
+    else:
+        elements = functional.pass_elements(recorded) + sum(o.numel() for o in recorded)
+        if pass_kind == "jacobian":
+            elements *= max(1, sum(o.numel() for o in recorded))
+    return elements, differentiable
 
 
 def _numbers(content: dict) -> int:
@@ -366,7 +376,7 @@ def _encoded(content: dict, encoding: str) -> dict:
 def evaluate(request: schemas.EvaluateRequest, context: ComputeContext) -> dict:
     """Outputs of the function, under no_grad."""
     return _run_points(request, prepare(request, context, ("evaluate",)), context, _evaluate_point,
-                       vectorized=lambda request, call, first: (batch_vmap.evaluate_sample(call.fn), "pass"))
+                       vectorized=lambda request, call, first: (batch_vmap.evaluate_sample(call.fn), "evaluate"))
 
 
 def _evaluate_point(request, call: Call, context: ComputeContext) -> dict:
@@ -456,7 +466,7 @@ def gradient(request: schemas.GradRequest, context: ComputeContext) -> dict:
     return _run_points(request, call, context, _gradient_point, vectorized=_gradient_sample)
 
 
-def _gradient_sample(request, call: Call, first: dict) -> tuple:
+def _gradient_sample(request, call: Call, first: dict) -> tuple | None:
     """The vmapped grad: the vjp of the outputs the first point's backward started from, seeded alike."""
     outputs = first["outputs"]
     roots = [isinstance(o, Tensor) and o.requires_grad for o in outputs]
@@ -466,8 +476,10 @@ def _gradient_sample(request, call: Call, first: dict) -> tuple:
                  codec.decode_tensor(value, f"grad_outputs.{i}", o.dtype, call.elements, request.device)
                  for i, (value, o) in enumerate(zip(request.grad_outputs, outputs))]
     differentiated = [i for i, t in enumerate(call.tensors) if t.requires_grad]
-    if not all(isinstance(o, Tensor) for o in outputs) or not differentiated:
-        return batch_vmap.evaluate_sample(call.fn), "pass"  # nothing to differentiate: outputs only
+    if not differentiated:
+        return batch_vmap.evaluate_sample(call.fn), "evaluate"  # nothing to differentiate: outputs only
+    if not all(roots):
+        return None  # an output no differentiated input reaches: the loop's backward skips it
     return batch_vmap.grad_sample(call.fn, differentiated, roots, seeds), "pass"
 
 

@@ -250,3 +250,18 @@ def test_a_vmapped_batch_keeps_the_limits(tmp_path):
         few = {"x": {"data": MANY[:12], "requires_grad": True, "dtype": "float64"}}
         assert_batch_equals_points(small, "/v1/grad", {"expr": "(x.sin() * x).sum()", "inputs": few,
                                                        "dtype": "float64"}, {"x"}, MANY[:12])
+
+
+@pytest.mark.parametrize("path", ["/v1/evaluate", "/v1/grad", "/v1/jacobian", "/v1/vjp"])
+@pytest.mark.parametrize("expr", ["((x.sin() * w).sum(), 2.0)", "((x.sin() * w).sum(), w.exp().sum())",
+                                  "((x.sin() * w).sum(), x.sum() > 0)", "(x * x.shape[0]).sin().sum()"])
+def test_outputs_no_input_reaches_answer_as_the_loop(client, path, expr):
+    """Constants, outputs of an input not differentiated, booleans: as one request per point."""
+    body = {"expr": expr, "dtype": "float64", "wrt": ["x"],
+            "inputs": {"x": {"data": MANY[:6]}, "w": {"data": W}}}
+    if path == "/v1/vjp":
+        body["v"] = [1.0, 1.0] if expr.startswith("((") else 1.0
+        del body["wrt"]
+    if path == "/v1/jacobian" or path == "/v1/evaluate":
+        del body["wrt"]
+    assert_batch_equals_points(client, path, body, {"x"}, MANY[:6])
