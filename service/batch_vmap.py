@@ -1,9 +1,9 @@
 """A batch request's points in one engine pass: ``engine.func.vmap`` over each endpoint's work.
 
-``service.compute`` runs a batch's first point one by one as before (it validates the request,
-describes the graph and bounds the response); then, for the transforms where vmap computes what
-the loop computes, this module runs every point in one vmapped pass and hands back the content's
-tensors, each with the batch axis in front. It answers None, and the loop runs the rest, when:
+``service.compute`` runs a batch's first point on its own (it validates the request, describes
+the graph and bounds the response); then, for the transforms where vmap computes what the loop
+computes, this module's samples run every point in one vmapped pass, and the content's tensors
+come back with the batch axis in front. The loop runs the rest instead when:
 
 - the function cannot be vmapped: it reads a batched tensor's value into Python (``.item()``,
   ``if``/``while`` on a tensor, ``float()``...) or draws random numbers, so each point must run
@@ -129,7 +129,7 @@ def product_sample(fn: Callable, name: str, v) -> Callable:
         elif name == "jvp":
             outputs, result = func.jvp(fn, xs, vs if vs is not None else tuple(engine.ones_like(x) for x in xs))
         else:
-            gradient = func.grad(lambda *ys: fn(*ys), _argnums(count))
+            gradient = func.grad(fn, _argnums(count))
             if vs is None:
                 vs = tuple(engine.ones_like(x) for x in xs)
             _, result = func.jvp(gradient, xs, vs)
@@ -143,7 +143,7 @@ def product_sample(fn: Callable, name: str, v) -> Callable:
 def matching(first, batched, size: int):
     """``batched`` where its structure is the first point's, each tensor of shape ``(size, *first's)``
     and dtype; None where the first point has None (an input the function does not use); raises
-    ``_Mismatch`` otherwise."""
+    ``ShapeMismatchError`` otherwise."""
     if first is None:
         return None
     if isinstance(first, Tensor):
