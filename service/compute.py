@@ -11,8 +11,12 @@ budget, op tracking and error wrapping). Grad mode and graphs are per call (grad
 mode is a ContextVar), so concurrent requests never share them.
 
 Batches: with ``"batch"`` (input names, or ``true`` for all) the named inputs carry a
-leading batch axis; the endpoint's work runs once per point on the same plan, and every
-tensor of the results is stacked along a new leading axis (``_batched``).
+leading batch axis, and every tensor of the results has the batch axis in front. The first
+point runs on its own (errors, the graph's description, the response bound); the rest of
+evaluate, grad, jacobian, hessian, vjp, jvp and hvp runs as one ``engine.func.vmap`` pass
+(``service.batch_vmap``), unless vmap refuses the function (data-dependent control flow, a
+value read into Python, a random draw): then, and for vhp, gradcheck and profile, the work
+runs once per point on the same plan (``_run_points``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from engine.autograd.graph import AccumulateGrad
 from engine.op import numel
 from engine.tensor import Tensor
 from frontends.budget import BudgetExceeded
-from service import codec, schemas
+from service import batch_vmap, codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
 from service.errors import DeviceUnavailableError, ServiceError
@@ -248,19 +252,76 @@ def _spliced_trace(summary: dict) -> dict:
 TENSOR_KEYS = ("outputs", "grads", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp")
 
 
-def _run_points(request, call: Call, context: ComputeContext, point: Callable, combine: Callable | None = None) -> dict:
+def _run_points(request, call: Call, context: ComputeContext, point: Callable, combine: Callable | None = None,
+                vectorized: Callable | None = None) -> dict:
     """``point`` at the call, or at every point of a batched call; ``combine`` (default: stack every
     tensor) joins a batch's results. A batch's response is bounded once the first point has run:
-    the batch size times that point's numbers must fit the response limit before the rest run."""
+    the batch size times that point's numbers must fit the response limit before the rest run.
+    ``vectorized(request, call, first_content)`` gives ``(sample, pass_kind)`` for ``_vectorized``
+    (None: this request runs as a loop):
+    the rest of the batch in one vmapped pass, else (or where vmap refuses) one point at a time."""
     if call.batch_size is None:
         return _encoded(point(request, call, context), request.encoding)
-    results = []
-    for point_call in call.points():
-        results.append(point(request, point_call, context))
-        if len(results) == 1:
-            count = call.batch_size * _numbers(results[0])
-            codec.check_response(count, f"a batch of {call.batch_size} points of {_numbers(results[0])} numbers each")
+    points = call.points()
+    first = point(request, next(points), context)
+    count = call.batch_size * _numbers(first)
+    codec.check_response(count, f"a batch of {call.batch_size} points of {_numbers(first)} numbers each")
+    if vectorized is not None and call.batch_size > 1:
+        spec = vectorized(request, call, first)
+        content = None if spec is None else _vectorized(call, context, first, *spec)
+        if content is not None:
+            return _encoded(content, request.encoding)
+    results = [first, *(point(request, point_call, context) for point_call in points)]
     return _encoded((combine or _stacked)(results), request.encoding)
+
+
+def _vectorized(call: Call, context: ComputeContext, first: dict, sample: Callable, pass_kind: str) -> dict | None:
+    """Every point of the batch in one vmapped pass of ``sample`` (``service.batch_vmap``): the first
+    point's content with its tensors replaced by the batch's; None where the loop must run instead.
+
+    One point's pass is bounded as the loop bounds it (``pass_kind``: evaluate, pass, product,
+    jacobian or hessian, how many rows of the recorded graph's size a point holds); vmap then takes
+    as many points at a time as fit ``max_live_elements``. A derivative is vmapped only where every
+    output is a tensor some input reaches (else the loop, which skips or zero-fills the others).
+    """
+    per_point, differentiable = _point_pass(call, pass_kind)
+    if not differentiable and pass_kind != "evaluate":
+        return None  # an output that no input reaches (a constant) or not a tensor: the loop handles it
+    fitting = context.settings.max_live_elements // max(1, per_point)
+    if fitting < 1:
+        return None
+    tensors = [t.detach() for t in call.tensors]
+    result = batch_vmap.run(sample, tensors, [name in call.batched for name in call.names],
+                            min(fitting, call.batch_size))
+    if result is None:
+        return None
+    if "grads" in result:
+        result["grads"] = {name: result["grads"].get(i) for i, name in enumerate(call.names)}
+    try:
+        return {**first, **{key: batch_vmap.matching(first[key], value, call.batch_size)
+                            for key, value in result.items()}}
+    except (batch_vmap.ShapeMismatchError, KeyError):
+        return None
+
+
+def _point_pass(call: Call, pass_kind: str) -> tuple[int, bool]:
+    """Elements one point's pass may hold: the recorded graph's pass (``pass_elements``) times the
+    rows a Jacobian (outputs' numbers) or Hessian (inputs' numbers) takes at once; and whether every
+    output is a tensor that some input reaches (what the engine.func transforms differentiate)."""
+    functional = _functional()
+    point_tensors = [t.detach()[0] if name in call.batched else t.detach() for name, t in zip(call.names, call.tensors)]
+    outputs = _recorded_outputs(call, point_tensors)
+    differentiable = all(isinstance(o, Tensor) and o.requires_grad for o in outputs)
+    recorded = [o for o in outputs if isinstance(o, Tensor)]
+    if pass_kind == "hessian":
+        elements = functional.hessian_pass_elements(recorded) * max(1, sum(t.numel() for t in point_tensors))
+    elif pass_kind == "product":
+        elements = functional.hessian_pass_elements(recorded)
+    else:
+        elements = functional.pass_elements(recorded) + sum(o.numel() for o in recorded)
+        if pass_kind == "jacobian":
+            elements *= max(1, sum(o.numel() for o in recorded))
+    return elements, differentiable
 
 
 def _numbers(content: dict) -> int:
@@ -314,7 +375,8 @@ def _encoded(content: dict, encoding: str) -> dict:
 
 def evaluate(request: schemas.EvaluateRequest, context: ComputeContext) -> dict:
     """Outputs of the function, under no_grad."""
-    return _run_points(request, prepare(request, context, ("evaluate",)), context, _evaluate_point)
+    return _run_points(request, prepare(request, context, ("evaluate",)), context, _evaluate_point,
+                       vectorized=lambda request, call, first: (batch_vmap.evaluate_sample(call.fn), "evaluate"))
 
 
 def _evaluate_point(request, call: Call, context: ComputeContext) -> dict:
@@ -401,7 +463,24 @@ def gradient(request: schemas.GradRequest, context: ComputeContext) -> dict:
     if unknown:
         raise ServiceError(f"wrt names {sorted(unknown)}, which are not inputs", input=sorted(unknown)[0])
     call = prepare(request, context, ("grad", request.grad_outputs is not None), requires_grad=wrt)
-    return _run_points(request, call, context, _gradient_point)
+    return _run_points(request, call, context, _gradient_point, vectorized=_gradient_sample)
+
+
+def _gradient_sample(request, call: Call, first: dict) -> tuple | None:
+    """The vmapped grad: the vjp of the outputs the first point's backward started from, seeded alike."""
+    outputs = first["outputs"]
+    roots = [isinstance(o, Tensor) and o.requires_grad for o in outputs]
+    seeds = [None] * len(outputs)
+    if request.grad_outputs is not None:
+        seeds = [None if value is None else
+                 codec.decode_tensor(value, f"grad_outputs.{i}", o.dtype, call.elements, request.device)
+                 for i, (value, o) in enumerate(zip(request.grad_outputs, outputs))]
+    differentiated = [i for i, t in enumerate(call.tensors) if t.requires_grad]
+    if not differentiated:
+        return batch_vmap.evaluate_sample(call.fn), "evaluate"  # nothing to differentiate: outputs only
+    if not all(roots):
+        return None  # an output no differentiated input reaches: the loop's backward skips it
+    return batch_vmap.grad_sample(call.fn, differentiated, roots, seeds), "pass"
 
 
 def _gradient_point(request, call: Call, context: ComputeContext) -> dict:
@@ -503,7 +582,11 @@ def _matrix(request, context: ComputeContext, transform: str, strategy_name: str
     def point(request, call: Call, context: ComputeContext) -> dict:
         return _matrix_point(request, call, context, transform, strategy_name)
 
-    return _run_points(request, call, context, point)
+    def sample(request, call: Call, first: dict) -> tuple:
+        forward_mode = transform == "jacobian" and request.strategy == "forward-mode"
+        return batch_vmap.matrix_sample(call.fn, transform, forward_mode), transform
+
+    return _run_points(request, call, context, point, vectorized=sample)
 
 
 def _matrix_point(request, call: Call, context: ComputeContext, transform: str, strategy_name: str) -> dict:
@@ -580,8 +663,19 @@ def _product(name: str, v_like: str):
         content[name] = result
         return content
 
+    def sample(request: schemas.ProductRequest, call: Call, first: dict) -> tuple | None:
+        if name == "vhp":
+            # vmap over vjp-of-grad scales the result by the batch size (an engine.func defect, see
+            # tests/service/test_batch.py); vhp stays a loop until that is mended.
+            return None
+        like = first["outputs"] if v_like == "output" else \
+            tuple(t.detach()[0] if n in call.batched else t for n, t in zip(call.names, call.tensors))
+        v = _decode_v(request, call, tuple(like), v_like)
+        return batch_vmap.product_sample(call.fn, name, v), "pass" if name == "vjp" else "product"
+
     def product(request: schemas.ProductRequest, context: ComputeContext) -> dict:
-        return _run_points(request, prepare(request, context, (name, request.strict)), context, point)
+        call = prepare(request, context, (name, request.strict))
+        return _run_points(request, call, context, point, vectorized=sample)
 
     product.__name__ = name
     product.__doc__ = f"torch.autograd.functional.{name} of the function at the inputs (v: the same at every point)."

@@ -127,3 +127,141 @@ def exp_ops(client) -> float:
         if line.startswith('gradserve_engine_ops_total{op="exp"}'):
             return float(line.split()[1])
     return 0.0
+
+
+def ops_run(client, op: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'gradserve_engine_ops_total{{op="{op}"}}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+MANY = np.random.default_rng(16).uniform(-2.0, 2.0, size=(40, 3)).tolist()
+
+
+def assert_batch_equals_points(client, path, body, batched_names, points):
+    """The batched answer against one request per point (float64, 1e-12 relative)."""
+    batched = client.post(path, json={**body, "batch": sorted(batched_names)})
+    assert batched.status_code == 200, batched.text
+    content = batched.json()
+    singles = []
+    for i in range(len(points)):
+        inputs = {name: ({**t, "data": t["data"][i]} if name in batched_names else t)
+                  for name, t in body["inputs"].items()}
+        response = client.post(path, json={**body, "inputs": inputs})
+        assert response.status_code == 200, response.text
+        singles.append(response.json())
+    for key in content:
+        if key == "graph":
+            continue
+        got = arrays(content[key])
+        expected = [np.stack(column) for column in zip(*(arrays(single[key]) for single in singles))]
+        assert len(got) == len(expected) > 0, key
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape, key
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-300, err_msg=key)
+    return content
+
+
+SIN = {"expr": "(w * sin(x) * x).sum() + (x * x).sum()"}
+VECTOR_CASES = {
+    "/v1/evaluate": ({}, {}),
+    "/v1/grad": ({}, {}),
+    "/v1/jacobian": ({}, {"strategy": "forward-mode"}),
+    "/v1/hessian": ({}, {}),
+    "/v1/vjp": ({"v": 1.0}, {"v": -2.5}),
+    "/v1/jvp": ({"v": [[1.0, 0.5, -1.0], [0.0, 1.0, 0.0]]}, {"v": [[0.0, 0.0, 1.0], [2.0, 1.0, 0.0]]}),
+    "/v1/hvp": ({"v": [[1.0, 0.5, -1.0], [0.0, 1.0, 0.0]]}, {"v": [[0.0, 0.0, 1.0], [2.0, 1.0, 0.0]]}),
+}
+
+
+@pytest.mark.parametrize("path", list(VECTOR_CASES))
+def test_a_batch_runs_in_one_pass_and_equals_the_loop(client, path):
+    """40 points: the function's sin runs a handful of times (one vmapped pass), not 40, and the
+    answer is one request per point's, with either option variant of the transform."""
+    for options in VECTOR_CASES[path]:
+        inputs = {"x": {"data": MANY, "requires_grad": True, "dtype": "float64"},
+                  "w": {"data": W, "requires_grad": True, "dtype": "float64"}}
+        body = {**SIN, **options, "inputs": inputs, "dtype": "float64"}
+        before = ops_run(client, "sin")
+        response = client.post(path, json={**body, "batch": ["x"]})
+        assert response.status_code == 200, response.text
+        assert ops_run(client, "sin") - before <= 6
+        assert_batch_equals_points(client, path, body, {"x"}, MANY)
+
+
+def test_grad_outputs_and_several_outputs_in_one_pass(client):
+    body = {"expr": "(x.sin() * w, (x * x).sum(), w.exp().sum())", "dtype": "float64",
+            "grad_outputs": [[1.0, -2.0, 0.5], 3.0, None],
+            "inputs": {"x": {"data": MANY, "requires_grad": True}, "w": {"data": W, "requires_grad": True},
+                       "unused": {"data": W, "requires_grad": True}}}
+    before = ops_run(client, "sin")
+    content = assert_batch_equals_points(client, "/v1/grad", body, {"x"}, MANY)
+    assert ops_run(client, "sin") - before <= 6 + len(MANY)  # the one-by-one requests ran 40
+    assert content["grads"]["unused"] is None  # as at every point: the function does not use it
+    vjp = {**body, "v": [[1.0, -2.0, 0.5], 3.0, -1.5]}
+    del vjp["grad_outputs"]
+    assert_batch_equals_points(client, "/v1/vjp", vjp, {"x"}, MANY)
+
+
+# Programs vmap refuses (a batched value decides Python control flow, or is read into Python):
+# the loop runs them, and the answer is still one request per point's.
+BRANCHING = {
+    "if": {"program": "if x.sum() > 0:\n    return (x.sin() * x).sum()\nreturn (x.cos() * x).sum()"},
+    "while": {"program": "y = x\nwhile y.norm() < 10:\n    y = y * 2\nreturn (y.sin() * y).sum()"},
+    "float": {"expr": "(x.sin() * float(x.sum())).sum()"},
+    "item": {"program": "s = x.sum().item()\nreturn (x.sin() * s).sum()"},
+}
+
+
+@pytest.mark.parametrize("kind", list(BRANCHING))
+@pytest.mark.parametrize("path", ["/v1/evaluate", "/v1/grad", "/v1/jacobian", "/v1/hessian", "/v1/hvp"])
+def test_data_dependent_control_flow_falls_back_to_the_loop(client, kind, path):
+    body = {**BRANCHING[kind], "dtype": "float64", "inputs": {"x": {"data": MANY, "requires_grad": True}}}
+    if path == "/v1/hvp":
+        body["v"] = [1.0, 0.5, -1.0]
+    before = ops_run(client, "sin") + ops_run(client, "cos")
+    assert client.post(path, json={**body, "batch": True}).status_code == 200
+    assert ops_run(client, "sin") + ops_run(client, "cos") - before >= len(MANY)  # point by point
+    assert_batch_equals_points(client, path, body, {"x"}, MANY)
+
+
+def test_random_ops_fall_back_to_the_loop(client):
+    """A random draw is refused under vmap: the loop draws each point's numbers as one request per
+    point would (a draw per point), and a result that does not depend on the draw is exact."""
+    body = {"expr": "(x * (rand(3) < 1.0)).sin().sum()", "dtype": "float64",
+            "inputs": {"x": {"data": MANY, "requires_grad": True}}}
+    for path in ("/v1/evaluate", "/v1/grad"):
+        before = ops_run(client, "sin")
+        assert client.post(path, json={**body, "batch": True}).status_code == 200
+        assert ops_run(client, "sin") - before >= len(MANY)  # point by point
+        assert_batch_equals_points(client, path, body, {"x"}, MANY)
+
+
+def test_a_vmapped_batch_keeps_the_limits(tmp_path):
+    """A vmapped batch is bounded as the loop is: the whole response before the pass, and the live
+    elements by taking fewer points at a time (same answer)."""
+    settings = Settings(data_dir=str(tmp_path), max_response_elements=200, max_live_elements=400)
+    with TestClient(create_app(settings)) as small:
+        batch = {"x": {"data": MANY, "dtype": "float64"}}
+        body = assert_problem(small.post("/v1/jacobian", json={"expr": "x.exp()", "inputs": batch, "batch": True}),
+                              413)
+        assert body["type"] == "/problems/response-too-large"
+        few = {"x": {"data": MANY[:12], "requires_grad": True, "dtype": "float64"}}
+        assert_batch_equals_points(small, "/v1/grad", {"expr": "(x.sin() * x).sum()", "inputs": few,
+                                                       "dtype": "float64"}, {"x"}, MANY[:12])
+
+
+@pytest.mark.parametrize("path", ["/v1/evaluate", "/v1/grad", "/v1/jacobian", "/v1/vjp"])
+@pytest.mark.parametrize("expr", ["((x.sin() * w).sum(), 2.0)", "((x.sin() * w).sum(), w.exp().sum())",
+                                  "((x.sin() * w).sum(), x.sum() > 0)", "(x * x.shape[0]).sin().sum()"])
+def test_outputs_no_input_reaches_answer_as_the_loop(client, path, expr):
+    """Constants, outputs of an input not differentiated, booleans: as one request per point."""
+    body = {"expr": expr, "dtype": "float64", "wrt": ["x"],
+            "inputs": {"x": {"data": MANY[:6]}, "w": {"data": W}}}
+    if path == "/v1/vjp":
+        body["v"] = [1.0, 1.0] if expr.startswith("((") else 1.0
+        del body["wrt"]
+    if path == "/v1/jacobian" or path == "/v1/evaluate":
+        del body["wrt"]
+    assert_batch_equals_points(client, path, body, {"x"}, MANY[:6])
