@@ -11,8 +11,9 @@ registry keeps the functions it has read for ``CACHE_SECONDS`` (their content ca
 change; only a DELETE on another replica can make one stale, and that replica's DELETE
 is seen here within ``CACHE_SECONDS``), so a hot function costs no store read. That
 cache is bounded in functions (``CACHE_SIZE``) and in their canonical texts' bytes
-(``CACHE_BYTES``): an entry holds its function as Python objects, ~10x its text, and
-1024 graphs with 1e6-number constants were ~45 GB. The store's methods are synchronous;
+(``CACHE_BYTES``), and entries older than ``CACHE_SECONDS`` (which ``cached`` would not
+answer from) are dropped as new ones come: an entry holds its function as Python
+objects, ~10x its text, and 1024 graphs with 1e6-number constants were ~45 GB. The store's methods are synchronous;
 the routes call them in a worker thread.
 """
 
@@ -31,7 +32,7 @@ from service.plans import FunctionSource, build_function, function_source
 
 CACHE_SECONDS = 1.0
 CACHE_SIZE = 1024
-CACHE_BYTES = 16 * 1024 * 1024
+CACHE_BYTES = 8 * 1024 * 1024
 MAX_INPUTS = 64
 
 
@@ -86,6 +87,11 @@ class FunctionRegistry:
         self._cache_bytes = 0  # the canonical texts' lengths of the functions in _cache
         self._lock = threading.Lock()
 
+    @property
+    def cache_bytes(self) -> int:
+        """The canonical texts' bytes of the functions the cache holds (at most ``CACHE_BYTES``)."""
+        return self._cache_bytes
+
     def register(self, function: FunctionSource, budget: Budget) -> tuple[dict, bool]:
         """Validate and store ``function``; its description and whether it was new. In a worker thread."""
         inputs = free_names(function)
@@ -123,7 +129,10 @@ class FunctionRegistry:
             self._forget(function.id)
             self._cache[function.id] = (time.monotonic(), function, inputs)
             self._cache_bytes += len(function.text)
-            while len(self._cache) > CACHE_SIZE or self._cache_bytes > CACHE_BYTES:
+            stale = time.monotonic() - CACHE_SECONDS
+            while len(self._cache) > 1 and (  # never the entry just remembered, the last one
+                    len(self._cache) > CACHE_SIZE or self._cache_bytes > CACHE_BYTES
+                    or next(iter(self._cache.values()))[0] < stale):  # oldest first: the order of remembering
                 self._forget(next(iter(self._cache)))
 
     def _forget(self, function_id: str) -> None:
