@@ -90,3 +90,31 @@ def test_the_plan_cache_holds_no_more_than_its_bytes(client):
                    if line.startswith("gradserve_plan_cache_entries "))
     text_bytes = len(str(constant_graph(0)).replace(" ", ""))  # about its canonical JSON's length
     assert 1 <= entries <= PLAN_CACHE_BYTES // text_bytes + 1
+
+
+def test_registering_deleting_and_calling_one_function_at_once(client):
+    """Eight clients register, delete and call the same function in a race: each gets an answer that
+    one order of those operations explains (never a 500, which ``stop_clean`` checks in the log), and
+    a call that is answered computes the function."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    function = {"expr": "(x * 3).sum()"}
+    location = client.post("/v1/functions", json=function).json()["location"]
+
+    def act(k: int) -> tuple[str, int, float | None]:
+        kind = ("register", "delete", "call")[k % 3]
+        if kind == "register":
+            return kind, client.post("/v1/functions", json=function).status_code, None
+        if kind == "delete":
+            return kind, client.delete(location).status_code, None
+        response = client.post(location + "/evaluate", json={"inputs": {"x": [1.0, 2.0]}})
+        value = response.json()["outputs"][0]["data"] if response.status_code == 200 else None
+        return kind, response.status_code, value
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(act, range(240)))
+    allowed = {"register": {200, 201}, "delete": {204, 404}, "call": {200, 404}}
+    assert all(status in allowed[kind] for kind, status, _ in results), results
+    assert all(value == [9.0] for kind, status, value in results if kind == "call" and status == 200), results
+    assert client.post("/v1/functions", json=function).status_code in {200, 201}
+    assert client.post(location + "/evaluate", json={"inputs": {"x": [1.0, 2.0]}}).json()["outputs"][0]["data"] == [9.0]
