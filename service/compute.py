@@ -94,6 +94,16 @@ class Call:
         self.batched = batched
         self.batch_size = batch_size
         self.points_in_request = 1  # a batch point's call: the batch size (its limits count the batch)
+        # Tensors decoded after the function ran (grad_outputs, v), by (where, dtype): shared by a batch's
+        # points, so a tensor the request holds once is decoded and counted against its limits once.
+        self.decoded: dict[tuple, Tensor] = {}
+
+    def decode(self, value, where: str, dtype, device: str) -> Tensor:
+        """``codec.decode_tensor`` of a request tensor that is the same at every point, once per request."""
+        key = (where, dtype)
+        if key not in self.decoded:
+            self.decoded[key] = codec.decode_tensor(value, where, dtype, self.elements, device)
+        return self.decoded[key]
 
     def run(self, tensors=None):
         return self.fn(*(self.tensors if tensors is None else tensors))
@@ -116,6 +126,7 @@ class Call:
                 tensors.append(t)
             point_call = Call(self.names, tensors, self.plan, self.elements)
             point_call.points_in_request = self.batch_size
+            point_call.decoded = self.decoded
             yield point_call
 
 
@@ -509,8 +520,7 @@ def _backward(request: schemas.GradRequest, call: Call, outputs: tuple) -> None:
         seed = None
         if request.grad_outputs is not None and request.grad_outputs[i] is not None:
             dtype = out.dtype if isinstance(out, Tensor) else engine.float32
-            seed = codec.decode_tensor(request.grad_outputs[i], f"grad_outputs.{i}", dtype, call.elements,
-                                       request.device)
+            seed = call.decode(request.grad_outputs[i], f"grad_outputs.{i}", dtype, request.device)
         if isinstance(out, Tensor) and out.requires_grad:
             roots.append(out)
             seeds.append(seed)
@@ -552,7 +562,7 @@ def _decode_v(request: schemas.ProductRequest, call: Call, like: tuple, what: st
     if not isinstance(values, list) or len(values) != len(like):
         raise CodecError(f"v must be a list with one tensor per {what} ({len(like)})", input="v")
     decoded = [
-        codec.decode_tensor(value, f"v.{i}" if len(like) > 1 else "v", t.dtype, call.elements, request.device)
+        call.decode(value, f"v.{i}" if len(like) > 1 else "v", t.dtype, request.device)
         for i, (value, t) in enumerate(zip(values, like))
     ]
     return decoded[0] if len(like) == 1 else tuple(decoded)

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # Plans: every function a request runs is built (validated, and compiled) once per
     # (function, transform, input signature) and kept in an LRU of this many plans; 0: none kept.
     plan_cache_size: int = Field(256, ge=0, description="plans (built client functions) kept in the LRU cache")
+    # A plan holds its function about ten times over in Python objects (a graph's constants as
+    # lists of floats), so the cache is also bounded by the functions' canonical text: 32 MiB of
+    # it is a few hundred MB held; a single larger function is run but not kept.
+    plan_cache_bytes: int = Field(32 * 1024 * 1024, ge=0, description="bytes of function text (canonical "
+                                  "expr, program or graph JSON) the plan cache holds over all its plans")
 
     # The model store (used by the /v1/models and /v1/functions resources).
     store: str = Field("sqlite", description="'sqlite' (a file under data_dir), 'sqlite:///<file>' or 'redis://...'")

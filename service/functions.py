@@ -9,8 +9,12 @@ errors, the same 4xx), with the free names it reads as its inputs; the store kee
 A call (``POST /v1/functions/{id}/grad`` ...) needs the function, not the store: a
 registry keeps the functions it has read for ``CACHE_SECONDS`` (their content cannot
 change; only a DELETE on another replica can make one stale, and that replica's DELETE
-is seen here within ``CACHE_SECONDS``), so a hot function costs no store read. The
-store's methods are synchronous; the routes call them in a worker thread.
+is seen here within ``CACHE_SECONDS``), so a hot function costs no store read. That
+cache is bounded in functions (``CACHE_SIZE``) and in their canonical texts' bytes
+(``CACHE_BYTES``), and entries older than ``CACHE_SECONDS`` (which ``cached`` would not
+answer from) are dropped as new ones come: an entry holds its function as Python
+objects, ~10x its text, and 1024 graphs with 1e6-number constants were ~45 GB. The store's methods are synchronous;
+the routes call them in a worker thread.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from service.plans import FunctionSource, build_function, function_source
 
 CACHE_SECONDS = 1.0
 CACHE_SIZE = 1024
+CACHE_BYTES = 8 * 1024 * 1024
 MAX_INPUTS = 64
 
 
@@ -79,7 +84,13 @@ class FunctionRegistry:
     def __init__(self, models: ModelService):
         self.models = models
         self._cache: collections.OrderedDict[str, tuple[float, FunctionSource, list[str]]] = collections.OrderedDict()
+        self._cache_bytes = 0  # the canonical texts' lengths of the functions in _cache
         self._lock = threading.Lock()
+
+    @property
+    def cache_bytes(self) -> int:
+        """The canonical texts' bytes of the functions the cache holds (at most ``CACHE_BYTES``)."""
+        return self._cache_bytes
 
     def register(self, function: FunctionSource, budget: Budget) -> tuple[dict, bool]:
         """Validate and store ``function``; its description and whether it was new. In a worker thread."""
@@ -108,12 +119,24 @@ class FunctionRegistry:
     def delete(self, function_id: str) -> None:
         """Remove a stored function (``FunctionNotFound`` when absent). In a worker thread."""
         with self._lock:
-            self._cache.pop(function_id, None)
+            self._forget(function_id)
         self.models.store.delete_function(function_id)
 
     def _remember(self, function: FunctionSource, inputs: list[str]) -> None:
+        if len(function.text) > CACHE_BYTES:
+            return  # read from the store each time rather than crowd out every other function
         with self._lock:
+            self._forget(function.id)
             self._cache[function.id] = (time.monotonic(), function, inputs)
-            self._cache.move_to_end(function.id)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            self._cache_bytes += len(function.text)
+            stale = time.monotonic() - CACHE_SECONDS
+            while len(self._cache) > 1 and (  # never the entry just remembered, the last one
+                    len(self._cache) > CACHE_SIZE or self._cache_bytes > CACHE_BYTES
+                    or next(iter(self._cache.values()))[0] < stale):  # oldest first: the order of remembering
+                self._forget(next(iter(self._cache)))
+
+    def _forget(self, function_id: str) -> None:
+        """Drop ``function_id`` from the cache (under ``_lock``)."""
+        entry = self._cache.pop(function_id, None)
+        if entry is not None:
+            self._cache_bytes -= len(entry[1].text)

@@ -16,9 +16,14 @@ given or not is the same graph).
 derived from it per plan (the autograd graph's description). The key is (function
 id, input names, the transform and the options of it that change the work it
 traces, the budget the function was built under, the input signature: shape,
-dtype, device and requires_grad of every input). It is a bounded LRU
-(``GRADSERVE_PLAN_CACHE_SIZE``; 0 turns caching off) with Prometheus counters for
-hits, misses and evictions and a histogram of build times (``service.metrics``).
+dtype, device and requires_grad of every input). It is an LRU bounded twice: in plans
+(``GRADSERVE_PLAN_CACHE_SIZE``; 0 turns caching off) and in the bytes of the
+functions' canonical texts over all plans (``GRADSERVE_PLAN_CACHE_BYTES``), because a
+plan holds its function several times over in Python objects (a graph's 1e6-number
+constant, 4 MB of text, is ~45 MB of floats in the plan): a count alone let 256
+such plans hold ~11 GB. A function larger than the byte bound is built and run but
+not kept. Prometheus counters for hits, misses and evictions and a histogram of build
+times are in ``service.metrics``.
 
 ``_compile_plan`` is the one step between building a function and caching it:
 ``engine.compile(fn)`` slots in there. Its ``explain()`` then feeds the guard-failure
@@ -161,14 +166,28 @@ class Plan:
         return described
 
 
-class PlanCache:
-    """A bounded LRU of plans, thread-safe (worker threads look plans up); ``size`` 0 caches nothing."""
+def plan_weight(function: FunctionSource) -> int:
+    """What a plan of ``function`` counts against the cache's byte bound: its canonical text's length."""
+    return len(function.text)
 
-    def __init__(self, size: int, metrics: Metrics | None = None):
+
+class PlanCache:
+    """A bounded LRU of plans, thread-safe (worker threads look plans up); ``size`` 0 caches nothing.
+
+    ``max_bytes`` bounds the plans' functions' canonical texts together (``plan_weight``); None: no bound.
+    """
+
+    def __init__(self, size: int, metrics: Metrics | None = None, max_bytes: int | None = None):
         self.size = size
+        self.max_bytes = max_bytes
         self.metrics = metrics
         self._plans: collections.OrderedDict[PlanKey, Plan] = collections.OrderedDict()
+        self._bytes = 0  # the plan_weight of every plan kept
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -192,12 +211,17 @@ class PlanCache:
         fn = _compile_plan(build_function(function, key.names, key.budget))
         plan = Plan(key, function, fn, time.perf_counter() - started)
         evicted = 0
-        if self.size > 0:
+        weight = plan_weight(function)
+        if self.size > 0 and (self.max_bytes is None or weight <= self.max_bytes):
             with self._lock:
-                plan = self._plans.setdefault(key, plan)
+                kept = self._plans.setdefault(key, plan)
+                if kept is plan:
+                    self._bytes += weight
+                plan = kept
                 self._plans.move_to_end(key)
-                while len(self._plans) > self.size:
-                    self._plans.popitem(last=False)
+                while len(self._plans) > self.size or (self.max_bytes is not None and self._bytes > self.max_bytes):
+                    _, dropped = self._plans.popitem(last=False)
+                    self._bytes -= plan_weight(dropped.function)
                     evicted += 1
         if self.metrics is not None:
             self.metrics.plan_misses.inc()
@@ -210,3 +234,4 @@ class PlanCache:
     def clear(self) -> None:
         with self._lock:
             self._plans.clear()
+            self._bytes = 0

@@ -42,7 +42,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
-        self.plans = PlanCache(settings.plan_cache_size, metrics)
+        self.plans = PlanCache(settings.plan_cache_size, metrics, settings.plan_cache_bytes)
         self.slots: asyncio.Semaphore | None = None
         self.workers: ThreadPoolExecutor | None = None
         self.training_tasks: set[asyncio.Task] = set()

@@ -265,3 +265,21 @@ def test_outputs_no_input_reaches_answer_as_the_loop(client, path, expr):
     if path == "/v1/jacobian" or path == "/v1/evaluate":
         del body["wrt"]
     assert_batch_equals_points(client, path, body, {"x"}, MANY[:6])
+@pytest.mark.parametrize(("path", "seed", "result"), [("/v1/grad", "grad_outputs", "grads"), ("/v1/vjp", "v", "vjp")])
+def test_a_tensor_the_same_at_every_point_counts_once_against_the_request_limit(tmp_path, path, seed, result):
+    """grad_outputs and v are one tensor for the whole batch: 20 points with a 10 000-number seed hold
+    10 020 numbers, within a request limit of 50 000 (they were decoded and counted once per point,
+    200 000 numbers, and refused 413). Each point's gradient is 2 x * sum(seed), whatever the others did
+    with the shared seed."""
+    settings = Settings(data_dir=str(tmp_path), max_request_elements=50_000)
+    points = np.arange(1, 21, dtype=np.float64) / 8  # exact in float32
+    seed_value = [0.5] * 10_000
+    body = {"inputs": {"x": {"data": points.tolist(), "shape": [20, 1], "requires_grad": True}},
+            "expr": "x * x * ones(10000)", "batch": True,
+            seed: [{"data": seed_value}] if seed == "grad_outputs" else {"data": seed_value}}
+    with TestClient(create_app(settings)) as client:
+        response = client.post(path, json=body)
+    assert response.status_code == 200, response.text[:300]
+    content = response.json()[result]
+    (gradient,) = arrays(content["x"] if result == "grads" else content)
+    np.testing.assert_allclose(gradient.reshape(20), 2 * points * 5000.0, rtol=1e-6)

@@ -119,3 +119,25 @@ def test_the_function_limit_is_507(tmp_path):
         assert register(client, SIN)  # the same one again is no new function
         body = assert_problem(client.post("/v1/functions", json={"expr": "a * 2"}), 507)
         assert body["type"] == "/problems/function-limit" and body["limit"] == 1
+
+
+def test_the_registry_cache_is_bounded_in_bytes_and_drops_stale_entries(client, monkeypatch):
+    """Registered graphs with 100 000-number constants (~0.4 MB of text each): the registry keeps at most
+    CACHE_BYTES of them, and every one stays callable (read from the store when not cached)."""
+    from service import functions
+
+    monkeypatch.setattr(functions, "CACHE_BYTES", 1_000_000)
+    registry = client.app.state.functions
+    ids = []
+    for k in range(8):
+        graph = {"nodes": [{"op": "constant", "attrs": {"value": [float(k)] * 100_000}, "output": "c"},
+                           {"op": "add", "inputs": ["x", "c"], "output": "y"}], "outputs": ["y"]}
+        ids.append(register(client, {"graph": graph}))
+        assert 0 < registry.cache_bytes <= 1_000_000
+    for k, function_id in enumerate(ids):
+        response = client.post(f"/v1/functions/{function_id}/evaluate", json={"inputs": {"x": [1.0]}})
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["outputs"][0]["data"][:1] == [1.0 + k]
+    monkeypatch.setattr(functions, "CACHE_SECONDS", 0.0)  # every entry is stale: the next one drops them all
+    function, _ = registry.load(ids[0])
+    assert registry.cache_bytes == len(function.text)

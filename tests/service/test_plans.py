@@ -152,3 +152,55 @@ def test_plan_cache_is_thread_safe_and_bounded():
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(look_up, range(400)))
     assert len(cache) == 8
+
+
+def constant_graph(value: float, count: int) -> dict:
+    """``x + c`` with ``c`` a constant of ``count`` numbers: a graph whose canonical text is large."""
+    return {"nodes": [{"op": "constant", "attrs": {"value": [value] * count}, "output": "c"},
+                      {"op": "add", "inputs": ["x", "c"], "output": "y"}], "outputs": ["y"]}
+
+
+def test_plan_cache_is_bounded_by_its_functions_bytes():
+    """Plans of large functions (a graph's constants) are evicted by the bytes of their text, not only
+    by count: 20 graphs of ~40 KB under a 100 KB bound keep at most 2, and the count of bytes kept
+    matches the plans kept."""
+    from frontends.budget import Budget
+    from service.plans import PlanKey
+
+    bound = 100_000
+    cache = PlanCache(256, max_bytes=bound)
+    functions = [function_source("graph", constant_graph(float(k), 10_000)) for k in range(20)]
+    assert all(30_000 < len(f.text) < 60_000 for f in functions)
+    for function in functions:
+        cache.plan(PlanKey(function.id, ("x",), ("evaluate",), Budget(), ()), function)
+        assert cache.bytes <= bound
+    assert 1 <= len(cache) <= 2
+    assert cache.bytes == sum(len(f.text) for f in functions[-len(cache):])
+    last = functions[-1]
+    assert cache.plan(PlanKey(last.id, ("x",), ("evaluate",), Budget(), ()), last)[1]  # the newest is kept
+
+
+def test_a_function_larger_than_the_plan_cache_bytes_runs_but_is_not_kept():
+    from frontends.budget import Budget
+    from service.plans import PlanKey
+
+    cache = PlanCache(256, max_bytes=1000)
+    small = function_source("expr", "x * 2")
+    cache.plan(PlanKey(small.id, ("x",), ("evaluate",), Budget(), ()), small)
+    large = function_source("graph", constant_graph(1.0, 1000))
+    key = PlanKey(large.id, ("x",), ("evaluate",), Budget(), ())
+    plan, hit = cache.plan(key, large)
+    assert not hit and plan.fn is not None
+    assert not cache.plan(key, large)[1]  # built again, never cached
+    assert len(cache) == 1 and cache.bytes == len(small.text)  # and it did not evict the small one
+
+
+def test_the_app_bounds_its_plan_cache_by_bytes(make_client):
+    client = make_client(plan_cache_bytes=60_000)
+    assert client.get("/v1/info").json()["limits"]["plan_cache_bytes"] == 60_000
+    for k in range(6):
+        body = {"inputs": {"x": [1.0]}, "graph": constant_graph(float(k), 5_000)}
+        response = client.post("/v1/evaluate", json=body)
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["outputs"][0]["data"][:2] == [1.0 + k, 1.0 + k]
+    assert metric(client, "gradserve_plan_cache_entries") <= 3  # 5 000 numbers: ~20 KB of text each
