@@ -50,6 +50,13 @@ class Metrics:
                                             buckets=BUILD_BUCKETS, registry=self.registry)
         self._children: dict = {}
 
+    def count_plan_calls(self, calls) -> None:
+        """Feed the guard-failure and fallback counters from one request's ``CallTally``."""
+        if calls["guard_failed"]:
+            self.plan_guard_failures.inc(calls["guard_failed"])
+        if calls["eager"]:
+            self.plan_fallbacks.inc(calls["eager"])
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         # The labelled children, looked up once per (method, route, status): prometheus_client's
         # labels() validates and locks on every call, and every request comes through here.

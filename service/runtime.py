@@ -138,6 +138,13 @@ class _TrackingObserver:
         if tracker is not None:
             tracker.last = None  # only an op that raised stays named
 
+    def replay(self, plan):
+        """A compiled plan replays (``engine.compile``): its ops run on arrays, unseen one by one;
+        they count as eager mode would have run them. None: the replay ran."""
+        tracker = _tracker.get()
+        if tracker is not None and plan is not None:
+            tracker.counts.update(plan.op_counts)
+
 
 _observer = _TrackingObserver()
 _install_lock = threading.Lock()

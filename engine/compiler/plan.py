@@ -22,6 +22,7 @@ cotangents use, since they need a graph rather than arrays.
 
 from __future__ import annotations
 
+import collections
 import copy
 
 from engine import backend
@@ -307,6 +308,8 @@ class Plan:
         self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
         self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
         self.peak_live_elements = self._peak_live(tracer)
+        # The table ops the forward runs, by name, as eager mode would run them (for op counts).
+        self.op_counts = collections.Counter(step.op.name for step in forward if isinstance(step, OpStep))
 
     def _peak_live(self, tracer):
         live = {s: numel(getattr(tracer.values[s], "shape", ())) for s in range(tracer.forward_size)

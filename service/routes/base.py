@@ -15,8 +15,9 @@ application/octet-stream`` (or ``"encoding": "binary"``) asks for a binary respo
 the runtime's worker threads (``service.runtime``), at most ``max_concurrency``
 at once; a request that waits longer than ``queue_timeout_s`` for a slot gets 503. The response's
 ``Server-Timing`` says how long the worker took (``compute;dur=<ms>``), whether the function's
-plan was cached (``plan;desc="hit"`` or ``"miss"``) and, on a miss, how long building it took
-(``build;dur=<ms>``).
+plan was cached (``plan;desc="hit"`` or ``"miss"``), how its calls ran (``run;desc="replayed"``,
+``"recompiled"``, ``"eager"``, or those that ran joined by ``+``; ``service.plans.CallTally``) and, on a
+miss, how long building it took (``build;dur=<ms>``). The calls also feed the plan metrics.
 """
 
 from __future__ import annotations
@@ -181,9 +182,13 @@ async def run_compute(request: Request, services: Services, handler, body, setti
     context = ComputeContext(settings, runtime.plans, function)
     async with runtime.slot():
         started = time.perf_counter()
-        parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, services.metrics.count_ops)
+        try:
+            parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, services.metrics.count_ops)
+        finally:
+            services.metrics.count_plan_calls(context.calls)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    timing = f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}"'
+    timing = (f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}", '
+              f'run;desc="{context.calls.summary()}"')
     if context.plan_hit is False:
         timing += f", build;dur={context.build_seconds * 1000:.2f}"
     return json_response(parts, headers={"Server-Timing": timing})
