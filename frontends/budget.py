@@ -16,9 +16,10 @@ in ``engine.autograd.function.op_observers``:
 - before every backward node (``engine.autograd.backward.node_observers``): the
   deadline, since a backward pass runs no table op unless it builds a graph;
 - around a replay of a compiled plan (``engine.compile``, whose replays run no
-  table op): before it, the deadline, the steps (under ``count_ops``) and the
+  table op): before it, the deadline, its ops as steps (under ``count_ops``), and the
   plan's ``cost()``: its largest buffer against ``max_elements`` and its peak of
-  live elements, added to what the function holds, against ``max_live_elements``;
+  live elements (inputs excluded, as in eager mode), added to what the function
+  holds, against ``max_live_elements``;
   after it, the deadline again. A replay of a plan is bounded work (its steps on
   buffers of known sizes), so a deadline is overrun by at most one replay, where
   eager mode overruns it by at most one op.
@@ -292,16 +293,17 @@ class _BudgetObserver:
         if plan is None:
             return
         cost = plan.cost()
-        if state.count_ops:
-            _charge(state, cost["steps"], None)
+        if state.count_ops:  # the forward's table ops, as eager mode counts them
+            _charge(state, sum(plan.op_counts.values()), None)
         budget = state.budget
         if cost["max_buffer_elements"] > budget.max_elements:
             raise _elements_error(budget.max_elements, cost["max_buffer_elements"], "a buffer of the compiled plan")
-        if state.live + cost["peak_live_elements"] > budget.max_live_elements:
+        made = cost["peak_live_elements"] - cost["input_elements"]  # as eager, the inputs are not counted
+        if state.live + made > budget.max_live_elements:
             raise BudgetExceeded(
                 "elements",
                 budget.max_live_elements,
-                f"the compiled plan holds up to {cost['peak_live_elements']} elements at once, which with the "
+                f"the compiled plan holds up to {made} elements at once, which with the "
                 f"{state.live} the function already holds is more than {budget.max_live_elements}; keep fewer "
                 "large tensors alive at once",
             )

@@ -129,13 +129,15 @@ def has_fixed_structure(function: FunctionSource) -> bool:
 
 
 class CallTally(collections.Counter):
-    """How one request's calls of its plan ran: counts of "replayed", "recompiled" and "eager", and
+    """How one request's calls of its plan ran: counts of "replayed", "recompiled", "eager" and
+    "profiled" (eager by design, under ``eager_calls``), and
     of "guard_failed" (no recorded variant applied to a known signature, a guard having seen
     another value: the call ran eagerly and recorded another variant)."""
 
     def summary(self) -> str:
-        """``replayed``, ``recompiled``, ``eager``, or the kinds that ran joined by ``+``; ``none``."""
-        return "+".join(kind for kind in ("replayed", "recompiled", "eager") if self[kind]) or "none"
+        """``replayed``, ``recompiled``, ``eager``, ``profiled``, or the kinds that ran joined by ``+``;
+        ``none`` (the request made no call)."""
+        return "+".join(kind for kind in ("replayed", "recompiled", "eager", "profiled") if self[kind]) or "none"
 
 
 _tally: contextvars.ContextVar[CallTally | None] = contextvars.ContextVar("gradserve_plan_calls", default=None)
@@ -174,6 +176,9 @@ class PlanFunction:
 
     def __call__(self, *args):
         if _eager.get():
+            tally = _tally.get()
+            if tally is not None:
+                tally["profiled"] += 1
             return self.eager(*args)
         compiled = self.compiled
         result = compiled(*args)
