@@ -189,10 +189,12 @@ def prepare(request: schemas.FunctionRequest, context: ComputeContext, transform
                       for name, t in zip(names, tensors))
     function = context.function or function_of(request)
     key = PlanKey(function.id, tuple(names), transform, budget_for(settings), signature)
-    plan, context.plan_hit = context.plans.plan(key, function)
-    context.plan = plan
-    if not context.plan_hit:
-        context.build_seconds = plan.build_seconds
+    plan = context.plan
+    if plan is None or plan.key != key:  # else a second run of the request (see ``Runtime.inline``)
+        plan, context.plan_hit = context.plans.plan(key, function)
+        context.plan = plan
+        if not context.plan_hit:
+            context.build_seconds = plan.build_seconds
     return Call(names, tensors, plan, elements, batched, batch_size)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -137,3 +138,46 @@ def test_a_jacobian_and_gradcheck_run_on_a_compiled_plan(client):
                                np.diag(y / np.cosh(x) ** 2), rtol=1e-5, atol=1e-7)
     checked = client.post("/v1/gradcheck", json={**request, "dtype": "float64"}).json()
     assert checked["passed"] and checked["max_abs_error"] < math.sqrt(1e-12) * 1e3
+
+
+def thread_of(response) -> str:
+    return response.headers["server-timing"].split('thread;desc="')[1].split('"')[0]
+
+
+def test_only_tiny_replays_run_on_the_event_loop(client):
+    threads = [thread_of(client.post("/v1/grad", json=SIN)) for _ in range(3)]
+    assert threads == ["worker", "inline", "inline"]  # the trace (and the graph's description), then replays
+
+    # a small body whose plan is not tiny: 5000 elements from one
+    big = {"expr": "(2 * sin(a.expand(5000)) + 1).sum()", "inputs": {"a": {"data": [0.25], "requires_grad": True}}}
+    for _ in range(3):
+        response = client.post("/v1/grad", json=big)
+        assert response.status_code == 200
+        np.testing.assert_allclose(response.json()["grads"]["a"]["data"], [5000 * 2 * math.cos(0.25)], rtol=1e-5)
+    assert run_of(response) == "replayed" and thread_of(response) == "worker"
+
+    profiled = client.post("/v1/grad", json={**SIN, "profile": True})
+    assert thread_of(profiled) == "worker" and run_of(profiled) == "profiled"
+
+
+def test_a_guard_failure_met_inline_reruns_in_a_worker(tmp_path):
+    small, large = [0.5, 0.25, 1.0], [100.0, 50.0, 200.0]
+    requests = {name: {"program": DOUBLING, "inputs": {"x": {"data": x, "requires_grad": True}}}
+                for name, x in (("small", small), ("large", large))}
+    mul_counts = []
+    for padding in ("", " " * 9000):  # a body over 8 KiB never tries the event loop
+        with TestClient(create_app(Settings(data_dir=str(tmp_path / str(len(padding)))))) as client:
+            def post(name, client=client, padding=padding):
+                body = orjson.dumps(requests[name]).decode() + padding
+                return client.post("/v1/grad", content=body, headers={"content-type": "application/json"})
+
+            for _ in range(3):
+                post("small")
+            ops = metric(client, 'gradserve_engine_ops_total{op="mul"}')
+            response = post("large")
+            assert (run_of(response), thread_of(response)) == ("recompiled", "worker")
+            np.testing.assert_allclose(response.json()["grads"]["x"]["data"], [2.0 ** doublings(large)] * 3,
+                                       rtol=1e-6)
+            mul_counts.append(metric(client, 'gradserve_engine_ops_total{op="mul"}') - ops)
+    # the inline attempt stopped at its first eager op and counted nothing: the worker's run alone counts
+    assert mul_counts[0] == mul_counts[1] >= doublings(large)
