@@ -41,7 +41,7 @@ from service.plans import (
     eager_calls,
     function_source,
 )
-from service.runtime import budget_for, engine_work
+from service.runtime import budget_for, engine_work, refuse_inline_build
 
 
 class ComputeContext:
@@ -191,6 +191,8 @@ def prepare(request: schemas.FunctionRequest, context: ComputeContext, transform
     key = PlanKey(function.id, tuple(names), transform, budget_for(settings), signature)
     plan = context.plan
     if plan is None or plan.key != key:  # else a second run of the request (see ``Runtime.inline``)
+        if not context.plans.holds(key):
+            refuse_inline_build()
         plan, context.plan_hit = context.plans.plan(key, function)
         context.plan = plan
         if not context.plan_hit:

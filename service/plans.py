@@ -278,6 +278,10 @@ class PlanCache:
             self.metrics.plan_entries.set(len(self._plans))
         return plan, False
 
+    def holds(self, key: PlanKey) -> bool:
+        """Whether a plan for ``key`` is cached (nothing is built, no counter moves)."""
+        return key in self._plans
+
     def clear(self) -> None:
         with self._lock:
             self._plans.clear()
