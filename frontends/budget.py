@@ -14,7 +14,15 @@ in ``engine.autograd.function.op_observers``:
   ``x.expand(10**6, 10**6)`` never allocates;
 - after it ran: the actual size of its result;
 - before every backward node (``engine.autograd.backward.node_observers``): the
-  deadline, since a backward pass runs no table op unless it builds a graph.
+  deadline, since a backward pass runs no table op unless it builds a graph;
+- around a replay of a compiled plan (``engine.compile``, whose replays run no
+  table op): before it, the deadline, its ops as steps (under ``count_ops``), and the
+  plan's ``cost()``: its largest buffer against ``max_elements`` and its peak of
+  live elements (inputs excluded, as in eager mode), added to what the function
+  holds, against ``max_live_elements``;
+  after it, the deadline again. A replay of a plan is bounded work (its steps on
+  buffers of known sizes), so a deadline is overrun by at most one replay, where
+  eager mode overruns it by at most one op.
 
 Creation functions do not go through the table; their callers (the program
 interpreter, the graph runner) call ``check_elements`` with the size they are
@@ -274,6 +282,31 @@ class _BudgetObserver:
         if count > state.budget.max_elements:
             raise _elements_error(state.budget.max_elements, count, f"the result of {op.name}")
         _track(state, result, count)
+
+    def replay(self, plan):
+        """A compiled plan (``engine.compile``'s) is about to replay; None: it ran."""
+        state = _active.get()
+        if state is None:
+            return
+        if state.deadline_at is not None and time.monotonic() > state.deadline_at:
+            raise _deadline_error(state, None)
+        if plan is None:
+            return
+        cost = plan.cost()
+        if state.count_ops:  # the forward's table ops, as eager mode counts them
+            _charge(state, sum(plan.op_counts.values()), None)
+        budget = state.budget
+        if cost["max_buffer_elements"] > budget.max_elements:
+            raise _elements_error(budget.max_elements, cost["max_buffer_elements"], "a buffer of the compiled plan")
+        made = cost["peak_live_elements"] - cost["input_elements"]  # as eager, the inputs are not counted
+        if state.live + made > budget.max_live_elements:
+            raise BudgetExceeded(
+                "elements",
+                budget.max_live_elements,
+                f"the compiled plan holds up to {made} elements at once, which with the "
+                f"{state.live} the function already holds is more than {budget.max_live_elements}; keep fewer "
+                "large tensors alive at once",
+            )
 
     def node(self, node, run):
         """A backward node is about to run (None: its pass ended). A pass without create_graph runs

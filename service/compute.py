@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import engine
 from engine.autograd.graph import AccumulateGrad
+from engine.compiler.compiled import CompiledFunctionBackward
 from engine.op import numel
 from engine.tensor import Tensor
 from frontends.budget import BudgetExceeded
@@ -34,17 +35,26 @@ from service import batch_vmap, codec, schemas
 from service.codec import CodecError, ElementBudget
 from service.config import Settings
 from service.errors import DeviceUnavailableError, ServiceError
-from service.plans import FunctionSource, Plan, PlanCache, PlanKey, function_source
-from service.runtime import budget_for, engine_work
+from service.plans import (
+    CallTally,
+    FunctionSource,
+    Plan,
+    PlanCache,
+    PlanKey,
+    counting_calls,
+    eager_calls,
+    function_source,
+)
+from service.runtime import budget_for, engine_work, refuse_inline_build
 
 
 class ComputeContext:
     """What a compute handler runs with: the settings, the plan cache, and the stored function
     (``/v1/functions/{id}/...``; None: the request's own). Once the handler ran, ``plan`` is the
     plan it ran, and ``plan_hit`` and ``build_seconds`` say whether it was cached (for
-    ``Server-Timing``)."""
+    ``Server-Timing``); ``calls`` how its calls of the plan ran (replayed, recompiled, eager)."""
 
-    __slots__ = ("build_seconds", "function", "plan", "plan_hit", "plans", "settings")
+    __slots__ = ("build_seconds", "calls", "function", "plan", "plan_hit", "plans", "settings")
 
     def __init__(self, settings: Settings, plans: PlanCache, function: FunctionSource | None = None):
         self.settings = settings
@@ -53,6 +63,7 @@ class ComputeContext:
         self.plan: Plan | None = None
         self.plan_hit: bool | None = None
         self.build_seconds = 0.0
+        self.calls = CallTally()
 
 
 def run_in_worker(handler: Callable, request, context: ComputeContext,
@@ -67,7 +78,8 @@ def run_in_worker(handler: Callable, request, context: ComputeContext,
     # On cuda:N, N is also the worker thread's current CUDA device: its ops then need no switch.
     current_gpu = engine.cuda.device(device.index if device.type == "cuda" else None)
     # Every tensor the handler encodes is counted against the response limit (before it is copied).
-    with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements):
+    with engine_work(settings, on_ops), device, current_gpu, codec.response_limit(settings.max_response_elements), \
+            counting_calls(context.calls):
         content = handler(request, context)
         if getattr(request, "encoding", "json") == "binary":
             return codec.dumps_frame(content, codec.SKELETON_RESERVE_BYTES)
@@ -192,10 +204,14 @@ def prepare(request: schemas.FunctionRequest, context: ComputeContext, transform
                       for name, t in zip(names, tensors))
     function = context.function or function_of(request)
     key = PlanKey(function.id, tuple(names), transform, budget_for(settings), signature)
-    plan, context.plan_hit = context.plans.plan(key, function)
-    context.plan = plan
-    if not context.plan_hit:
-        context.build_seconds = plan.build_seconds
+    plan = context.plan
+    if plan is None or plan.key != key:  # else a second run of the request (see ``Runtime.inline``)
+        if not context.plans.holds(key):
+            refuse_inline_build()
+        plan, context.plan_hit = context.plans.plan(key, function)
+        context.plan = plan
+        if not context.plan_hit:
+            context.build_seconds = plan.build_seconds
     return Call(names, tensors, plan, elements, batched, batch_size)
 
 
@@ -243,7 +259,8 @@ def _profiled(request, content: dict, work: Callable, settings: Settings):
         return work()
     from service import profiling
 
-    result, summary = profiling.profile_call(work, record_shapes=False, max_events=settings.max_profile_events)
+    with eager_calls():  # the profiler sees every op
+        result, summary = profiling.profile_call(work, record_shapes=False, max_events=settings.max_profile_events)
     content["profile"] = _spliced_trace(summary)
     return result
 
@@ -448,23 +465,40 @@ def graph_structure(node, variables: dict[int, str], max_depth: int, seen: dict[
 def _graph_description(call: Call, outputs: tuple, max_depth: int) -> list:
     """Each output's autograd graph described; computed once per plan (``Plan.description``). A plan
     whose function cannot branch on values (``Plan.fixed_structure``) records the same graph every
-    time; another plan's graph is walked first and described again only when its structure changed."""
+    time; another plan's graph is walked first and described again only when its structure changed.
+
+    A compiled call's outputs carry one ``CompiledFunctionBackward`` node; the graph described is
+    the one eager mode records (PyTorch's, which the client asks for), recorded once by running the
+    function eagerly on the same inputs. A variant of the plan (``engine.compile``'s, one per path
+    through the function's control flow) keys it.
+    """
     roots = [getattr(o, "grad_fn", None) for o in outputs]
+    compiled = any(isinstance(root, CompiledFunctionBackward) for root in roots)
     variables = {id(t): name for name, t in zip(call.names, call.tensors)}
 
     def describe() -> list:
         seen: dict[int, int] = {}
         return [describe_graph(root, variables, max_depth, seen) for root in roots]
 
+    def describe_eager() -> list:
+        leaves = [t.detach().requires_grad_() if t.requires_grad else t.detach() for t in call.tensors]
+        with engine.enable_grad():
+            eager_outputs = as_tuple(getattr(call.fn, "eager", call.fn)(*leaves))
+        eager_variables = {id(t): name for name, t in zip(call.names, leaves)}
+        seen: dict[int, int] = {}
+        return [describe_graph(getattr(o, "grad_fn", None), eager_variables, max_depth, seen) for o in eager_outputs]
+
     if call.plan.fixed_structure:
         structure: tuple = (len(roots),)
+    elif compiled:
+        structure = tuple(root.plan if isinstance(root, CompiledFunctionBackward) else None for root in roots)
     else:
         flat: list = []
         seen: dict[int, int] = {}
         for root in roots:
             graph_structure(root, variables, max_depth, seen, flat)
         structure = tuple(flat)
-    return call.plan.description(structure, describe)
+    return call.plan.description(structure, describe_eager if compiled else describe)
 
 
 def gradient(request: schemas.GradRequest, context: ComputeContext) -> dict:
@@ -632,10 +666,11 @@ def _matrix_point(request, call: Call, context: ComputeContext, transform: str, 
 
 
 def _recorded_outputs(call: Call, tensors) -> tuple:
-    """The function's outputs on fresh leaves that require grad: their graph is recorded."""
+    """The function's outputs on fresh leaves that require grad: their graph is recorded, eagerly (its
+    size sizes the transform's batched passes; a compiled call's graph is one node)."""
     leaves = [t.detach().requires_grad_() if t.is_floating_point() else t for t in tensors]
     with engine.enable_grad():
-        return as_tuple(call.run(leaves))
+        return as_tuple(getattr(call.fn, "eager", call.fn)(*leaves))
 
 
 def _sized(name: str, input_shapes, output_shapes=None, points: int = 1) -> str:
@@ -790,7 +825,8 @@ def profile(request: schemas.ProfileRequest, context: ComputeContext) -> dict:
                 results.append({"outputs": outputs})
         return results
 
-    results, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
-                                              max_events=context.settings.max_profile_events)
+    with eager_calls():  # the profiler sees every op
+        results, summary = profiling.profile_call(work, record_shapes=request.record_shapes,
+                                                  max_events=context.settings.max_profile_events)
     outputs = results[0] if call.batch_size is None else _stacked(results)
     return {**_spliced_trace(summary), **_encoded(outputs, request.encoding)}

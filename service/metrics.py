@@ -49,6 +49,14 @@ class Metrics:
         self.plan_build_seconds = Histogram("gradserve_plan_build_seconds", "time to build (and compile) one plan",
                                             buckets=BUILD_BUCKETS, registry=self.registry)
         self._children: dict = {}
+        self._op_children: dict = {}
+
+    def count_plan_calls(self, calls) -> None:
+        """Feed the guard-failure and fallback counters from one request's ``CallTally``."""
+        if calls["guard_failed"]:
+            self.plan_guard_failures.inc(calls["guard_failed"])
+        if calls["eager"]:
+            self.plan_fallbacks.inc(calls["eager"])
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         # The labelled children, looked up once per (method, route, status): prometheus_client's
@@ -62,8 +70,12 @@ class Metrics:
         children[1].observe(seconds)
 
     def count_ops(self, counts: OpCounts) -> None:
+        children = self._op_children  # labels() once per op name, as in observe_request
         for op, n in counts.items():
-            self.engine_ops.labels(op).inc(n)
+            child = children.get(op)
+            if child is None:
+                child = children[op] = self.engine_ops.labels(op)
+            child.inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,19 +25,27 @@ such plans hold ~11 GB. A function larger than the byte bound is built and run b
 not kept. Prometheus counters for hits, misses and evictions and a histogram of build
 times are in ``service.metrics``.
 
-``_compile_plan`` is the one step between building a function and caching it:
-``engine.compile(fn)`` slots in there. Its ``explain()`` then feeds the guard-failure
-and fallback counters (``Metrics.plan_guard_failures`` and ``Metrics.plan_fallbacks``,
-defined and exported now, at zero): the wiring point is the end of
-``service.compute.run_in_worker``, where the request's plan (``context``) is known.
-Budgets (steps, elements, deadline) are enforced while a plan runs, so a cache hit
-is held to the same limits as a miss.
+``_compile_plan`` is the one step between building a function and caching it: the
+cache keeps ``engine.compile(fn)`` (traced on its first call with an input signature,
+replayed after), wrapped in a ``PlanFunction`` that tallies how each call ran (replayed,
+recompiled, eager: ``CompiledFunction.last_call_here``) into the request's
+``CallTally`` (``counting_calls``). The routes put the tally in ``Server-Timing`` and feed
+the guard-failure and fallback counters from it (``Metrics.count_plan_calls``).
+
+Budgets (steps, elements, deadline) hold on replay too, so a cache hit is held to the
+same limits as a miss: a replay runs no table op, so the budget's op observer is
+asked before it with the plan's ``cost()`` (largest buffer, peak live elements, steps)
+and checks the deadline before and after it (``frontends.budget``). The profiler must
+see every op: under ``eager_calls()`` (profiled requests) a plan runs its function
+eagerly, as built.
 """
 
 from __future__ import annotations
 
 import ast
 import collections
+import contextlib
+import contextvars
 import hashlib
 import threading
 import time
@@ -46,6 +54,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+import engine
 from frontends.budget import Budget
 from service.metrics import Metrics
 
@@ -124,10 +133,72 @@ def has_fixed_structure(function: FunctionSource) -> bool:
     return True
 
 
+class CallTally(collections.Counter):
+    """How one request's calls of its plan ran: counts of "replayed", "recompiled", "eager" and
+    "profiled" (eager by design, under ``eager_calls``), and
+    of "guard_failed" (no recorded variant applied to a known signature, a guard having seen
+    another value: the call ran eagerly and recorded another variant)."""
+
+    def summary(self) -> str:
+        """``replayed``, ``recompiled``, ``eager``, ``profiled``, or the kinds that ran joined by ``+``;
+        ``none`` (the request made no call)."""
+        return "+".join(kind for kind in ("replayed", "recompiled", "eager", "profiled") if self[kind]) or "none"
+
+
+_tally: contextvars.ContextVar[CallTally | None] = contextvars.ContextVar("gradserve_plan_calls", default=None)
+_eager: contextvars.ContextVar[bool] = contextvars.ContextVar("gradserve_plan_eager", default=False)
+
+
+@contextlib.contextmanager
+def counting_calls(tally: CallTally):
+    """Tally into ``tally`` how every plan call in this context runs."""
+    token = _tally.set(tally)
+    try:
+        yield tally
+    finally:
+        _tally.reset(token)
+
+
+@contextlib.contextmanager
+def eager_calls():
+    """Plans called in this context run their functions eagerly, as built (for the profiler)."""
+    token = _eager.set(True)
+    try:
+        yield
+    finally:
+        _eager.reset(token)
+
+
+class PlanFunction:
+    """A cached function: ``engine.compile`` of the built one, called like it; each call's kind is
+    tallied (``counting_calls``), and under ``eager_calls`` the built function runs itself."""
+
+    __slots__ = ("compiled", "eager")
+
+    def __init__(self, fn: Callable):
+        self.eager = fn
+        self.compiled = engine.compile(fn)
+
+    def __call__(self, *args):
+        if _eager.get():
+            tally = _tally.get()
+            if tally is not None:
+                tally["profiled"] += 1
+            return self.eager(*args)
+        compiled = self.compiled
+        result = compiled(*args)
+        tally = _tally.get()
+        if tally is not None:
+            record = compiled.last_call_here
+            tally[record.kind] += 1
+            if record.kind == "recompiled" and not (record.reason or "").startswith("new signature"):
+                tally["guard_failed"] += 1
+        return result
+
+
 def _compile_plan(fn: Callable) -> Callable:
-    """What the cache keeps of a built function. ``engine.compile(fn)`` slots in here (traced once per
-    input signature, then replayed); until it lands, the built function runs eagerly as it is."""
-    return fn
+    """What the cache keeps of a built function: compiled, traced once per input signature and replayed."""
+    return PlanFunction(fn)
 
 
 @dataclass(frozen=True)
@@ -230,6 +301,10 @@ class PlanCache:
                 self.metrics.plan_evictions.inc(evicted)
             self.metrics.plan_entries.set(len(self._plans))
         return plan, False
+
+    def holds(self, key: PlanKey) -> bool:
+        """Whether a plan for ``key`` is cached (nothing is built, no counter moves)."""
+        return key in self._plans
 
     def clear(self) -> None:
         with self._lock:

@@ -12,8 +12,15 @@ A call goes one of three ways, and ``explain()`` says which and why:
   and the trace becomes a new variant, at most ``max_variants`` per signature;
 - *eager*: the function cannot be replayed faithfully (a graph break, found
   while tracing), the variant bound is reached, or something must see every op
-  (op observers: the profiler, the service's budgets; forward-mode AD; an
-  enclosing trace). The eager call is the reference: never a wrong result.
+  (op observers: the profiler; forward-mode AD; an enclosing trace). The eager
+  call is the reference: never a wrong result.
+
+An op observer that can bound a replay without seeing its ops (the service's
+budget and op tracking) says so with a ``replay(cost)`` method: while every
+active observer has one, calls still replay, and each observer's ``replay`` is
+called with the ``Plan`` before the replay runs (its ``cost()`` and ``op_counts``
+say what the replay will do; it may raise, to refuse it, as it would refuse an
+op) and with None after it ran.
 
 The backward plan is recorded the way the forward is. While tracing, the
 eager graph is differentiated once more with ``create_graph=True`` (the vjp
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import threading
 
 from engine import backend
 from engine.autograd import function, grad_mode
@@ -47,6 +55,11 @@ class CompiledFunctionBackward(Node):
     """The one backward node of a compiled call's output (PyTorch's name)."""
 
     __slots__ = ()
+
+    @property
+    def plan(self):
+        """The recorded variant (``Plan``) whose replay (or trace) made this node."""
+        return self.params[0].plan
 
 
 class CallRecord(collections.namedtuple("CallRecord", "number kind reason")):
@@ -81,6 +94,7 @@ class CompiledFunction:
         self._cache = {}
         self._calls = 0
         self._history = collections.deque(maxlen=HISTORY_LENGTH)  # (call number, kind, reason)
+        self._thread_last = threading.local()  # .record: this thread's latest call (last_call_here)
         modules = getattr(fn, "modules", None)
         self._modules = list(modules()) if callable(modules) and hasattr(fn, "_parameters") else None
         functools.update_wrapper(self, fn, updated=())
@@ -96,7 +110,9 @@ class CompiledFunction:
 
     def __call__(self, *args, **kwargs):
         self._calls += 1
-        if self.disable or function.op_observers or function.forward_ad_hook is not None or tracer.current():
+        observers = function.op_observers
+        if (self.disable or (observers and not _observers_bound_replays(observers))
+                or function.forward_ad_hook is not None or tracer.current()):
             return self._eager(self._eager_reason(), args, kwargs)
         if kwargs:
             names = tuple(sorted(kwargs))
@@ -122,12 +138,18 @@ class CompiledFunction:
             if changed is not None:
                 failure = changed
                 continue
+            if observers:
+                for observer in observers:
+                    observer.replay(plan)
             try:
                 result = _replay(plan, flat)
             except GuardFailedError as error:
                 failure = f"guard failed at {error.where}"
                 continue
-            self._history.append((self._calls, "replayed", None))
+            if observers:
+                for observer in observers:
+                    observer.replay(None)
+            self._record("replayed", None)
             return result
         if len(entry.variants) >= self.max_variants:
             entry.eager_reason = (f"max_variants={self.max_variants} variants of this signature are recorded "
@@ -139,7 +161,7 @@ class CompiledFunction:
         if self.disable:
             return "compilation disabled"
         if function.op_observers:
-            return "op observers are active (profiler or budget): every op runs eagerly so they see it"
+            return "op observers are active (the profiler): every op runs eagerly so they see it"
         if function.forward_ad_hook is not None:
             return "forward-mode AD is active (dual tensors)"
         if tracer.current() is not None:
@@ -151,7 +173,9 @@ class CompiledFunction:
         return self._orig_mod(*args, **kwargs)
 
     def _record(self, kind, reason):
-        self._history.append((self._calls, kind, reason))
+        record = (self._calls, kind, reason)
+        self._history.append(record)
+        self._thread_last.record = record
 
     def _trace(self, entry, args, kwargs, flat, why):
         recording = Tracer()
@@ -206,6 +230,13 @@ class CompiledFunction:
         """The CallRecord of the latest call (None before the first)."""
         return CallRecord(*self._history[-1]) if self._history else None
 
+    @property
+    def last_call_here(self):
+        """The CallRecord of this thread's latest call (None before its first): what a server
+        running one function in several threads at once reads after its own call."""
+        record = getattr(self._thread_last, "record", None)
+        return CallRecord(*record) if record is not None else None
+
     def explain(self) -> str:
         """One line per recent call: replayed, recompiled (why) or eager (why)."""
         return "\n".join(str(record) for record in self.history)
@@ -227,6 +258,11 @@ class CompiledFunction:
         if not costs:
             return None
         return {name: max(c[name] for c in costs) for name in costs[0]}
+
+
+def _observers_bound_replays(observers):
+    """Whether every active op observer can bound a replay from its plan (see the module docstring)."""
+    return all(hasattr(observer, "replay") for observer in observers)
 
 
 def _hook_count(tensor):

@@ -22,6 +22,7 @@ cotangents use, since they need a graph rather than arrays.
 
 from __future__ import annotations
 
+import collections
 import copy
 
 from engine import backend
@@ -307,6 +308,10 @@ class Plan:
         self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
         self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
         self.peak_live_elements = self._peak_live(tracer)
+        self.input_elements = sum(numel(getattr(tracer.values[s], "shape", ())) for s in range(forward_size)
+                                  if tracer.kinds[s] in (ARGUMENT, CAPTURED))
+        # The table ops the forward runs, by name, as eager mode would run them (for op counts).
+        self.op_counts = collections.Counter(step.op.name for step in forward if isinstance(step, OpStep))
 
     def _peak_live(self, tracer):
         live = {s: numel(getattr(tracer.values[s], "shape", ())) for s in range(tracer.forward_size)
@@ -324,9 +329,11 @@ class Plan:
 
     def cost(self):
         """What a budget needs before replaying: steps, and elements of the largest buffer, of all
-        buffers together, and of the most that are alive at once."""
+        buffers together, of the most that are alive at once, and of those the inputs (arguments
+        and captured tensors, counted in the peak) hold."""
         return {"steps": self.n_steps, "max_buffer_elements": self.max_elements,
-                "total_elements": self.total_elements, "peak_live_elements": self.peak_live_elements}
+                "total_elements": self.total_elements, "peak_live_elements": self.peak_live_elements,
+                "input_elements": self.input_elements}
 
     def read_tensors(self, flat):
         """The tensors a call reads: its tensor arguments and the captured tensors."""

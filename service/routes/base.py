@@ -13,15 +13,19 @@ application/octet-stream`` (or ``"encoding": "binary"``) asks for a binary respo
 
 ``run_compute`` runs an engine-facing function from ``service.compute`` in
 the runtime's worker threads (``service.runtime``), at most ``max_concurrency``
-at once; a request that waits longer than ``queue_timeout_s`` for a slot gets 503. The response's
+at once; a request that waits longer than ``queue_timeout_s`` for a slot gets 503. A small one first
+tries ``Runtime.inline`` (tiny compiled replays on the event loop, no thread hop). The response's
 ``Server-Timing`` says how long the worker took (``compute;dur=<ms>``), whether the function's
-plan was cached (``plan;desc="hit"`` or ``"miss"``) and, on a miss, how long building it took
-(``build;dur=<ms>``).
+plan was cached (``plan;desc="hit"`` or ``"miss"``), how its calls ran (``run;desc="replayed"``,
+``"recompiled"``, ``"eager"``, or those that ran joined by ``+``; ``service.plans.CallTally``) and, on a
+miss, how long building it took (``build;dur=<ms>``), and where it ran (``thread;desc="inline"``, on the
+event loop, or ``"worker"``). The calls also feed the plan metrics.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from fastapi import HTTPException, Request
 from fastapi.routing import APIRoute
@@ -33,6 +37,7 @@ from service.config import Settings
 from service.dependencies import Services
 from service.errors import UnsupportedMediaTypeError
 from service.plans import FunctionSource
+from service.runtime import INLINE_MAX_BODY_BYTES
 
 
 class OrjsonRequest(Request):
@@ -181,12 +186,36 @@ async def run_compute(request: Request, services: Services, handler, body, setti
     context = ComputeContext(settings, runtime.plans, function)
     async with runtime.slot():
         started = time.perf_counter()
-        parts = await runtime.in_worker(compute.run_in_worker, handler, body, context, services.metrics.count_ops)
+        try:
+            parts = None
+            where = "worker"
+            if _may_run_inline(request, body):
+                ops = Counter()
+                parts = runtime.inline(compute.run_in_worker, handler, body, context, ops.update)
+                if parts is None:
+                    context.calls.clear()  # the attempt is undone: the worker's run counts
+                else:
+                    services.metrics.count_ops(ops)
+                    where = "inline"
+            if parts is None:
+                parts = await runtime.in_worker(compute.run_in_worker, handler, body, context,
+                                                services.metrics.count_ops)
+        finally:
+            services.metrics.count_plan_calls(context.calls)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    timing = f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}"'
+    timing = (f'compute;dur={elapsed_ms:.2f}, plan;desc="{"hit" if context.plan_hit else "miss"}", '
+              f'run;desc="{context.calls.summary()}", thread;desc="{where}"')
     if context.plan_hit is False:
         timing += f", build;dur={context.build_seconds * 1000:.2f}"
     return json_response(parts, headers={"Server-Timing": timing})
+
+
+def _may_run_inline(request: Request, body) -> bool:
+    """A small request on the CPU may try ``Runtime.inline`` (it runs there only if all it does is
+    replay tiny plans)."""
+    length = request.headers.get("content-length")
+    return (length is not None and length.isdigit() and int(length) <= INLINE_MAX_BODY_BYTES
+            and getattr(body, "device", "cpu") == "cpu")
 
 
 def json_response(parts: list | codec.Frame, status_code: int = 200, headers: dict | None = None) -> Response:

@@ -241,3 +241,84 @@ def test_a_wide_linear_layer_is_judged_by_its_result_not_its_weight():
         assert engine.nn.functional.linear(x, w, b).shape == (16, 10000)
     with enforce(Budget(max_elements=100_000)), pytest.raises(BudgetExceeded, match="160000"):
         engine.nn.functional.linear(x, w, b)
+
+
+# ---- replays of compiled plans (engine.compile runs no table op while it replays) ----
+
+
+def _replaying(fn, *args):
+    """``engine.compile(fn)``, traced and replayed once on ``args`` with no budget."""
+    compiled = engine.compile(fn)
+    compiled(*args)
+    compiled(*args)
+    assert compiled.last_call.kind == "replayed"
+    return compiled
+
+
+def _refusal(call, budget: Budget, count_ops: bool = False) -> BudgetExceeded:
+    with enforce(budget, count_ops=count_ops), pytest.raises(BudgetExceeded) as caught:
+        call()
+    return caught.value
+
+
+def test_a_budget_lets_a_plan_replay():
+    x = engine.linspace(0.0, 1.0, 8, dtype=engine.float64)
+    compiled = _replaying(lambda t: (t.sin() * 2).sum(), x)
+    with enforce(Budget(), count_ops=True):
+        out = compiled(x)
+    assert compiled.last_call.kind == "replayed"
+    assert out.item() == pytest.approx(2 * np.sin(np.linspace(0.0, 1.0, 8)).sum(), rel=1e-12)
+
+
+def test_a_replay_past_the_element_limit_is_refused_as_eager_is():
+    def fn(t):
+        return t.sin() * 2
+
+    x = engine.ones(100)
+    compiled = _replaying(fn, x)
+    calls = len(compiled.history)
+    eager = _refusal(lambda: fn(x), Budget(max_elements=50))
+    replay = _refusal(lambda: compiled(x), Budget(max_elements=50))
+    assert (replay.kind, replay.limit) == (eager.kind, eager.limit) == ("elements", 50)
+    assert len(compiled.history) == calls  # refused before it ran: neither replayed nor run eagerly
+
+
+def test_a_replay_past_the_live_elements_is_refused_as_eager_is():
+    def fn(t):
+        doubled = t * 2
+        tripled = doubled * 3
+        return doubled + tripled  # three results of 10**4 alive at once at the end
+
+    x = engine.ones(10**4)
+    compiled = _replaying(fn, x)
+    with enforce(Budget(max_live_elements=35_000)):  # the inputs are not counted, as in eager mode
+        compiled(x)
+    eager = _refusal(lambda: fn(x), Budget(max_live_elements=25_000))
+    replay = _refusal(lambda: compiled(x), Budget(max_live_elements=25_000))
+    assert (replay.kind, replay.limit) == (eager.kind, eager.limit) == ("elements", 25_000)
+
+
+def test_a_replay_past_the_deadline_is_refused_as_eager_is():
+    def fn(t):
+        return (t.exp() + 1).sum()
+
+    x = engine.ones(4)
+    compiled = _replaying(fn, x)
+    eager = _refusal(lambda: fn(x), Budget(deadline_s=0.0))
+    replay = _refusal(lambda: compiled(x), Budget(deadline_s=0.0))
+    assert (replay.kind, replay.limit) == (eager.kind, eager.limit) == ("deadline", 0.0)
+
+
+def test_a_replay_counts_its_ops_as_steps():
+    def fn(t):
+        for _ in range(11):
+            t = t + 1
+        return t
+
+    x = engine.ones(2)
+    compiled = _replaying(fn, x)
+    with enforce(Budget(max_steps=11), count_ops=True):
+        compiled(x)
+    eager = _refusal(lambda: fn(x), Budget(max_steps=10), count_ops=True)
+    replay = _refusal(lambda: compiled(x), Budget(max_steps=10), count_ops=True)
+    assert (replay.kind, replay.limit) == (eager.kind, eager.limit) == ("steps", 10)
