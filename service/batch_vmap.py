@@ -68,7 +68,14 @@ def _argnums(count: int):
     return 0 if count == 1 else tuple(range(count))
 
 
+def _vmappable(fn: Callable) -> Callable:
+    """The function vmap runs: a cached plan's own, eager ops (``service.plans.PlanFunction.eager``),
+    which the table's batch rules take one pass over; a compiled replay is one point's arrays."""
+    return getattr(fn, "eager", fn)
+
+
 def evaluate_sample(fn: Callable) -> Callable:
+    fn = _vmappable(fn)
     def sample(*xs):
         with engine.no_grad():
             return {"outputs": _as_tuple(fn(*xs))}
@@ -80,6 +87,7 @@ def grad_sample(fn: Callable, differentiated: list[int], roots: list[bool], seed
     """Outputs and the gradients of the inputs ``differentiated``: the vjp of the outputs that are
     roots (those the first point's backward started from), seeded as the loop seeds them (the
     request's grad_outputs, else ones); the other outputs contribute nothing."""
+    fn = _vmappable(fn)
 
     def sample(*xs):
         def of_differentiated(*chosen):
@@ -102,6 +110,7 @@ def grad_sample(fn: Callable, differentiated: list[int], roots: list[bool], seed
 def matrix_sample(fn: Callable, transform: str, forward_mode: bool) -> Callable:
     """``jacobian`` (jacfwd for the forward-mode strategy, else jacrev) or ``hessian`` at a point,
     with the outputs; nested as torch.autograd.functional nests them."""
+    fn = _vmappable(fn)
 
     def sample(*xs):
         argnums = _argnums(len(xs))
@@ -118,6 +127,7 @@ def matrix_sample(fn: Callable, transform: str, forward_mode: bool) -> Callable:
 
 def product_sample(fn: Callable, name: str, v) -> Callable:
     """vjp / jvp / hvp at a point with the shared ``v`` (None: ones, for one scalar)."""
+    fn = _vmappable(fn)
 
     def sample(*xs):
         count = len(xs)
