@@ -132,6 +132,7 @@ class BufferPool:
     def __init__(self, specs):
         self.specs = specs
         self.sets = []
+        self.made = set()  # ids of every buffer made (the pool keeps them all alive)
 
     def take(self):
         if self.sets:
@@ -139,7 +140,13 @@ class BufferPool:
                 return self.sets.pop()
             except IndexError:  # another thread took the last one
                 pass
-        return [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+        buffers = [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+        self.made.update(map(id, buffers))
+        return buffers
+
+    def holds(self, array):
+        """Whether ``array`` is one of this pool's buffers."""
+        return id(array) in self.made
 
     def give_back(self, buffers):
         self.sets.append(buffers)

@@ -418,6 +418,13 @@ class _CompiledOp:
         call, k = params
         return call.gradients(k, values[0])
 
+    @staticmethod
+    def owned_gradients(params, grads, g):
+        """Per gradient, whether it is a fresh array that only this backward pass holds (then a
+        leaf's empty ``.grad`` takes it without a copy, as eager's do): never a pooled buffer."""
+        call, k = params
+        return call.owned_gradients(k, grads, g)
+
 
 _COMPILED_OP = _CompiledOp()
 
@@ -459,6 +466,17 @@ class _CompiledCall:
             with backend.on_device(plan.device):
                 return plan.backward_plans[k].run(self.env, g)
         return plan.backward_plans[k].run(self.env, g)
+
+    def owned_gradients(self, k, grads, g):
+        plan = self.plan.backward_plans[k]
+        env = self.env
+        owned = []
+        for grad, candidate in zip(grads, plan.fresh_results):
+            owned.append(candidate and type(grad) is backend.ndarray and grad.base is None and grad.flags.writeable
+                         and grad is not g and not (plan.pool is not None and plan.pool.holds(grad))
+                         and not any(value is grad for value in env)
+                         and [other is grad for other in grads].count(True) == 1)
+        return owned
 
     def eager_gradients(self, k, g):
         """The gradients through the plan run again on Tensors: ``create_graph=True`` (``g`` is a

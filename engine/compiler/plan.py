@@ -129,6 +129,7 @@ class Steps:
         if pool_base is not None:
             pooled, self.buffer_specs = assign_buffers(steps, self.frees, keep_slots, values, pool_base)
         self.runners = []
+        self.pooled_outputs = {step.out for step in steps if id(step) in pooled}
         for step in steps:
             if id(step) in pooled:
                 ufunc, buffer = pooled[id(step)]
@@ -241,6 +242,12 @@ class BackwardPlan:
         self.steps = Steps(elide_expansions(steps, values, keep), keep, size, values, size if free else None)
         self.free = free
         self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
+        # Per target: whether its gradient is computed here by a step that allocates its result
+        # (not a pooled buffer, not a value from outside, not shared with another target). Such a
+        # result may still turn out to be an input as is (checked per call: ``owned_gradients``).
+        computed = {step.out for step in self.steps.records if isinstance(step, OpStep)} - self.steps.pooled_outputs
+        self.fresh_results = [slot is not None and slot in computed and grad_slots.count(slot) == 1
+                              for slot in grad_slots]
 
     def run(self, forward_env, g):
         env = forward_env[: self.size]  # a list of its own: the forward's stays whole for another backward
