@@ -60,9 +60,24 @@ def single_ufunc(step, values):
     return ufunc if result.dtype == step.dtype else None
 
 
-def ufunc_runner(ufunc, ins, out, buffer):
-    """The closure that runs a pooled step: its ufunc writes into the buffer in slot ``buffer``."""
-    if len(ins) == 1:
+def ufunc_runner(ufunc, ins, out, buffer=None):
+    """The closure that runs a step that is one ufunc call: into the buffer in slot ``buffer`` (a
+    pooled step), or into a new array."""
+    if buffer is None:
+        if len(ins) == 1:
+            (a,) = ins
+
+            def run(env):
+                env[out] = ufunc(env[a])
+        elif len(ins) == 2:
+            a, b = ins
+
+            def run(env):
+                env[out] = ufunc(env[a], env[b])
+        else:
+            def run(env):
+                env[out] = ufunc(*[env[i] for i in ins])
+    elif len(ins) == 1:
         (a,) = ins
 
         def run(env):
