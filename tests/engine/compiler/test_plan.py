@@ -60,9 +60,10 @@ def test_a_smaller_product_passes_on_until_it_meets_a_full_sized_operand():
     (plan,) = compiled.plans(x)
     backward = plan.backward_plans[0]
     assert "expand" not in [s.op.name for s in backward.steps.records]
-    g = np.asarray(3.0, np.float32)
+    g = backend.namespace_of(x._data).asarray(3.0, dtype=x._data.dtype)  # on x's device
     env = plan.replay([x._data])
     (grad,) = backward.run(env, g)
+    grad = backend.to_numpy(grad)
     eager = engine.tensor(x.detach().numpy(), requires_grad=True)
     (2 * eager.sin() + 1).sum().backward(engine.tensor(3.0))
     assert grad.shape == (7,)
