@@ -32,7 +32,8 @@ def test_large_plans_write_one_ufunc_steps_into_pooled_buffers():
     x = engine.tensor(np.random.default_rng(0).standard_normal(1 << 16), dtype=engine.float32)
     plan = _plan(fn, x)
     assert plan.pool is not None
-    assert len(plan.pool.specs) == 2  # five elementwise results, never more than two alive at once
+    # five elementwise results in a chain, each step writing over the input it reads last: one buffer
+    assert len(plan.pool.specs) == 1
     expected = fn(x).numpy()
     for _ in range(3):  # the same buffers again and again; the result is the eager one, bit for bit
         env = plan.replay([x._data])
@@ -90,3 +91,20 @@ def test_a_gradient_that_is_a_view_reaches_the_leaf_as_a_copy():
         compiled(x).backward()
         x.grad.add_(1)  # in place: fails on a broadcast view
         np.testing.assert_array_equal(x.grad.numpy(), np.full(1 << 16, 2.0, np.float32))
+
+
+def test_a_gradient_written_over_a_dying_fresh_input_is_a_new_array_at_every_call():
+    # the gradient of sum(x sin x) is (g sin x) + (g x cos x): the add writes over the second
+    # term, which its step made fresh, so no pooled buffer is involved and .grad takes the array
+    x = engine.tensor(np.linspace(-3.0, 3.0, 1 << 16), dtype=engine.float32, requires_grad=True)
+    compiled = engine.compile(lambda t: (t * t.sin()).sum())
+    compiled(x).backward()
+    (plan,) = compiled.plans(x)
+    backward = plan.backward_plans[0]
+    (add,) = [s for s in backward.steps.records if s.out == backward.grad_slots[0]]
+    assert add.out not in backward.steps.pooled_outputs
+    first = x.grad
+    x.grad = None
+    compiled(x).backward()
+    assert x.grad._data is not first._data and not np.shares_memory(x.grad._data, first._data)
+    np.testing.assert_array_equal(x.grad.numpy(), first.numpy())
