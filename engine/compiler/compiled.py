@@ -113,7 +113,7 @@ class CompiledFunction:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._cache[key] = _Entry()
-            return self._trace(entry, args, kwargs, flat, f"new signature {guards.describe(key)}")
+            return self._trace(entry, args, kwargs, flat, _NewSignature(key))
         if entry.eager_reason is not None:
             return self._eager(entry.eager_reason, args, kwargs)
         failure = None
@@ -199,12 +199,12 @@ class CompiledFunction:
     @property
     def history(self):
         """The recent calls, oldest first, as CallRecords."""
-        return [CallRecord(*entry) for entry in self._history]
+        return [_call_record(*entry) for entry in self._history]
 
     @property
     def last_call(self):
         """The CallRecord of the latest call (None before the first)."""
-        return CallRecord(*self._history[-1]) if self._history else None
+        return _call_record(*self._history[-1]) if self._history else None
 
     def explain(self) -> str:
         """One line per recent call: replayed, recompiled (why) or eager (why)."""
@@ -227,6 +227,23 @@ class CompiledFunction:
         if not costs:
             return None
         return {name: max(c[name] for c in costs) for name in costs[0]}
+
+
+class _NewSignature:
+    """The reason of a first call, described only when asked (``explain``): describing a signature
+    costs more than a small call's trace."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __str__(self):
+        return f"new signature {guards.describe(self.key)}"
+
+
+def _call_record(number, kind, reason):
+    return CallRecord(number, kind, None if reason is None else str(reason))
 
 
 def _hook_count(tensor):
