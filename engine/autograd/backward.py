@@ -168,8 +168,10 @@ def _array_grads(node, g, g_sole):
     grads = _input_grads(node, g, values, as_arrays=True)
     for grad in grads:
         if grad is not None and grad.nbytes >= SOLE_MIN_BYTES:
-            if not getattr(node.op, "fresh_grads", True):  # a compiled plan's: its buffers are reused
-                return grads, None
+            if not getattr(node.op, "fresh_grads", True):  # a compiled plan's: its buffers are reused,
+                # so only the op can tell which results are fresh arrays nothing else holds
+                owned = getattr(node.op, "owned_gradients", None)
+                return grads, None if owned is None else owned(node.params, grads, g)
             return grads, _sole_gradients(grads, values, node.params, g, g_sole)
     return grads, None  # all small: none tracked
 
@@ -325,6 +327,9 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     runs the rules on Tensors without recording them: forward-over-reverse
     needs the tangents that ride along, not a graph of the backward pass.
     """
+    if inputs is None and accumulate and not create_graph and len(outputs) == 1 and not node_observers \
+            and _one_node_to_leaves(outputs[0], grad_outputs[0], retain_graph):
+        return None
     roots = [_root_node(t, i) for i, t in enumerate(outputs)]
     seeds = [_seed(t, g, create_graph, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
     backward_pass = _BackwardPass(create_graph, create_graph if retain_graph is None else retain_graph, accumulate)
@@ -333,6 +338,51 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
     if inputs is None:
         return None
     return _captured_grads(inputs, backward_pass.captured, allow_unused)
+
+
+def _one_node_to_leaves(tensor, grad, retain_graph):
+    """The pass of ``tensor.backward()`` when its graph is one node whose inputs are all leaves
+    (a compiled call's ``CompiledFunctionBackward``, or one eager op on leaves), run without the
+    pass's buffers and heap: what ``run_node`` does for that node and then for each leaf, in the
+    same order and with the same rules. False, having done nothing, when the graph is anything
+    else, or anything (a hook, ``retain_grad``, a device array, a custom Function) asks for the
+    general pass."""
+    root = tensor.grad_fn
+    if root is None or root.op is None or tensor._output_nr or tensor._view_origin is not None \
+            or root.pre_hooks or root.post_hooks or root.retained is not None:
+        return False
+    leaves = []
+    for child, _ in root.next_functions:
+        if child is None:
+            continue
+        if type(child) is not AccumulateGrad or child.pre_hooks or child.post_hooks or child.retained is not None \
+                or child in leaves:
+            return False
+        leaves.append(child)
+    g = _seed(tensor, grad, False)
+    if type(g) is not _ndarray:  # device arrays: the general pass places each node on g's device
+        return False
+    if root.freed:
+        raise RuntimeError(FREED_MESSAGE)
+    if root.checks:
+        _check_versions(root)
+    token = grad_mode._grad_enabled.set(False)
+    try:
+        op = root.op
+        grads, sole_grads = _array_grads(root, g, False)  # the caller's gradient is never the pass's
+        if not retain_graph and (op.saves_out or op.saved_inputs):
+            root.saved = None
+            root.freed = True
+        del g
+        order = [(child, i) for i, (child, _) in enumerate(root.next_functions)
+                 if child is not None and grads[i] is not None]
+        if len(order) > 1:  # the general pass runs leaves from the highest sequence number down
+            order.sort(key=lambda pair: -pair[0].sequence_nr)
+        for child, i in order:
+            _accumulate(child, grads[i], False, bool(sole_grads and sole_grads[i]))
+    finally:
+        grad_mode._grad_enabled.reset(token)
+    return True
 
 
 class _BackwardPass:

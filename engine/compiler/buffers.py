@@ -60,9 +60,24 @@ def single_ufunc(step, values):
     return ufunc if result.dtype == step.dtype else None
 
 
-def ufunc_runner(ufunc, ins, out, buffer):
-    """The closure that runs a pooled step: its ufunc writes into the buffer in slot ``buffer``."""
-    if len(ins) == 1:
+def ufunc_runner(ufunc, ins, out, buffer=None):
+    """The closure that runs a step that is one ufunc call: into the buffer in slot ``buffer`` (a
+    pooled step), or into a new array."""
+    if buffer is None:
+        if len(ins) == 1:
+            (a,) = ins
+
+            def run(env):
+                env[out] = ufunc(env[a])
+        elif len(ins) == 2:
+            a, b = ins
+
+            def run(env):
+                env[out] = ufunc(env[a], env[b])
+        else:
+            def run(env):
+                env[out] = ufunc(*[env[i] for i in ins])
+    elif len(ins) == 1:
         (a,) = ins
 
         def run(env):
@@ -98,15 +113,47 @@ def assign_buffers(steps, frees, keep, values, base):
     for step in steps:
         for slot in slots_read(step):
             readers.setdefault(slot, []).append(step)
+    # A kept result (a gradient, an output) that is one ufunc call writes over an input of its
+    # shape that dies there and that a one-ufunc step of this plan made fresh (not pooled): as
+    # eager adds into a buffer it owns, the result is then a fresh array, and no pooled one.
+    producers = {step.out: step for step in steps if isinstance(step, OpStep)}
+    into_input = {}  # id(kept step) -> (ufunc, the input slot it writes over)
+    fresh_inputs = set()  # ids of the steps whose results are written over: never pooled
+    for step, freed in zip(steps, frees):
+        if not isinstance(step, OpStep) or step.out not in keep:
+            continue
+        ufunc = single_ufunc(step, values)
+        if ufunc is None:
+            continue
+        expected = values[step.out]
+        for slot in step.inputs:
+            value, producer = values[slot], producers.get(slot)
+            if slot in freed and slot not in keep and producer is not None and backend.is_array(value) \
+                    and value.shape == expected.shape and value.dtype == expected.dtype \
+                    and id(producer) not in into_input and single_ufunc(producer, values) is not None \
+                    and not _aliased_by_a_reader(slot, readers, values):
+                into_input[id(step)] = (ufunc, slot)
+                fresh_inputs.add(id(producer))
+                break
     idle = {}  # (shape, dtype, array type) -> buffer slots free for reuse
     owner = {}  # slot -> the buffer slot holding its value
     kinds = {}  # buffer slot -> its key in ``idle``
     pooled = {}
     for step, freed in zip(steps, frees):
         out = getattr(step, "out", None)
-        if isinstance(step, OpStep) and out not in keep and not _aliased_by_a_reader(out, readers, values):
+        if id(step) in into_input:
+            pooled[id(step)] = into_input[id(step)]
+        elif isinstance(step, OpStep) and out not in keep and id(step) not in fresh_inputs \
+                and not _aliased_by_a_reader(out, readers, values):
             ufunc = single_ufunc(step, values)
             if ufunc is not None:
+                # The inputs this step reads last give their buffers back first: a ufunc may write
+                # over an input of its own shape (numpy computes it element by element, the same
+                # floats), and a buffer just read is still in cache.
+                for slot in freed:
+                    buffer = owner.pop(slot, None)
+                    if buffer is not None:
+                        idle.setdefault(kinds[buffer], []).append(buffer)
                 value = values[out]
                 key = (value.shape, value.dtype, step.array_type)
                 spare = idle.get(key)
@@ -132,6 +179,7 @@ class BufferPool:
     def __init__(self, specs):
         self.specs = specs
         self.sets = []
+        self.made = set()  # ids of every buffer made (the pool keeps them all alive)
 
     def take(self):
         if self.sets:
@@ -139,7 +187,13 @@ class BufferPool:
                 return self.sets.pop()
             except IndexError:  # another thread took the last one
                 pass
-        return [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+        buffers = [xp.empty(shape, dtype) for shape, dtype, xp in self.specs]
+        self.made.update(map(id, buffers))
+        return buffers
+
+    def holds(self, array):
+        """Whether ``array`` is one of this pool's buffers."""
+        return id(array) in self.made
 
     def give_back(self, buffers):
         self.sets.append(buffers)

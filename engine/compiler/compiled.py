@@ -129,7 +129,7 @@ class CompiledFunction:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._cache[key] = _Entry()
-            return self._trace(entry, args, kwargs, flat, f"new signature {guards.describe(key)}")
+            return self._trace(entry, args, kwargs, flat, _NewSignature(key))
         if entry.eager_reason is not None:
             return self._eager(entry.eager_reason, args, kwargs)
         failure = None
@@ -223,19 +223,19 @@ class CompiledFunction:
     @property
     def history(self):
         """The recent calls, oldest first, as CallRecords."""
-        return [CallRecord(*entry) for entry in self._history]
+        return [_call_record(*entry) for entry in self._history]
 
     @property
     def last_call(self):
         """The CallRecord of the latest call (None before the first)."""
-        return CallRecord(*self._history[-1]) if self._history else None
+        return _call_record(*self._history[-1]) if self._history else None
 
     @property
     def last_call_here(self):
         """The CallRecord of this thread's latest call (None before its first): what a server
         running one function in several threads at once reads after its own call."""
         record = getattr(self._thread_last, "record", None)
-        return CallRecord(*record) if record is not None else None
+        return _call_record(*record) if record is not None else None
 
     def explain(self) -> str:
         """One line per recent call: replayed, recompiled (why) or eager (why)."""
@@ -263,6 +263,21 @@ class CompiledFunction:
 def _observers_bound_replays(observers):
     """Whether every active op observer can bound a replay from its plan (see the module docstring)."""
     return all(hasattr(observer, "replay") for observer in observers)
+class _NewSignature:
+    """The reason of a first call, described only when asked (``explain``): describing a signature
+    costs more than a small call's trace."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __str__(self):
+        return f"new signature {guards.describe(self.key)}"
+
+
+def _call_record(number, kind, reason):
+    return CallRecord(number, kind, None if reason is None else str(reason))
 
 
 def _hook_count(tensor):
@@ -454,6 +469,13 @@ class _CompiledOp:
         call, k = params
         return call.gradients(k, values[0])
 
+    @staticmethod
+    def owned_gradients(params, grads, g):
+        """Per gradient, whether it is a fresh array that only this backward pass holds (then a
+        leaf's empty ``.grad`` takes it without a copy, as eager's do): never a pooled buffer."""
+        call, k = params
+        return call.owned_gradients(k, grads, g)
+
 
 _COMPILED_OP = _CompiledOp()
 
@@ -495,6 +517,17 @@ class _CompiledCall:
             with backend.on_device(plan.device):
                 return plan.backward_plans[k].run(self.env, g)
         return plan.backward_plans[k].run(self.env, g)
+
+    def owned_gradients(self, k, grads, g):
+        plan = self.plan.backward_plans[k]
+        env = self.env
+        owned = []
+        for grad, candidate in zip(grads, plan.fresh_results):
+            owned.append(candidate and type(grad) is backend.ndarray and grad.base is None and grad.flags.writeable
+                         and grad is not g and not (plan.pool is not None and plan.pool.holds(grad))
+                         and not any(value is grad for value in env)
+                         and [other is grad for other in grads].count(True) == 1)
+        return owned
 
     def eager_gradients(self, k, g):
         """The gradients through the plan run again on Tensors: ``create_graph=True`` (``g`` is a

@@ -27,7 +27,7 @@ import copy
 
 from engine import backend
 from engine.autograd.function import apply
-from engine.compiler.buffers import BufferPool, assign_buffers, ufunc_runner
+from engine.compiler.buffers import BufferPool, assign_buffers, single_ufunc, ufunc_runner
 from engine.compiler.tracer import ARGUMENT, CAPTURED, CONSTANT, GuardStep, OpStep, RandomStep, slots_read
 from engine.op import broadcast_size, numel
 from engine.tensor import Tensor
@@ -130,12 +130,16 @@ class Steps:
         if pool_base is not None:
             pooled, self.buffer_specs = assign_buffers(steps, self.frees, keep_slots, values, pool_base)
         self.runners = []
+        # (a kept step writing over its own input, a slot below the pool's, allocates nothing)
+        self.pooled_outputs = {step.out for step in steps if id(step) in pooled and pooled[id(step)][1] >= pool_base}
         for step in steps:
             if id(step) in pooled:
                 ufunc, buffer = pooled[id(step)]
                 self.runners.append(ufunc_runner(ufunc, step.inputs, step.out, buffer))
             elif isinstance(step, OpStep):
-                self.runners.append(_op_runner(step))
+                ufunc = single_ufunc(step, values) if values is not None else None
+                # a forward that is one ufunc call runs as that call: no lambda, no result check
+                self.runners.append(_op_runner(step) if ufunc is None else ufunc_runner(ufunc, step.inputs, step.out))
             elif isinstance(step, GuardStep):
                 self.runners.append(_guard_runner(step))
             else:
@@ -159,31 +163,44 @@ def _is_elementwise(step):
     return isinstance(step, OpStep) and op.broadcast and op.estimate is broadcast_size and not step.params
 
 
-def _computes_the_same(step, inputs, values):
-    """Whether ``step`` on ``inputs`` gives, bit for bit and in shape and dtype, what it gave
-    while traced (checked once, when the plan is built)."""
+def _recomputed(step, inputs, values):
+    """What ``step`` gives on ``inputs`` (``values`` maps slots to traced arrays), or None when it
+    raises (checked once, when the plan is built)."""
     xp = step.xp
     try:
-        result = step.op.forward(xp, *[values[i] for i in inputs], **step.params)
+        return xp.asarray(step.op.forward(xp, *[values[i] for i in inputs], **step.params))
     except (ValueError, TypeError):
+        return None
+
+
+def _same_elements(result, expected, dtype):
+    """Whether ``result`` is ``expected`` bit for bit, or its smaller broadcast source: every element
+    of ``expected`` equals the element of ``result`` it broadcasts from, in the same dtype."""
+    if result is None or result.dtype != dtype or result.ndim > expected.ndim:
         return False
-    result = xp.asarray(result)
-    expected = values[step.out]
-    return (result.shape == expected.shape and result.dtype == step.dtype
-            and bool(xp.array_equal(result, expected)))
+    try:
+        equal = result == expected  # broadcast as the readers will (NaN never equals: not elided)
+    except ValueError:
+        return False
+    return equal.shape == expected.shape and bool(equal.all())
 
 
 def elide_expansions(steps, values, keep):
-    """``steps`` without the views that only broadcast an array (a reduction's vjp expands ``g``
-    to the input's shape) where every reader is elementwise and broadcasts by itself: the
-    readers take the smaller array, and one step (and its view) is gone."""
+    """``(steps, values)`` without the views that only broadcast an array (a reduction's vjp expands
+    ``g`` to the input's shape) where every reader is elementwise and broadcasts by itself: the
+    readers take the smaller array, and one step (and its view) is gone. A reader whose result is
+    smaller then (``g * 2`` before it meets ``cos x``) passes the smaller result on in the same way,
+    as long as that result is not kept and only elementwise steps read it: elementwise ops compute
+    each element alike, so the values are the same, on fewer elements. ``values`` comes back with
+    those smaller values (a copy, when any changed): what buffers are sized from."""
     if not any(isinstance(step, OpStep) and step.op.view for step in steps):
-        return steps
+        return steps, values
     readers = {}
     for step in steps:
         for slot in slots_read(step):
             readers.setdefault(slot, []).append(step)
     replaced = {}  # id(reader) -> its copy with rewired inputs
+    smaller = {}  # slot -> its value, now smaller than traced
     dropped = set()
     for step in steps:
         if not isinstance(step, OpStep) or not step.op.view or len(step.inputs) != 1 or step.out in keep:
@@ -194,24 +211,55 @@ def elide_expansions(steps, values, keep):
             continue
         if backend.numpy.broadcast_shapes(small.shape, large.shape) != large.shape:
             continue
-        users = readers.get(out, [])
-        if not users or not all(_is_elementwise(replaced.get(id(u), u)) for u in users):
-            continue
-        rewired = []
+        trial = _shrink(out, source, readers, replaced, smaller, values, keep)
+        if trial is not None:
+            clones, shrunk = trial
+            replaced.update(clones)
+            smaller.update(shrunk)
+            dropped.add(id(step))
+            readers.setdefault(source, []).extend(readers.get(out, []))
+    steps = [replaced.get(id(step), step) for step in steps if id(step) not in dropped]
+    if smaller:
+        values = list(values)
+        for slot, value in smaller.items():
+            values[slot] = value
+    return steps, values
+
+
+def _shrink(out, source, readers, replaced, smaller, values, keep):
+    """The readers of ``out`` rewired to read ``source`` instead (and so on down, for results that
+    come out smaller): ``(clones, smaller values)``, or None when some reader does not allow it."""
+    clones = {}
+    shrunk = {}
+
+    def value_of(slot):
+        return shrunk.get(slot, smaller.get(slot, values[slot]))
+
+    pending = [(out, source)]
+    while pending:
+        slot, instead = pending.pop()
+        users = readers.get(slot, [])
+        if not users:
+            return None
         for user in users:
-            current = replaced.get(id(user), user)
-            inputs = tuple(source if slot == out else slot for slot in current.inputs)
-            if not _computes_the_same(current, inputs, values):
-                break
+            current = clones.get(id(user)) or replaced.get(id(user), user)
+            if not _is_elementwise(current):
+                return None
+            inputs = tuple(instead if i == slot else i for i in current.inputs)
+            lookup = {i: value_of(i) for i in inputs}
+            result = _recomputed(current, inputs, lookup)
+            expected = values[current.out]
+            if not _same_elements(result, expected, current.dtype):
+                return None
             clone = copy.copy(current)
             clone.inputs = inputs
-            rewired.append((user, clone))
-        else:
-            for user, clone in rewired:
-                replaced[id(user)] = clone
-            dropped.add(id(step))
-            readers.setdefault(source, []).extend(users)
-    return [replaced.get(id(step), step) for step in steps if id(step) not in dropped]
+            clones[id(user)] = clone
+            if result.shape != expected.shape:  # smaller: its readers must take it as it is
+                if current.out in keep or not result.ndim:
+                    return None
+                shrunk[current.out] = result
+                pending.append((current.out, current.out))
+    return clones, shrunk
 
 
 def _last_uses(steps, keep_slots, size):
@@ -239,9 +287,16 @@ class BackwardPlan:
         keep = set(grad_slots) - {None}
         size = len(values)
         self.size = size
-        self.steps = Steps(elide_expansions(steps, values, keep), keep, size, values, size if free else None)
+        steps, values = elide_expansions(steps, values, keep)
+        self.steps = Steps(steps, keep, size, values, size if free else None)
         self.free = free
         self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
+        # Per target: whether its gradient is computed here by a step that allocates its result
+        # (not a pooled buffer, not a value from outside, not shared with another target). Such a
+        # result may still turn out to be an input as is (checked per call: ``owned_gradients``).
+        computed = {step.out for step in self.steps.records if isinstance(step, OpStep)} - self.steps.pooled_outputs
+        self.fresh_results = [slot is not None and slot in computed and grad_slots.count(slot) == 1
+                              for slot in grad_slots]
 
     def run(self, forward_env, g):
         env = forward_env[: self.size]  # a list of its own: the forward's stays whole for another backward
@@ -303,8 +358,8 @@ class Plan:
         self.max_elements = max((numel(s) for s in shapes), default=0)
         self.total_elements = sum(numel(s) for s in shapes)
         self.free = self.max_elements >= LARGE_BUFFER
-        self.steps = Steps(elide_expansions(forward, tracer.values, keep), keep, size, tracer.values,
-                           size if self.free else None)
+        steps, values = elide_expansions(forward, tracer.values, keep)
+        self.steps = Steps(steps, keep, size, values, size if self.free else None)
         self.pool = BufferPool(self.steps.buffer_specs) if self.steps.buffer_specs else None
         self.n_steps = len(forward) + sum(len(p.steps.records) for p in backward_plans if p)
         self.peak_live_elements = self._peak_live(tracer)

@@ -163,6 +163,40 @@ def test_leaf_hook_sees_and_replaces_gradient():
     np.testing.assert_allclose(x.grad.numpy(), [20.0, 20.0])
 
 
+def test_one_node_on_leaves_runs_their_hooks_in_the_general_order():
+    # (a * b).backward(g) is one node whose inputs are leaves, which backward runs without its
+    # heap; the leaves' hooks must still run from the highest sequence number down, as they do
+    # below a second node. b's accumulator is made first, so b's hook runs first in both.
+    def hooks_order(extra_node):
+        a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+        (b * 1).sum().backward()
+        order = []
+        a.register_hook(lambda g: order.append("a"))
+        b.register_hook(lambda g: order.append("b"))
+        out = a * b
+        if extra_node:
+            out = out * 1
+        out.backward(engine.ones(2))
+        np.testing.assert_allclose(a.grad.numpy(), [3.0, 4.0])
+        return order
+
+    assert hooks_order(extra_node=False) == hooks_order(extra_node=True) == ["b", "a"]
+
+
+def test_one_node_on_leaves_frees_its_graph_and_checks_versions():
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    out = a * b
+    out.backward(engine.ones(2))
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        out.backward(engine.ones(2))
+    out = a * b
+    with engine.no_grad():
+        a.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward(engine.ones(2))
+    np.testing.assert_allclose(b.grad.numpy(), [1.0, 2.0])  # from the first pass only
+
+
 def test_non_leaf_hook_changes_upstream_gradient_and_can_be_removed():
     x = leaf([1.0, 2.0])
     y = x * 2

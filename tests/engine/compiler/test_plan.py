@@ -45,9 +45,30 @@ def test_a_broadcast_view_read_by_elementwise_ops_only_is_elided():
     plan = _plan(lambda t: (t * t.sin()).sum(), x)
     backward_ops = [s.op.name for s in plan.backward_plans[0].steps.records]
     assert "expand" not in backward_ops  # the sum's vjp broadcasts g; mul broadcasts by itself
-    plan_with_scalar = _plan(lambda t: (t.sin() * 2).sum(), x)
-    # here the expanded g meets only a number: the view gives the shape, and stays
+    plan_with_scalar = _plan(lambda t: (t * 2).sum(), x)
+    # here the expanded g meets only a number, and that product is the gradient: the view gives
+    # the gradient its shape, and stays
     assert "expand" in [s.op.name for s in plan_with_scalar.backward_plans[0].steps.records]
+
+
+def test_a_smaller_product_passes_on_until_it_meets_a_full_sized_operand():
+    # sum(2 sin x): g (one element) * 2 is computed on one element, then meets cos x; the gradient
+    # is the eager one bit for bit
+    x = engine.tensor(np.linspace(-2.0, 2.0, 7), dtype=engine.float32, requires_grad=True)
+    compiled = engine.compile(lambda t: (2 * t.sin() + 1).sum())
+    compiled(x)
+    (plan,) = compiled.plans(x)
+    backward = plan.backward_plans[0]
+    assert "expand" not in [s.op.name for s in backward.steps.records]
+    g = backend.namespace_of(x._data).asarray(3.0, dtype=x._data.dtype)  # on x's device
+    env = plan.replay([x._data])
+    (grad,) = backward.run(env, g)
+    grad = backend.to_numpy(grad)
+    eager = engine.tensor(x.detach().numpy(), requires_grad=True)
+    (2 * eager.sin() + 1).sum().backward(engine.tensor(3.0))
+    assert grad.shape == (7,)
+    np.testing.assert_array_equal(grad, eager.grad.numpy())
+    np.testing.assert_allclose(grad, 6 * np.cos(np.linspace(-2.0, 2.0, 7)), rtol=1e-6)
 
 
 def test_small_plans_keep_buffers_and_large_ones_free_them():
