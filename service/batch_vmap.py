@@ -126,7 +126,9 @@ def matrix_sample(fn: Callable, transform: str, forward_mode: bool) -> Callable:
 
 
 def product_sample(fn: Callable, name: str, v) -> Callable:
-    """vjp / jvp / hvp at a point with the shared ``v`` (None: ones, for one scalar)."""
+    """vjp / jvp / hvp / vhp at a point with the shared ``v`` (None: ones, for one scalar): hvp is
+    the jvp of the gradient (forward-over-reverse), vhp its vjp (reverse-over-reverse), as the
+    loop's ``torch.autograd.functional`` computes them."""
     fn = _vmappable(fn)
 
     def sample(*xs):
@@ -142,7 +144,11 @@ def product_sample(fn: Callable, name: str, v) -> Callable:
             gradient = func.grad(fn, _argnums(count))
             if vs is None:
                 vs = tuple(engine.ones_like(x) for x in xs)
-            _, result = func.jvp(gradient, xs, vs)
+            if name == "hvp":
+                _, result = func.jvp(gradient, xs, vs)
+            else:
+                _, pull = func.vjp(gradient, *xs)
+                result = _args(_as_tuple(pull(vs if count > 1 else vs[0])))
             with engine.no_grad():
                 outputs = fn(*xs)
         return {"outputs": _as_tuple(outputs), name: result}

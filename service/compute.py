@@ -13,9 +13,9 @@ mode is a ContextVar), so concurrent requests never share them.
 Batches: with ``"batch"`` (input names, or ``true`` for all) the named inputs carry a
 leading batch axis, and every tensor of the results has the batch axis in front. The first
 point runs on its own (errors, the graph's description, the response bound); the rest of
-evaluate, grad, jacobian, hessian, vjp, jvp and hvp runs as one ``engine.func.vmap`` pass
+evaluate, grad, jacobian, hessian, vjp, jvp, hvp and vhp runs as one ``engine.func.vmap`` pass
 (``service.batch_vmap``), unless vmap refuses the function (data-dependent control flow, a
-value read into Python, a random draw): then, and for vhp, gradcheck and profile, the work
+value read into Python, a random draw): then, and for gradcheck and profile, the work
 runs once per point on the same plan (``_run_points``).
 """
 
@@ -709,10 +709,6 @@ def _product(name: str, v_like: str):
         return content
 
     def sample(request: schemas.ProductRequest, call: Call, first: dict) -> tuple | None:
-        if name == "vhp":
-            # vmap over vjp-of-grad scales the result by the batch size (an engine.func defect, see
-            # tests/service/test_batch.py); vhp stays a loop until that is mended.
-            return None
         like = first["outputs"] if v_like == "output" else \
             tuple(t.detach()[0] if n in call.batched else t for n, t in zip(call.names, call.tensors))
         v = _decode_v(request, call, tuple(like), v_like)

@@ -15,7 +15,9 @@ Under ``vmap`` (some vmap running in this thread) a transform works on the
 whole batch at once: the differentiated arguments and the outputs are
 expanded to every running vmap's batch (each sample is then independent of
 the others), and the machinery runs on the physical arrays
-(``batching.Physical``), the user's function itself seeing one sample. So
+(``batching.Physical``), the user's function itself seeing one sample (its
+arguments enter it batched again, even as the plain views the machinery makes of
+them in physical mode for a transform nested inside). So
 ``vmap(grad(f))`` gives per-sample gradients in one backward pass.
 ``jacrev`` and ``jacfwd`` there are ``vmap`` of ``vjp`` and of ``jvp`` over
 the identity's rows, as in ``torch.func``; a cotangent batched over a vmap
@@ -62,6 +64,15 @@ class _Vmaps:
 
     def rebatch(self, t):
         return batching.as_batched(t, self.levels) if isinstance(t, Tensor) else t
+
+    def batched(self, t):
+        """``t`` (whose leading axes are these vmaps' batch) batched over them; the caller's tensor
+        itself is never re-classed, a plain one gets a batched alias sharing its history."""
+        if batching.levels_of(t):  # batched already (over exactly these: ``expand`` made it so)
+            return t
+        with batching.Physical():
+            alias = t.view_as(t)
+        return batching.as_batched(alias, self.levels)
 
 
 def _check_tensor_leaves(leaves, what):
@@ -118,6 +129,12 @@ class _Selection:
     def __call__(self, *leaves):
         """The function on the selected leaves: a flat tuple of its output Tensors."""
         if self.vmaps:
+            # The leaves come back from the machinery's physical mode, where a fresh view of a batched
+            # tensor (the history-keeping ``view_as`` of a nested transform) is a plain one; seen plain,
+            # the function would mix the samples (``sum`` over the batch, the seed then counted once per
+            # sample: vmap(vjp(grad(f))) came out batch-size times too large). They are batched over
+            # exactly these vmaps (``_Vmaps.expand``), so they enter the function batched again.
+            leaves = [self.vmaps.batched(t) for t in leaves]
             with batching.Logical():
                 result = self.func(*self.rebuild(leaves))
         else:
@@ -230,6 +247,8 @@ def vjp(func, *primals, has_aux=False):
     differentiable = _carries_derivatives(selection.leaves)
     with _physical_if(vmaps), enable_grad():
         inputs = functional._grad_preprocess(tuple(selection.leaves), differentiable, need_graph=True)
+        if vmaps:  # a history-keeping view made in physical mode is plain: batched again, see _Selection
+            inputs = tuple(vmaps.batched(t) for t in inputs)
         outputs = selection(*inputs)
     out_spec = selection.out_spec
     out_levels = vmaps.levels
