@@ -2115,25 +2115,34 @@ def _pool_size(shapes, params) -> int:
     return numel(x[:-d]) * numel(out_size)
 
 
+def _window_views(xp, x, value, p) -> list:
+    """The K = prod(kernel) strided views of x (padded with ``value``), one per kernel offset: view k
+    holds element k of every window, each (..., C, *S_out). No copy of the windows is made."""
+    d = len(p["kernel_size"])
+    out_size, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"],
+                                    p["ceil_mode"])
+    padded = _padded(xp, x, pairs, value)
+    return [padded[(Ellipsis, *_window_slices(o, p["stride"], p["dilation"], out_size))]
+            for o in _offsets(p["kernel_size"])]
+
+
 def _window_argmax(xp, x, p):
-    """Each window's maximum's position within the window (x's (..., C, *S_out)); NaN wins, as in PyTorch."""
-    d = len(p["kernel_size"])
-    cols = _pool_windows(xp, x, -xp.inf, **p)
-    return xp.argmax(xp.where(xp.isnan(cols), xp.inf, cols), axis=-d - 1), cols
-
-
-def _window_onehot(xp, x, p):
-    d = len(p["kernel_size"])
-    choice, _ = _window_argmax(xp, x, p)
-    positions = xp.arange(numel(p["kernel_size"])).reshape((-1,) + (1,) * d)
-    return (xp.expand_dims(choice, -d - 1) == positions).astype(x.dtype)
+    """(each window's maximum with NaN read as +inf, the first such maximum's position k within
+    the window): NaN wins, as in PyTorch. One running comparison per kernel offset, over strided
+    views: an argmax over a stacked, short, non-last window axis is several times slower and
+    copies x K times."""
+    views = _window_views(xp, xp.where(xp.isnan(x), xp.inf, x), -xp.inf, p)
+    best = views[0].copy()
+    choice = xp.zeros(best.shape, dtype=xp.int64)
+    for k in range(1, len(views)):
+        choice[views[k] > best] = k
+        xp.maximum(best, views[k], out=best)
+    return best, choice
 
 
 def _max_pool(xp, x, **p):
     d = len(p["kernel_size"])
-    choice, cols = _window_argmax(xp, x, p)
-    values = xp.take_along_axis(cols, xp.expand_dims(choice, -d - 1), axis=-d - 1)
-    values = values.reshape(values.shape[: -d - 1] + values.shape[-d:])
+    best, choice = _window_argmax(xp, x, p)
     # PyTorch's indices: the flat position in the (unpadded) input plane of each window's maximum.
     offsets = xp.asarray(_offsets(p["kernel_size"]), dtype=xp.int64)  # (K, d)
     flat = xp.zeros(choice.shape, dtype=xp.int64)
@@ -2142,20 +2151,37 @@ def _max_pool(xp, x, **p):
         starts = xp.arange(out_size[axis], dtype=xp.int64) * p["stride"][axis] - p["padding"][axis]
         starts = starts.reshape((-1,) + (1,) * (d - axis - 1))
         flat = flat * x.shape[-d + axis] + starts + offsets[choice, axis] * p["dilation"][axis]
-    return values, flat
+    # A +inf maximum may stand for a NaN: read those windows' values back from x (never padding).
+    planes = x.reshape(x.shape[:-d] + (-1,))
+    chosen = xp.take_along_axis(planes, flat.reshape(flat.shape[:-d] + (-1,)), axis=-1).reshape(flat.shape)
+    return xp.where(best == xp.inf, chosen, best), flat
 
 
 def _max_pool_backward(xp, grad, x, **p):
+    """Each window's grad added at its maximum: fold_windows of the one-hot windows, summed one
+    kernel offset at a time, without building the (..., K, *S_out) one-hot array."""
     d = len(p["kernel_size"])
-    cols = xp.expand_dims(grad, -d - 1) * _window_onehot(xp, x, p)
-    _, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"])
-    return fold_windows(xp, cols, size=x.shape[-d:], kernel=p["kernel_size"], stride=p["stride"], padding=pairs,
-                        dilation=p["dilation"])
+    _, choice = _window_argmax(xp, x, p)
+    out_size, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"],
+                                    p["ceil_mode"])
+    lead_shape = backend.broadcast_shapes(grad.shape[:-d], choice.shape[:-d])
+    padded_size = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[-d:], pairs))
+    canvas = xp.zeros(lead_shape + padded_size, dtype=grad.dtype)
+    zero = xp.zeros((), dtype=grad.dtype)
+    for k, offset in enumerate(_offsets(p["kernel_size"])):
+        canvas[(Ellipsis, *_window_slices(offset, p["stride"], p["dilation"], out_size))] += xp.where(
+            choice == k, grad, zero)
+    crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[-d:], pairs))
+    return xp.ascontiguousarray(canvas[(Ellipsis, *crop)])
 
 
 def _max_pool_select(xp, y, x, **p):
-    d = len(p["kernel_size"])
-    return (_pool_windows(xp, y, 0.0, **p) * _window_onehot(xp, x, p)).sum(axis=-d - 1)
+    _, choice = _window_argmax(xp, x, p)
+    views = _window_views(xp, y, 0.0, p)
+    out = views[0]
+    for k in range(1, len(views)):
+        out = xp.where(choice == k, views[k], out)
+    return xp.ascontiguousarray(out) if out is views[0] else out
 
 
 def zeros_for(g, out_shape, x):
