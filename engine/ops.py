@@ -2127,22 +2127,26 @@ def _window_views(xp, x, value, p) -> list:
 
 
 def _window_argmax(xp, x, p):
-    """(each window's maximum with NaN read as +inf, the first such maximum's position k within
-    the window): NaN wins, as in PyTorch. One running comparison per kernel offset, over strided
-    views: an argmax over a stacked, short, non-last window axis is several times slower and
-    copies x K times."""
+    """Each window's first maximum's position k within the window, NaN above everything (PyTorch's
+    NaN wins), as small integers. One running comparison per kernel offset over strided views: an
+    argmax over a stacked, short, non-last window axis is several times slower and copies x K times."""
     views = _window_views(xp, xp.where(xp.isnan(x), xp.inf, x), -xp.inf, p)
     best = views[0].copy()
-    choice = xp.zeros(best.shape, dtype=xp.int64)
+    position = xp.uint8 if len(views) <= 256 else xp.int64
+    choice = xp.zeros(best.shape, dtype=position)
     for k in range(1, len(views)):
-        choice[views[k] > best] = k
+        # k only grows, so the last offset to beat the running maximum is the largest such k:
+        # an elementwise maximum, not a masked write (several times slower).
+        xp.maximum(choice, (views[k] > best) * position(k), out=choice)
         xp.maximum(best, views[k], out=best)
-    return best, choice
+    return choice
 
 
 def _max_pool(xp, x, **p):
     d = len(p["kernel_size"])
-    best, choice = _window_argmax(xp, x, p)
+    choice = _window_argmax(xp, x, p)
+    # The values: a running maximum, which propagates NaN as PyTorch's pooling does.
+    values = _fold(xp.maximum, _window_views(xp, x, -xp.inf, p))
     # PyTorch's indices: the flat position in the (unpadded) input plane of each window's maximum.
     offsets = xp.asarray(_offsets(p["kernel_size"]), dtype=xp.int64)  # (K, d)
     flat = xp.zeros(choice.shape, dtype=xp.int64)
@@ -2151,17 +2155,14 @@ def _max_pool(xp, x, **p):
         starts = xp.arange(out_size[axis], dtype=xp.int64) * p["stride"][axis] - p["padding"][axis]
         starts = starts.reshape((-1,) + (1,) * (d - axis - 1))
         flat = flat * x.shape[-d + axis] + starts + offsets[choice, axis] * p["dilation"][axis]
-    # A +inf maximum may stand for a NaN: read those windows' values back from x (never padding).
-    planes = x.reshape(x.shape[:-d] + (-1,))
-    chosen = xp.take_along_axis(planes, flat.reshape(flat.shape[:-d] + (-1,)), axis=-1).reshape(flat.shape)
-    return xp.where(best == xp.inf, chosen, best), flat
+    return values, flat
 
 
 def _max_pool_backward(xp, grad, x, **p):
     """Each window's grad added at its maximum: fold_windows of the one-hot windows, summed one
     kernel offset at a time, without building the (..., K, *S_out) one-hot array."""
     d = len(p["kernel_size"])
-    _, choice = _window_argmax(xp, x, p)
+    choice = _window_argmax(xp, x, p)
     out_size, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"],
                                     p["ceil_mode"])
     lead_shape = backend.broadcast_shapes(grad.shape[:-d], choice.shape[:-d])
@@ -2176,7 +2177,7 @@ def _max_pool_backward(xp, grad, x, **p):
 
 
 def _max_pool_select(xp, y, x, **p):
-    _, choice = _window_argmax(xp, x, p)
+    choice = _window_argmax(xp, x, p)
     views = _window_views(xp, y, 0.0, p)
     out = views[0]
     for k in range(1, len(views)):
