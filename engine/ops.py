@@ -2115,25 +2115,38 @@ def _pool_size(shapes, params) -> int:
     return numel(x[:-d]) * numel(out_size)
 
 
+def _window_views(xp, x, value, p) -> list:
+    """The K = prod(kernel) strided views of x (padded with ``value``), one per kernel offset: view k
+    holds element k of every window, each (..., C, *S_out). No copy of the windows is made."""
+    d = len(p["kernel_size"])
+    out_size, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"],
+                                    p["ceil_mode"])
+    padded = _padded(xp, x, pairs, value)
+    return [padded[(Ellipsis, *_window_slices(o, p["stride"], p["dilation"], out_size))]
+            for o in _offsets(p["kernel_size"])]
+
+
 def _window_argmax(xp, x, p):
-    """Each window's maximum's position within the window (x's (..., C, *S_out)); NaN wins, as in PyTorch."""
-    d = len(p["kernel_size"])
-    cols = _pool_windows(xp, x, -xp.inf, **p)
-    return xp.argmax(xp.where(xp.isnan(cols), xp.inf, cols), axis=-d - 1), cols
-
-
-def _window_onehot(xp, x, p):
-    d = len(p["kernel_size"])
-    choice, _ = _window_argmax(xp, x, p)
-    positions = xp.arange(numel(p["kernel_size"])).reshape((-1,) + (1,) * d)
-    return (xp.expand_dims(choice, -d - 1) == positions).astype(x.dtype)
+    """Each window's first maximum's position k within the window, NaN above everything (PyTorch's
+    NaN wins), as small integers. One running comparison per kernel offset over strided views: an
+    argmax over a stacked, short, non-last window axis is several times slower and copies x K times."""
+    views = _window_views(xp, xp.where(xp.isnan(x), xp.inf, x), -xp.inf, p)
+    best = views[0].copy()
+    position = xp.uint8 if len(views) <= 256 else xp.int64
+    choice = xp.zeros(best.shape, dtype=position)
+    for k in range(1, len(views)):
+        # k only grows, so the last offset to beat the running maximum is the largest such k:
+        # an elementwise maximum, not a masked write (several times slower).
+        xp.maximum(choice, (views[k] > best) * position(k), out=choice)
+        xp.maximum(best, views[k], out=best)
+    return choice
 
 
 def _max_pool(xp, x, **p):
     d = len(p["kernel_size"])
-    choice, cols = _window_argmax(xp, x, p)
-    values = xp.take_along_axis(cols, xp.expand_dims(choice, -d - 1), axis=-d - 1)
-    values = values.reshape(values.shape[: -d - 1] + values.shape[-d:])
+    choice = _window_argmax(xp, x, p)
+    # The values: a running maximum, which propagates NaN as PyTorch's pooling does.
+    values = _fold(xp.maximum, _window_views(xp, x, -xp.inf, p))
     # PyTorch's indices: the flat position in the (unpadded) input plane of each window's maximum.
     offsets = xp.asarray(_offsets(p["kernel_size"]), dtype=xp.int64)  # (K, d)
     flat = xp.zeros(choice.shape, dtype=xp.int64)
@@ -2146,16 +2159,30 @@ def _max_pool(xp, x, **p):
 
 
 def _max_pool_backward(xp, grad, x, **p):
+    """Each window's grad added at its maximum: fold_windows of the one-hot windows, summed one
+    kernel offset at a time, without building the (..., K, *S_out) one-hot array."""
     d = len(p["kernel_size"])
-    cols = xp.expand_dims(grad, -d - 1) * _window_onehot(xp, x, p)
-    _, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"])
-    return fold_windows(xp, cols, size=x.shape[-d:], kernel=p["kernel_size"], stride=p["stride"], padding=pairs,
-                        dilation=p["dilation"])
+    choice = _window_argmax(xp, x, p)
+    out_size, pairs = pool_geometry(x.shape[-d:], p["kernel_size"], p["stride"], p["padding"], p["dilation"],
+                                    p["ceil_mode"])
+    lead_shape = backend.broadcast_shapes(grad.shape[:-d], choice.shape[:-d])
+    padded_size = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[-d:], pairs))
+    canvas = xp.zeros(lead_shape + padded_size, dtype=grad.dtype)
+    zero = xp.zeros((), dtype=grad.dtype)
+    for k, offset in enumerate(_offsets(p["kernel_size"])):
+        canvas[(Ellipsis, *_window_slices(offset, p["stride"], p["dilation"], out_size))] += xp.where(
+            choice == k, grad, zero)
+    crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[-d:], pairs))
+    return xp.ascontiguousarray(canvas[(Ellipsis, *crop)])
 
 
 def _max_pool_select(xp, y, x, **p):
-    d = len(p["kernel_size"])
-    return (_pool_windows(xp, y, 0.0, **p) * _window_onehot(xp, x, p)).sum(axis=-d - 1)
+    choice = _window_argmax(xp, x, p)
+    views = _window_views(xp, y, 0.0, p)
+    out = views[0]
+    for k in range(1, len(views)):
+        out = xp.where(choice == k, views[k], out)
+    return xp.ascontiguousarray(out) if out is views[0] else out
 
 
 def zeros_for(g, out_shape, x):

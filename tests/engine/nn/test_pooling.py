@@ -58,3 +58,24 @@ def test_return_indices_module_matches_torch(torch):
     t_values, t_indices = torch.nn.MaxPool2d(2, return_indices=True)(torch.tensor(x))
     np.testing.assert_array_equal(values.numpy(), t_values.numpy())
     np.testing.assert_array_equal(indices.numpy(), t_indices.numpy())
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("params", [
+    {"kernel_size": 2},
+    {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+])
+def test_max_pool_ties_go_to_the_first_maximum_and_nan_wins_as_in_torch(torch, params):
+    # Few distinct values, as after a ReLU: most windows hold their maximum more than once, and
+    # PyTorch takes the first in row-major window order (for the index and the gradient alike).
+    x = np.random.default_rng(4).integers(0, 3, size=(2, 3, 7, 8)).astype(np.float64)
+    x[0, 1, 2, 3] = np.nan
+    ex, tx = engine.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    e_values, e_indices = engine.nn.functional.max_pool2d(ex, return_indices=True, **params)
+    t_values, t_indices = torch.nn.functional.max_pool2d(tx, return_indices=True, **params)
+    np.testing.assert_array_equal(e_values.detach().numpy(), t_values.detach().numpy())  # NaN where torch has it
+    np.testing.assert_array_equal(e_indices.numpy(), t_indices.numpy())
+    weights = np.random.default_rng(5).standard_normal(t_values.shape)
+    (e_values * engine.tensor(weights)).sum().backward()
+    (t_values * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(ex.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=0)
