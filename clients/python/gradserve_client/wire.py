@@ -192,6 +192,17 @@ def decode_tree(value, reader: _Reader | None = None):
     return value
 
 
+# Response fields that never hold a tensor: left as parsed, not walked (an autograd graph is a
+# deep nest of small dicts, and walking it cost more than the rest of a small call's decoding).
+TENSORLESS = frozenset({"graph", "trace", "rows", "table", "spec"})
+
+
+def _decode_fields(tree, reader: _Reader | None):
+    if not isinstance(tree, dict):
+        return decode_tree(tree, reader)
+    return {key: value if key in TENSORLESS else decode_tree(value, reader) for key, value in tree.items()}
+
+
 def decode_body(content: bytes, headers) -> dict:
     """A successful response's JSON with its tensors as arrays."""
     if headers.get("content-type", "").startswith(BINARY):
@@ -203,8 +214,8 @@ def decode_body(content: bytes, headers) -> dict:
         if not 0 <= length <= len(view):
             raise WireError(f"{HEADER_LENGTH} {length} is beyond the body's {len(view)} bytes")
         reader = _Reader(view[length:])
-        tree = decode_tree(json.loads(bytes(view[:length])), reader)
+        tree = _decode_fields(json.loads(bytes(view[:length])), reader)
         if reader.offset != len(reader.tail):
             raise WireError(f"{len(reader.tail) - reader.offset} bytes after the response's last tensor")
         return tree
-    return decode_tree(json.loads(content)) if content else {}
+    return _decode_fields(json.loads(content), None) if content else {}
