@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.metrics import sample
 from tests.problems import assert_problem
 
 POINTS = [[0.3, -1.2, 2.0], [1.5, 0.1, -0.7], [-2.0, 0.4, 0.9], [0.0, 1.0, 2.0]]
@@ -34,9 +35,10 @@ def arrays(value):
     return []
 
 
-def one_by_one(client, path, body, batched_names):
+def one_by_one(client, path, body, batched_names, points=POINTS):
+    """One request per point: the batched inputs' row ``i`` for point ``i``."""
     answers = []
-    for i in range(len(POINTS)):
+    for i in range(len(points)):
         inputs = {name: ({**t, "data": t["data"][i]} if name in batched_names else t)
                   for name, t in body["inputs"].items()}
         response = client.post(path, json={**body, "inputs": inputs})
@@ -117,23 +119,13 @@ def test_limits_count_the_whole_batch(tmp_path):
             assert body["type"] == "/problems/response-too-large"
         assert client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": batch, "batch": True}).status_code == 200
         many = {"x": [[0.1, 0.2, 0.3]] * 20}  # 60 numbers
-        before = exp_ops(client)
+        before = ops_run(client, "exp")
         assert_problem(client.post("/v1/evaluate", json={"expr": "x.exp()", "inputs": many, "batch": True}), 413)
-        assert exp_ops(client) == before + 1  # bounded once the first point showed its size: 19 never ran
-
-
-def exp_ops(client) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith('gradserve_engine_ops_total{op="exp"}'):
-            return float(line.split()[1])
-    return 0.0
+        assert ops_run(client, "exp") == before + 1  # bounded once the first point showed its size: 19 never ran
 
 
 def ops_run(client, op: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(f'gradserve_engine_ops_total{{op="{op}"}}'):
-            return float(line.split()[1])
-    return 0.0
+    return sample(client, "gradserve_engine_ops_total", op=op) or 0.0
 
 
 MANY = np.random.default_rng(16).uniform(-2.0, 2.0, size=(40, 3)).tolist()
@@ -144,13 +136,7 @@ def assert_batch_equals_points(client, path, body, batched_names, points):
     batched = client.post(path, json={**body, "batch": sorted(batched_names)})
     assert batched.status_code == 200, batched.text
     content = batched.json()
-    singles = []
-    for i in range(len(points)):
-        inputs = {name: ({**t, "data": t["data"][i]} if name in batched_names else t)
-                  for name, t in body["inputs"].items()}
-        response = client.post(path, json={**body, "inputs": inputs})
-        assert response.status_code == 200, response.text
-        singles.append(response.json())
+    singles = one_by_one(client, path, body, batched_names, points)
     for key in content:
         if key == "graph":
             continue

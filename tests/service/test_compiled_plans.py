@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.metrics import sample
 
 SIN = {"inputs": {"a": {"data": [0.0, 0.5, 1.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
 
@@ -28,11 +29,10 @@ def run_of(response) -> str:
     return timing.split('run;desc="')[1].split('"')[0]
 
 
-def metric(client, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+def metric(client, name: str, **labels: str) -> float:
+    value = sample(client, name, **labels)
+    assert value is not None, f"{name} not in /metrics"
+    return value
 
 
 @pytest.fixture
@@ -173,11 +173,11 @@ def test_a_guard_failure_met_inline_reruns_in_a_worker(tmp_path):
 
             for _ in range(3):
                 post("small")
-            ops = metric(client, 'gradserve_engine_ops_total{op="mul"}')
+            ops = metric(client, "gradserve_engine_ops_total", op="mul")
             response = post("large")
             assert (run_of(response), thread_of(response)) == ("recompiled", "worker")
             np.testing.assert_allclose(response.json()["grads"]["x"]["data"], [2.0 ** doublings(large)] * 3,
                                        rtol=1e-6)
-            mul_counts.append(metric(client, 'gradserve_engine_ops_total{op="mul"}') - ops)
+            mul_counts.append(metric(client, "gradserve_engine_ops_total", op="mul") - ops)
     # the inline attempt stopped at its first eager op and counted nothing: the worker's run alone counts
     assert mul_counts[0] == mul_counts[1] >= doublings(large)

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.plans import PlanCache, function_source
+from tests.metrics import sample
 from tests.problems import assert_problem
 
 SIN = {"inputs": {"a": {"data": [0.0, 0.5, 1.0], "requires_grad": True}}, "expr": "(2 * sin(a) + 1).sum()"}
@@ -18,11 +19,10 @@ def plan_of(response) -> str:
     return "hit" if 'plan;desc="hit"' in timing else "miss" if 'plan;desc="miss"' in timing else timing
 
 
-def metric(client, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+def metric(client, name: str, **labels: str) -> float:
+    value = sample(client, name, **labels)
+    assert value is not None, f"{name} not in /metrics"
+    return value
 
 
 @pytest.fixture
