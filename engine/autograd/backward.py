@@ -168,10 +168,9 @@ def _array_grads(node, g, g_sole):
     grads = _input_grads(node, g, values, as_arrays=True)
     for grad in grads:
         if grad is not None and grad.nbytes >= SOLE_MIN_BYTES:
-            if not getattr(node.op, "fresh_grads", True):  # a compiled plan's: its buffers are reused,
-                # so only the op can tell which results are fresh arrays nothing else holds
-                owned = getattr(node.op, "owned_gradients", None)
-                return grads, None if owned is None else owned(node.params, grads, g)
+            owned = getattr(node.op, "owned_gradients", None)
+            if owned is not None:  # a compiled plan's: its buffers are reused, so only the op can tell
+                return grads, owned(node.params, grads, g)  # which results are fresh arrays nothing else holds
             return grads, _sole_gradients(grads, values, node.params, g, g_sole)
     return grads, None  # all small: none tracked
 

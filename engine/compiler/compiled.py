@@ -457,9 +457,6 @@ class _CompiledOp:
     saves_out = True
     saved_inputs = ()
     extra_outputs = False
-    # The backward plan's results may live in its buffer pool, written again by the next replay:
-    # the backward pass must never take one as its own (add into it, or hand it to a leaf's .grad).
-    fresh_grads = False
 
     def __init__(self):
         self.vjp = self
@@ -472,7 +469,8 @@ class _CompiledOp:
     @staticmethod
     def owned_gradients(params, grads, g):
         """Per gradient, whether it is a fresh array that only this backward pass holds (then a
-        leaf's empty ``.grad`` takes it without a copy, as eager's do): never a pooled buffer."""
+        leaf's empty ``.grad`` takes it without a copy, as eager's do): never a pooled buffer,
+        which the next replay writes again (the backward pass asks this instead of judging)."""
         call, k = params
         return call.owned_gradients(k, grads, g)
 
