@@ -118,6 +118,24 @@ def _needed(roots, targets):
     return needed
 
 
+def _check_runnable(node):
+    """PyTorch's errors for a node whose saved tensors were freed by an earlier pass, or changed
+    in place since it saved them."""
+    if node.freed:
+        raise RuntimeError(FREED_MESSAGE)
+    if node.checks:
+        _check_versions(node)
+
+
+def _free_saved(node, retain_graph):
+    """After a table op's node ran: without ``retain_graph`` its saved tensors go, as PyTorch's do
+    (a second backward then raises FREED_MESSAGE)."""
+    op = node.op
+    if not retain_graph and (op.saves_out or op.saved_inputs):
+        node.saved = None
+        node.freed = True
+
+
 def _check_versions(node):
     for counter, expected, position in node.checks:
         if counter[0] != expected:
@@ -361,17 +379,11 @@ def _one_node_to_leaves(tensor, grad, retain_graph):
     g = _seed(tensor, grad, False)
     if type(g) is not _ndarray:  # device arrays: the general pass places each node on g's device
         return False
-    if root.freed:
-        raise RuntimeError(FREED_MESSAGE)
-    if root.checks:
-        _check_versions(root)
+    _check_runnable(root)
     token = grad_mode._grad_enabled.set(False)
     try:
-        op = root.op
         grads, sole_grads = _array_grads(root, g, False)  # the caller's gradient is never the pass's
-        if not retain_graph and (op.saves_out or op.saved_inputs):
-            root.saved = None
-            root.freed = True
+        _free_saved(root, retain_graph)
         del g
         order = [(child, i) for i, (child, _) in enumerate(root.next_functions)
                  if child is not None and grads[i] is not None]
@@ -474,13 +486,10 @@ class _BackwardPass:
             if node.post_hooks:  # Node.register_hook on a leaf's node: no inputs, the leaf's gradient
                 _run_post_hooks(node, [], g, create_graph)
             return
-        if node.freed:
-            raise RuntimeError(FREED_MESSAGE)
-        if node.checks:
-            _check_versions(node)
-        op = node.op
+        if node.freed or node.checks:  # (tested here: this runs for every node)
+            _check_runnable(node)
         sole_grads = None
-        if op is None:  # a custom Function's node (engine.autograd.Function) runs its own backward:
+        if node.op is None:  # a custom Function's node (engine.autograd.Function) runs its own backward:
             # user code, so nothing it returns is the pass's own
             grads = node.run_function_backward(None if g is _NO_GRAD else g, self.output_grads.pop(node, None),
                                                create_graph, self.retain_graph)
@@ -489,9 +498,7 @@ class _BackwardPass:
                 grads = _tensor_grads(node, g)
             else:
                 grads, sole_grads = _array_grads(node, g, sole)
-            if not self.retain_graph and (op.saves_out or op.saved_inputs):
-                node.saved = None  # PyTorch frees them too; a second backward raises FREED_MESSAGE
-                node.freed = True
+            _free_saved(node, self.retain_graph)
         if node.post_hooks:
             grads = _run_post_hooks(node, grads, g, create_graph)
             sole_grads = None  # the hooks saw them (and may keep them)
