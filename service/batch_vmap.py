@@ -25,9 +25,6 @@ from engine import func
 from engine.func import batching
 from engine.tensor import Tensor
 
-# PyTorch's vmap errors for a function whose points cannot share one pass (engine.func.batching).
-_UNBATCHABLE = (batching._ITEM, batching._CONTROL_FLOW, batching._NO_STORAGE, batching._RANDOM_ERROR)
-
 
 def refused_by_vmap(error: BaseException) -> bool:
     """Whether ``error`` (or one it was raised from, as a program wraps engine errors) is vmap's
@@ -35,7 +32,7 @@ def refused_by_vmap(error: BaseException) -> bool:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, RuntimeError) and str(error) in _UNBATCHABLE:
+        if isinstance(error, RuntimeError) and str(error) in batching.REFUSALS:
             return True
         error = getattr(error, "error", None) or error.__cause__ or error.__context__
     return False

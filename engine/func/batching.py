@@ -142,6 +142,10 @@ _CONTROL_FLOW = (
     "support that yet, please file an issue at https://github.com/pytorch/pytorch/issues ."
 )
 _NO_STORAGE = "Cannot access data pointer of Tensor that doesn't have storage"
+# vmap's refusals of a function whose samples cannot share one pass (a value read into Python,
+# data-dependent control flow, a random draw under randomness='error'), PyTorch's messages: what a
+# caller that falls back to a loop of calls matches (service/batch_vmap.py).
+REFUSALS = (_ITEM, _CONTROL_FLOW, _NO_STORAGE, _RANDOM_ERROR)
 
 
 class BatchedTensor(Tensor):
